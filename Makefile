@@ -1,0 +1,70 @@
+# pfslab: two commands on a fresh Debian 12 machine
+#   sudo make lab    build the lab, run a PFS and a traditional upgrade, write pcaps/<run-id>/
+#   sudo make test   the whole test suite (lab tests need root)
+# Each target installs whatever is missing first: Debian packages, the venv, pip packages.
+
+SHELL      := /bin/bash
+# Debian's mininet lives in /usr/bin/python3's dist-packages: the venv must be built on that
+# interpreter, with system site-packages, or `import mininet` fails.
+SYSPY      := /usr/bin/python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+APT_PKGS   := mininet bridge-utils iproute2 iptables tcpdump tshark tftpd-hpa tftp-hpa \
+              libnetfilter-queue-dev python3-venv python3-dev gcc ethtool procps
+STAMP      := $(VENV)/.pfslab-installed
+LAB_ARGS   ?=
+PYTEST_ARGS ?=
+
+.PHONY: all deps apt venv test test-fast lab bench wireshark-plugin samples clean-venv help
+
+help:
+	@echo "sudo make lab      run the default lab (PFS vs traditional), captures in pcaps/"
+	@echo "sudo make test     run all tests (installs what is missing)"
+	@echo "make test-fast     the tests that need no root"
+	@echo "sudo make bench    WAN check and phones-per-subnet sweep, JSON + PNG in bench/out/"
+	@echo "make wireshark-plugin   install the Lua dissector for Wireshark"
+
+deps: apt venv
+
+# Installs only the packages that are missing, so a second run is quick.
+apt:
+	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "pfslab: missing Debian packages: $$missing" >&2; \
+	    echo "pfslab: run as root (sudo make ...) so they can be installed" >&2; exit 2; fi; \
+	  echo "pfslab: installing Debian packages: $$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml | apt
+	@test -x $(PY) || $(SYSPY) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+test: deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: deps
+	$(VENV)/bin/pytest -m "not lab" $(PYTEST_ARGS)
+
+lab: deps
+	$(VENV)/bin/pfslab lab $(LAB_ARGS)
+
+bench: deps
+	$(PY) -m pfslab.bench --out bench/out
+
+wireshark-plugin:
+	@dir="$${XDG_CONFIG_HOME:-$$HOME/.local/lib}/wireshark/plugins"; \
+	mkdir -p "$$dir" && cp pfslab/dissect/cppdp.lua "$$dir/" && \
+	echo "installed $$dir/cppdp.lua (restart Wireshark; Analyze > Enabled Protocols > CPPDP)"
+
+samples: deps
+	$(PY) -m pfslab.dissect.samples --out pcaps/samples
+
+clean-venv:
+	rm -rf $(VENV) *.egg-info
