@@ -1,0 +1,589 @@
+# SPDX-License-Identifier: MIT
+# This file is part of pfslab, modelled on scapy/contrib/automotive/doip.py
+
+# scapy.contrib.description = Cisco Peer to Peer Distribution Protocol (CPPDP, pfslab reconstruction)
+# scapy.contrib.status = loads
+
+"""Scapy layers for pfslab's CPPDP on UDP and TCP port 4051 (see docs/protocol.md).
+
+- :class:`CPPDP`: one UDP datagram (CLAIM, ROOT, JOIN, OFFER, REFUSE, READY).
+- :class:`CPPDPFrame`: one frame of the TCP child stream (REQUEST, HOLD, HEADER, DATA, END,
+  ABORT). Several frames in one segment stack (``CPPDPFrame / CPPDPFrame``); with
+  ``sniff(session=TCPSession)`` frames split over segments are reassembled by their length.
+
+Load it like a contrib module (in the Scapy shell or a script)::
+
+    >>> from scapy.main import _load; _load("pfslab.dissect.scapy_cppdp")
+    >>> # or: from pfslab.dissect.scapy_cppdp import *
+    >>> rdpcap("pcaps/RUN/subnet-1.pcap").filter(lambda p: CPPDP in p).nsummary()
+
+Bytes on 4051 that do not start with the magic ``CPDP`` are foreign and dissect as ``Raw``.
+Anything else that breaks the format still dissects, and :meth:`CPPDP.malformed` /
+:meth:`CPPDPFrame.malformed` say why (``summary()`` ends with ``[malformed: ...]``).
+The agent codec (pfslab.protocol.codec) is the reference; this module never imports Scapy
+into the agent: nothing under pfslab.protocol or pfslab.agent imports it.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Iterator, NamedTuple, Optional
+
+from scapy.config import conf
+from scapy.fields import (ByteEnumField, ByteField, ConditionalField, FieldLenField, IntField,
+                          IPField, ShortField, StrFixedLenField, StrLenField, XIntField,
+                          XStrFixedLenField)
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.packet import Packet, Raw, bind_bottom_up, bind_layers
+
+__all__ = ["CPPDP", "CPPDPFrame", "PORT", "MSG_TYPES", "FRAME_TYPES", "REFUSE_REASONS",
+           "ABORT_REASONS", "READY_SOURCES", "cppdp_fields", "iter_cppdp", "CppdpRecord"]
+
+PORT = 4051
+MAGIC = b"CPDP"
+VERSION = 1
+HEADER_LEN = 24          # UDP datagram header
+FRAME_HEADER_LEN = 10    # TCP frame header
+MAX_NAME = 64
+MAX_DATAGRAM = 512
+MAX_FRAME = 65536
+
+MSG_TYPES = {1: "CLAIM", 2: "ROOT", 3: "JOIN", 4: "OFFER", 5: "REFUSE", 6: "READY"}
+FRAME_TYPES = {0x11: "REQUEST", 0x12: "HOLD", 0x13: "HEADER", 0x14: "DATA", 0x15: "END",
+               0x16: "ABORT"}
+REFUSE_REASONS = {1: "FULL", 2: "NOT_ROOT", 3: "UNKNOWN", 4: "MAP_MISMATCH"}
+ABORT_REASONS = {1: "FULL", 2: "UNKNOWN", 3: "UPSTREAM", 4: "BAD_DIGEST", 5: "SHUTDOWN",
+                 6: "PROTOCOL"}
+READY_SOURCES = {0: "TFTP", 1: "peer"}
+
+#: UDP body length by message type.
+_BODY_LEN = {1: 1, 2: 4, 3: 4, 4: 6, 5: 1, 6: 5}
+#: TCP payload length by frame type, for the fixed-size kinds.
+_FRAME_FIXED = {0x12: 8, 0x13: 36, 0x15: 0}
+
+
+def _printable(b: bytes) -> bool:
+    return all(0x20 < c < 0x7F for c in b)
+
+
+def _txt(b) -> str:
+    """A name or text field for display: never raises on hostile bytes."""
+    if isinstance(b, bytes):
+        return b.decode("ascii", "backslashreplace")
+    return str(b)
+
+
+# ----------------------------------------------------------------------------- validation
+# The format rules of docs/protocol.md, applied to the wire bytes of one message. Written
+# apart from the agent codec on purpose (a second reading of the spec); tests check that both
+# agree on what is malformed.
+
+def udp_problem(b: bytes) -> Optional[str]:
+    """Why the datagram ``b`` is malformed, or None if it is a valid CPPDP datagram."""
+    if len(b) < HEADER_LEN:
+        return f"truncated: {len(b)} bytes < {HEADER_LEN}-byte header"
+    if b[:4] != MAGIC:
+        return "bad magic"
+    if b[4] != VERSION:
+        return f"unsupported version {b[4]}"
+    if b[5] not in MSG_TYPES:
+        return f"unknown message type {b[5]}"
+    length = struct.unpack_from("!H", b, 6)[0]
+    if length != len(b):
+        return f"length field {length} != datagram size {len(b)}"
+    off = HEADER_LEN
+    for what in ("model", "file"):
+        if off >= len(b):
+            return f"truncated in {what}"
+        n = b[off]
+        raw = b[off + 1:off + 1 + n]
+        if n > MAX_NAME or len(raw) != n:
+            return f"bad {what} length {n}"
+        if not _printable(raw):
+            return f"{what} is not printable ASCII"
+        off += 1 + n
+    want = _BODY_LEN[b[5]]
+    if len(b) - off != want:
+        return f"{MSG_TYPES[b[5]]} body is {len(b) - off} bytes, expected {want}"
+    return None
+
+
+def frame_problem(b: bytes) -> Optional[str]:
+    """Why the TCP frame ``b`` (exactly one frame) is malformed, or None."""
+    if len(b) < FRAME_HEADER_LEN:
+        return f"truncated: {len(b)} bytes < {FRAME_HEADER_LEN}-byte header"
+    if b[:4] != MAGIC:
+        return "bad magic"
+    if b[4] != VERSION:
+        return f"unsupported version {b[4]}"
+    t = b[5]
+    if t not in FRAME_TYPES:
+        return f"unknown frame type {t:#x}"
+    n = struct.unpack_from("!I", b, 6)[0]
+    if n > MAX_FRAME:
+        return f"frame payload {n} > {MAX_FRAME}"
+    p = b[FRAME_HEADER_LEN:]
+    if len(p) < n:
+        return f"truncated: payload {len(p)} of {n} bytes"
+    if len(p) > n:
+        return f"{len(p) - n} bytes beyond the frame length"
+    if t in _FRAME_FIXED and n != _FRAME_FIXED[t]:
+        return f"{FRAME_TYPES[t]} payload is {n} bytes, expected {_FRAME_FIXED[t]}"
+    if t == 0x11:  # REQUEST
+        off = 4
+        for what in ("model", "file"):
+            if off >= len(p):
+                return f"REQUEST truncated in {what}"
+            k = p[off]
+            raw = p[off + 1:off + 1 + k]
+            if k > MAX_NAME or len(raw) != k or not _printable(raw):
+                return f"REQUEST has a bad {what}"
+            off += 1 + k
+        if off != len(p):
+            return "REQUEST has trailing bytes"
+    elif t == 0x16:  # ABORT
+        if len(p) < 2 or p[1] != len(p) - 2 or p[1] > MAX_NAME:
+            return "ABORT has a bad length"
+    return None
+
+
+# --------------------------------------------------------------------------------- layers
+
+class _Lenient(Packet):
+    """Dissects as far as the bytes go: a truncated message keeps the fields it has, the
+    bytes that do not fit the next field become the payload (Raw), nothing raises."""
+
+    def do_dissect(self, s):
+        _raw = s
+        self.raw_packet_cache_fields = {}
+        for f in self.fields_desc:
+            if not s:
+                break
+            try:
+                rest, fval = f.getfield(self, s)
+            except Exception:
+                break  # this field does not fit: leave it (and the rest) to the payload
+            s = rest
+            if f.isconditional and fval is None:
+                continue
+            self.fields[f.name] = fval
+        self.raw_packet_cache = _raw[:-len(s)] if s else _raw
+        self.explicit = 1
+        return s
+
+    @classmethod
+    def dispatch_hook(cls, _pkt=None, *args, **kargs):
+        """Foreign bytes (no ``CPDP`` magic) are not ours: let them be Raw."""
+        if _pkt is not None and bytes(_pkt[:4]) != MAGIC:
+            return conf.raw_layer
+        return cls
+
+    def _wire(self) -> bytes:
+        """This message's bytes as sent (its payload included, Ethernet padding excluded)."""
+        b = bytes(self)
+        pad = self.getlayer(conf.padding_layer)
+        if pad is not None:
+            b = b[:len(b) - len(bytes(pad))]
+        return b
+
+    def _name_of(self, fname):
+        v = self.getfieldval(fname)
+        return _txt(v)
+
+
+def _extra_len_udp(p) -> int:
+    """Bytes between the body and the ``length`` field's end (only in malformed datagrams)."""
+    try:
+        used = HEADER_LEN + 2 + len(p.model or b"") + len(p.file or b"") + \
+            _BODY_LEN.get(p.type, 0)
+        return max(0, (p.length or 0) - used)
+    except Exception:
+        return 0
+
+
+class CPPDP(_Lenient):
+    """One CPPDP datagram on UDP 4051. Field names follow docs/protocol.md.
+
+    ``length`` and the name lengths are filled on build, and ``hash`` (``H=``) defaults to
+    the CRC-32 of ``file``. Note: the OFFER field ``parent`` shares its name with Scapy's
+    ``Packet.parent`` attribute, so read it with ``pkt.getfieldval("parent")``.
+    """
+    name = "CPPDP"
+    fields_desc = [
+        StrFixedLenField("magic", MAGIC, 4),
+        ByteField("version", VERSION),
+        ByteEnumField("type", 1, MSG_TYPES),
+        ShortField("length", None),
+        XIntField("xid", 0),
+        XIntField("strength", 0),
+        XIntField("map", 0),
+        XIntField("hash", None),
+        FieldLenField("model_len", None, length_of="model", fmt="B"),
+        StrLenField("model", b"", length_from=lambda p: p.model_len,
+                                     max_length=MAX_NAME),
+        FieldLenField("file_len", None, length_of="file", fmt="B"),
+        StrLenField("file", b"", length_from=lambda p: p.file_len,
+                                     max_length=MAX_NAME),
+        ConditionalField(ByteField("ad", 0), lambda p: p.type == 1),
+        ConditionalField(IPField("server", "0.0.0.0"), lambda p: p.type == 2),
+        ConditionalField(IPField("lost_parent", "0.0.0.0"), lambda p: p.type == 3),
+        ConditionalField(IPField("parent", "0.0.0.0"), lambda p: p.type == 4),
+        ConditionalField(ByteField("slot", 0), lambda p: p.type == 4),
+        ConditionalField(ByteField("depth", 0), lambda p: p.type == 4),
+        ConditionalField(ByteEnumField("reason", 0, REFUSE_REASONS), lambda p: p.type == 5),
+        ConditionalField(ByteEnumField("source", 0, READY_SOURCES), lambda p: p.type == 6),
+        ConditionalField(IntField("size", 0), lambda p: p.type == 6),
+        # only in malformed datagrams: bytes left before the end the length field claims
+        ConditionalField(StrLenField("extra", b"", length_from=_extra_len_udp),
+                         lambda p: _extra_len_udp(p) > 0),
+    ]
+
+    # Scapy only calls a dispatch_hook found in the class's own __dict__
+    dispatch_hook = _Lenient.__dict__["dispatch_hook"]
+
+    def post_build(self, pkt, pay):
+        if self.hash is None and len(pkt) >= 24:
+            h = zlib.crc32(bytes(self.file or b"")) & 0xFFFFFFFF
+            pkt = pkt[:20] + struct.pack("!I", h) + pkt[24:]
+        if self.length is None and len(pkt) >= 8:
+            pkt = pkt[:6] + struct.pack("!H", (len(pkt) + len(pay)) & 0xFFFF) + pkt[8:]
+        return pkt + pay
+
+    def extract_padding(self, s):
+        return s, None  # a datagram is the whole UDP payload: what is left is trailing junk
+
+    def malformed(self) -> Optional[str]:
+        """Why this datagram breaks the wire format, or None."""
+        try:
+            return udp_problem(self._wire())
+        except Exception as e:  # fuzzed field values may not even build
+            return f"cannot build: {e}"
+
+    def hashret(self):
+        return struct.pack("!I", (self.xid or 0) & 0xFFFFFFFF)
+
+    def answers(self, other):
+        """JOIN -> OFFER/REFUSE, CLAIM -> ROOT, within one hierarchy (XID)."""
+        if not isinstance(other, CPPDP) or self.xid != other.xid:
+            return 0
+        return int((other.type, self.type) in {(3, 4), (3, 5), (1, 2)})
+
+    def mysummary(self):
+        return _udp_summary(self), [UDP]
+
+
+def _udp_summary(p) -> str:
+    try:
+        t = p.type
+        xid = f"XID{(p.xid or 0) & 0xFFFFFFFF:08X}"
+        m = f"m={_txt(p.model)}"
+        f = _txt(p.file)
+        if t == 1:
+            what = "offer" if p.ad == 0 else f"Ad {p.ad}"
+            s = f"PFS ClaimRoot(tent) {what} {xid} {m} {f}"
+        elif t == 2:
+            s = f"PFS ROOT {xid} H={(p.hash or 0) & 0xFFFFFFFF:08X} {m} ROOT={p.server} {f}"
+        elif t == 3:
+            lost = p.lost_parent
+            s = f"PFS JOIN {xid} {m} {f}" + (f" lost={lost}" if lost != "0.0.0.0" else "")
+        elif t == 4:
+            s = (f"PFS OFFER {xid} {m} parent={p.getfieldval('parent')} slot={p.slot} "
+                 f"depth={p.depth} {f}")
+        elif t == 5:
+            s = f"PFS REFUSE {REFUSE_REASONS.get(p.reason, p.reason)} {xid} {m} {f}"
+        elif t == 6:
+            s = (f"PFS READY {xid} {m} {f} size={p.size} "
+                 f"from={READY_SOURCES.get(p.source, p.source)}")
+        else:
+            s = f"PFS type={t} {xid}"
+        bad = p.malformed()
+        return s + (f" [malformed: {bad}]" if bad else "")
+    except Exception as e:  # a summary line must never raise
+        return f"PFS [malformed: {e}]"
+
+
+def _extra_len_frame(p) -> int:
+    try:
+        t, n = p.type, p.length or 0
+        if t == 0x11:
+            used = 6 + len(p.model or b"") + len(p.file or b"")
+        elif t == 0x14:
+            used = n
+        elif t == 0x16:
+            used = 2 + len(p.text or b"")
+        else:
+            used = _FRAME_FIXED.get(t, 0)
+        return max(0, n - used)
+    except Exception:
+        return 0
+
+
+class CPPDPFrame(_Lenient):
+    """One frame of the CPPDP child stream on TCP 4051. ``length`` (payload bytes) and the
+    name lengths are filled on build."""
+    name = "CPPDP frame"
+    fields_desc = [
+        StrFixedLenField("magic", MAGIC, 4),
+        ByteField("version", VERSION),
+        ByteEnumField("type", 0x11, FRAME_TYPES),
+        IntField("length", None),
+        ConditionalField(XIntField("xid", 0), lambda p: p.type == 0x11),
+        ConditionalField(FieldLenField("model_len", None, length_of="model", fmt="B"),
+                         lambda p: p.type == 0x11),
+        ConditionalField(StrLenField("model", b"", length_from=lambda p: p.model_len,
+                                     max_length=MAX_NAME),
+                         lambda p: p.type == 0x11),
+        ConditionalField(FieldLenField("file_len", None, length_of="file", fmt="B"),
+                         lambda p: p.type == 0x11),
+        ConditionalField(StrLenField("file", b"", length_from=lambda p: p.file_len,
+                                     max_length=MAX_NAME),
+                         lambda p: p.type == 0x11),
+        ConditionalField(IntField("have", 0), lambda p: p.type == 0x12),
+        ConditionalField(IntField("total", 0), lambda p: p.type == 0x12),
+        ConditionalField(IntField("size", 0), lambda p: p.type == 0x13),
+        ConditionalField(XStrFixedLenField("sha256", b"\x00" * 32, 32),
+                         lambda p: p.type == 0x13),
+        ConditionalField(StrLenField("data", b"", length_from=lambda p: p.length or 0,
+                                     max_length=MAX_FRAME),
+                         lambda p: p.type == 0x14),
+        ConditionalField(ByteEnumField("reason", 0, ABORT_REASONS), lambda p: p.type == 0x16),
+        ConditionalField(FieldLenField("text_len", None, length_of="text", fmt="B"),
+                         lambda p: p.type == 0x16),
+        ConditionalField(StrLenField("text", b"", length_from=lambda p: p.text_len,
+                                     max_length=MAX_NAME),
+                         lambda p: p.type == 0x16),
+        # only in malformed frames: payload bytes the frame's kind has no field for
+        ConditionalField(StrLenField("extra", b"", length_from=_extra_len_frame),
+                         lambda p: _extra_len_frame(p) > 0),
+    ]
+
+    dispatch_hook = _Lenient.__dict__["dispatch_hook"]
+
+    def do_dissect(self, s):
+        """Dissect one frame, bounded by its length; what follows is the next frame."""
+        if len(s) >= FRAME_HEADER_LEN:
+            end = FRAME_HEADER_LEN + struct.unpack_from("!I", s, 6)[0]
+            return super().do_dissect(s[:end]) + s[end:]
+        return super().do_dissect(s)
+
+    def post_build(self, pkt, pay):
+        if self.length is None and len(pkt) >= FRAME_HEADER_LEN:
+            pkt = pkt[:6] + struct.pack("!I", len(pkt) - FRAME_HEADER_LEN) + pkt[10:]
+        return pkt + pay
+
+    def guess_payload_class(self, payload):
+        return CPPDPFrame if payload[:4] == MAGIC else conf.raw_layer
+
+    def frame_bytes(self) -> bytes:
+        """This frame's own bytes (without the frames stacked after it)."""
+        b = self._wire()
+        if len(b) >= FRAME_HEADER_LEN:
+            b = b[:FRAME_HEADER_LEN + struct.unpack_from("!I", b, 6)[0]]
+        return b
+
+    def malformed(self) -> Optional[str]:
+        """Why this frame breaks the wire format, or None."""
+        try:
+            return frame_problem(self.frame_bytes())
+        except Exception as e:
+            return f"cannot build: {e}"
+
+    def mysummary(self):
+        return _frame_summary(self), [TCP, CPPDPFrame]
+
+    @classmethod
+    def tcp_reassemble(cls, data, metadata, session):
+        """TCPSession hook: return the complete frames at the head of ``data`` (the rest,
+        as Padding, stays buffered), or None while the first frame is incomplete."""
+        if data[:4] != MAGIC[:len(data[:4])]:
+            return conf.raw_layer(data)  # foreign: hand it over as is
+        end = 0
+        while len(data) - end >= FRAME_HEADER_LEN:
+            if data[end:end + 4] != MAGIC:
+                break
+            n = struct.unpack_from("!I", data, end + 6)[0]
+            if n > MAX_FRAME:  # never wait for a frame that cannot be: show it malformed
+                return cls(data)
+            if len(data) - end < FRAME_HEADER_LEN + n:
+                break
+            end += FRAME_HEADER_LEN + n
+        if end == 0:
+            if metadata.get("tcp_end"):
+                return cls(data)  # the stream ended inside a frame: show what there is
+            return None
+        pkt = cls(data[:end])
+        if end < len(data):
+            pkt = pkt / conf.padding_layer(data[end:])
+        return pkt
+
+
+def _frame_summary(p) -> str:
+    try:
+        t = p.type
+        if t == 0x11:
+            s = f"PFS REQUEST XID{(p.xid or 0) & 0xFFFFFFFF:08X} m={_txt(p.model)} {_txt(p.file)}"
+        elif t == 0x12:
+            s = f"PFS HOLD have={p.have} total={p.total}"
+        elif t == 0x13:
+            s = f"PFS HEADER size={p.size} sha256={bytes(p.sha256 or b'').hex()[:16]}"
+        elif t == 0x14:
+            s = f"PFS DATA {p.length if p.length is not None else len(p.data or b'')} bytes"
+        elif t == 0x15:
+            s = "PFS END"
+        elif t == 0x16:
+            s = f"PFS ABORT {ABORT_REASONS.get(p.reason, p.reason)} \"{_txt(p.text)}\""
+        else:
+            s = f"PFS frame type={t:#x}" if isinstance(t, int) else f"PFS frame type={t}"
+        bad = p.malformed()
+        return s + (f" [malformed: {bad}]" if bad else "")
+    except Exception as e:
+        return f"PFS [malformed: {e}]"
+
+
+bind_bottom_up(UDP, CPPDP, sport=PORT)
+bind_bottom_up(UDP, CPPDP, dport=PORT)
+bind_layers(UDP, CPPDP, sport=PORT, dport=PORT)
+
+bind_bottom_up(TCP, CPPDPFrame, sport=PORT)
+bind_layers(TCP, CPPDPFrame, dport=PORT)
+
+
+# ------------------------------------------------------------------------- field values
+
+def cppdp_fields(pkt) -> dict:
+    """The field values of one CPPDP / CPPDPFrame layer in the form of
+    tests/vectors/cppdp.json (``type``, ``type_name``, names as str, digests/data as hex)."""
+    if isinstance(pkt, CPPDP):
+        body = {1: ("ad",), 2: ("server",), 3: ("lost_parent",), 4: ("parent", "slot", "depth"),
+                5: ("reason",), 6: ("source", "size")}.get(pkt.type, ())
+        names = ("xid", "strength", "map", "hash", "model", "file") + body
+        kinds = MSG_TYPES
+    elif isinstance(pkt, CPPDPFrame):
+        names = {0x11: ("xid", "model", "file"), 0x12: ("have", "total"),
+                 0x13: ("size", "sha256"), 0x14: ("data",), 0x15: (),
+                 0x16: ("reason", "text")}.get(pkt.type, ())
+        kinds = FRAME_TYPES
+    else:
+        raise TypeError(f"not a CPPDP layer: {pkt!r}")
+    d = {"type": pkt.type, "type_name": kinds.get(pkt.type, str(pkt.type))}
+    for k in names:
+        v = pkt.getfieldval(k)
+        if k in ("model", "file", "text"):
+            v = _txt(v)
+        elif isinstance(v, bytes):
+            v = v.hex()
+        d[k] = v
+    return d
+
+
+# ---------------------------------------------------------------------------- pcap reading
+
+class CppdpRecord(NamedTuple):
+    time: float
+    src: str          # "ip:port"
+    dst: str
+    proto: str        # "udp" or "tcp"
+    decoded: Packet   # CPPDP, CPPDPFrame (check .malformed()), or Raw for foreign bytes
+
+
+class _Stream:
+    """One direction of one TCP connection: in-order bytes, cut into frames by length."""
+    __slots__ = ("next_seq", "buf", "pending", "dead", "time")
+
+    def __init__(self):
+        self.next_seq = None
+        self.buf = bytearray()
+        self.pending = {}   # seq -> bytes, segments that arrived ahead of a gap
+        self.dead = False
+        self.time = 0.0
+
+    def add(self, seq: int, data: bytes):
+        if self.next_seq is None:
+            self.next_seq = seq
+        self.pending.setdefault(seq, data)
+        progressed = True
+        while progressed and self.pending:
+            progressed = False
+            for s in list(self.pending):
+                d = self.pending[s]
+                off = (self.next_seq - s) & 0xFFFFFFFF
+                if off < 0x80000000:          # starts at or before the next byte we need
+                    del self.pending[s]
+                    if off < len(d):
+                        self.buf += d[off:]
+                        self.next_seq = (self.next_seq + len(d) - off) & 0xFFFFFFFF
+                    progressed = True
+        if len(self.pending) > 1024:          # a hole that never fills: give up on it
+            self.pending.clear()
+
+    def frames(self):
+        while not self.dead and self.buf:
+            b = self.buf
+            if b[:4] != MAGIC[:len(b[:4])]:
+                self.dead = True
+                yield conf.raw_layer(bytes(b))
+                b.clear()
+                return
+            if len(b) < FRAME_HEADER_LEN:
+                return
+            n = struct.unpack_from("!I", b, 6)[0]
+            if n > MAX_FRAME:
+                self.dead = True
+                yield CPPDPFrame(bytes(b[:FRAME_HEADER_LEN]))
+                b.clear()
+                return
+            if len(b) < FRAME_HEADER_LEN + n:
+                return
+            yield CPPDPFrame(bytes(b[:FRAME_HEADER_LEN + n]))
+            del b[:FRAME_HEADER_LEN + n]
+
+
+def iter_cppdp(pcap_path) -> Iterator[CppdpRecord]:
+    """Every CPPDP message in a pcap, in capture order: UDP datagrams on port 4051 and the
+    frames of TCP 4051 streams (reassembled by sequence number and frame length; a frame
+    is reported at the time of the segment that completes it). Pure: reads the file only."""
+    from scapy.utils import PcapReader
+    streams: dict = {}
+    with PcapReader(str(pcap_path)) as reader:
+        for pkt in reader:
+            ip = pkt.getlayer(IP)
+            if ip is None:
+                continue
+            t = float(pkt.time)
+            udp = ip.getlayer(UDP)
+            if udp is not None and PORT in (udp.sport, udp.dport):
+                if ip.frag or ip.flags.MF:
+                    continue
+                payload = bytes(udp.payload)
+                pad = udp.getlayer(conf.padding_layer)
+                if pad is not None:
+                    payload = payload[:len(payload) - len(bytes(pad))]
+                if not payload:
+                    continue
+                yield CppdpRecord(t, f"{ip.src}:{udp.sport}", f"{ip.dst}:{udp.dport}", "udp",
+                                  CPPDP(payload))
+                continue
+            tcp = ip.getlayer(TCP)
+            if tcp is None or PORT not in (tcp.sport, tcp.dport):
+                continue
+            key = (ip.src, tcp.sport, ip.dst, tcp.dport)
+            st = streams.get(key)
+            if tcp.flags.S:
+                st = streams[key] = _Stream()
+                st.next_seq = (tcp.seq + 1) & 0xFFFFFFFF
+            elif st is None:
+                st = streams[key] = _Stream()
+            payload = bytes(tcp.payload)
+            pad = tcp.getlayer(conf.padding_layer)
+            if pad is not None:
+                payload = payload[:len(payload) - len(bytes(pad))]
+            if payload and not st.dead:
+                st.add(tcp.seq, payload)
+                for fr in st.frames():
+                    yield CppdpRecord(t, f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}",
+                                      "tcp", fr)
+            if tcp.flags.F or tcp.flags.R:
+                if st.buf and not st.dead:   # the stream ended inside a frame
+                    yield CppdpRecord(t, f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}",
+                                      "tcp", CPPDPFrame(bytes(st.buf)))
+                streams.pop(key, None)
