@@ -1,0 +1,755 @@
+"""The sans-I/O phone: one phone's whole upgrade, every file's PFS hierarchy included.
+
+No sockets, clocks or threads. A driver (real sockets in ``pfslab.agent``, the in-memory
+network in ``pfslab.sim``) feeds it inputs with the current time ``now``:
+
+    start(now)                       the phone resets: it asks for its config file
+    on_datagram(now, data, src_ip)   a UDP 4051 datagram arrived
+    on_accept(now, peer_ip) -> sid   a child connected to our TCP 4051
+    on_stream_data(now, sid, data)   bytes arrived on a stream
+    on_stream_closed(now, sid, why)  the stream ended (peer closed, reset, connect failed)
+    on_fetched(now, file, data, err) a TFTP fetch ended (data is None on error)
+    on_timer(now)                    next_deadline() has come
+
+and drains ``pop_outputs()``: :class:`Send`, :class:`Connect`, :class:`Write`, :class:`Close`,
+:class:`Fetch`, :class:`Installed`, :class:`Completed` and :class:`LogRecord`. The rules and
+timers are those of docs/protocol.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import ipaddress
+import random
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+
+from .. import firmware, phoneconfig
+from . import codec
+from .codec import (AbortReason, DecodeError, Frame, FrameReader, FrameType, Message, MsgType,
+                    ReadySource, RefuseReason)
+from .logs import LogRecord, xid as fmt_xid
+
+BROADCAST = "<broadcast>"
+NO_IP = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class Timers:
+    """docs/protocol.md, "Timers and rules". Tests may shrink them."""
+    ad_interval: float = 0.25
+    ads: int = 4
+    root_wait: float = 10.0
+    announce_fast: float = 1.0
+    announce_slow: float = 5.0
+    answer_gap: float = 0.2      # at most one ROOT answer to CLAIMs per this interval
+    yield_wait: float = 3.0
+    join_retry: float = 1.0
+    join_tries: int = 3
+    hold_interval: float = 2.0
+    parent_silence: float = 8.0
+    max_rejoins: int = 2
+    config_tries: int = 3
+
+
+# ----------------------------------------------------------------------------- outputs
+
+@dataclass(frozen=True)
+class Send:
+    dst: str          # an IPv4 address, or BROADCAST
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Connect:
+    sid: int
+    peer: str         # connect to peer:4051; Write may follow at once (the driver queues)
+
+
+@dataclass(frozen=True)
+class Write:
+    sid: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    sid: int          # flush what was written, then close
+
+
+@dataclass(frozen=True)
+class Fetch:
+    file: str         # TFTP read from the phone's server; answer with on_fetched
+
+
+@dataclass(frozen=True)
+class Installed:
+    file: str
+    source: str       # "tftp" or the parent's IPv4 address
+    sha256_ok: bool
+    t: float
+
+
+@dataclass(frozen=True)
+class Completed:
+    t: float
+    ok: bool          # every component installed and verified
+
+
+@dataclass(frozen=True)
+class PhoneId:
+    name: str
+    ip: str
+    mac: str
+    model: str
+
+
+# ----------------------------------------------------------------------------- states
+
+TENTATIVE, YIELDED, ROOT_WAITING, FETCHING, JOINING, CHILD, FALLBACK, COMPLETE, FAILED = (
+    "TENTATIVE", "YIELDED", "ROOT_WAITING", "FETCHING", "JOINING", "CHILD", "FALLBACK",
+    "COMPLETE", "FAILED")
+
+
+def _ipnum(ip: str) -> int:
+    return int(ipaddress.IPv4Address(ip))
+
+
+class Registrar:
+    """The root's record of its tree: breadth-first placement, O(1) per join."""
+
+    def __init__(self, root_ip: str):
+        self.parent: dict[str, str | None] = {root_ip: None}
+        self.depth: dict[str, int] = {root_ip: 0}
+        self.children: dict[str, list[str]] = {root_ip: []}
+        self.offer: dict[str, tuple[str, int, int]] = {}
+        self.free: deque[str] = deque([root_ip])   # members with a free slot, BFS order
+        self.dead: set[str] = set()
+
+    def _is_ancestor(self, a: str, node: str) -> bool:
+        while node is not None:
+            if node == a:
+                return True
+            node = self.parent.get(node)
+        return False
+
+    def place(self, ip: str, lost_parent: str = NO_IP) -> tuple[str, int, int] | None:
+        """Where ``ip`` goes: (parent, slot, depth), or None when no parent is left."""
+        if lost_parent != NO_IP and lost_parent in self.parent and lost_parent != ip:
+            self.dead.add(lost_parent)
+        if ip in self.offer:
+            old_parent = self.offer[ip][0]
+            if old_parent not in self.dead:
+                return self.offer[ip]              # a repeated JOIN: the same answer
+            self.children.get(old_parent, []).remove(ip) if ip in self.children.get(
+                old_parent, []) else None
+        skipped = []
+        choice = None
+        while self.free:
+            cand = self.free[0]
+            if cand in self.dead or len(self.children[cand]) >= 2:
+                self.free.popleft()
+                continue
+            if cand == ip or self._is_ancestor(ip, cand):   # never under its own subtree
+                skipped.append(self.free.popleft())
+                continue
+            choice = cand
+            break
+        for s in reversed(skipped):
+            self.free.appendleft(s)
+        if choice is None:
+            return None
+        slot = len(self.children[choice])
+        self.children[choice].append(ip)
+        if len(self.children[choice]) >= 2 and self.free and self.free[0] == choice:
+            self.free.popleft()
+        new = ip not in self.parent
+        self.parent[ip] = choice
+        self.depth[ip] = self.depth[choice] + 1
+        self.children.setdefault(ip, [])
+        if new:
+            self.free.append(ip)
+        self.offer[ip] = (choice, slot, self.depth[ip])
+        return self.offer[ip]
+
+
+@dataclass
+class Session:
+    """One file's PFS state on this phone."""
+    file: str
+    xid: int
+    strength: int
+    state: str = TENTATIVE
+    ad: int = 0
+    root_ip: str = NO_IP
+    root_xid: int = 0
+    parent_ip: str = NO_IP
+    up_sid: int | None = None
+    lost: str = NO_IP
+    join_tries: int = 0
+    rejoins: int = 0
+    have: int = 0
+    data: bytes | None = None
+    source: str = ""
+    registrar: Registrar | None = None
+    children: dict[int, str] = field(default_factory=dict)   # sid -> child ip (served)
+    last_answer: float = -1e9
+
+    @property
+    def hier_xid(self) -> int:
+        return self.xid if self.registrar is not None else self.root_xid
+
+
+@dataclass
+class Stream:
+    sid: int
+    peer: str
+    up: bool                      # True: we are the child on this stream
+    file: str = ""
+    reader: FrameReader = field(default_factory=FrameReader)
+    size: int = -1
+    digest: bytes = b""
+    parts: list = field(default_factory=list)
+    got: int = 0
+    done: bool = False
+
+
+class Phone:
+    """One phone. See the module docstring for the input/output contract."""
+
+    def __init__(self, ident: PhoneId, server: str, *, seed: int = 1,
+                 timers: Timers | None = None, blksize_hint: int = 0):
+        self.id = ident
+        self.server = server
+        self.seed = seed
+        self.t = timers or Timers()
+        self.now = 0.0
+        self._out: list = []
+        self._timers: dict[tuple[str, str], float] = {}
+        self._heap: list[tuple[float, int, str, str]] = []
+        self._seq = 0
+        self._sid = 0
+        self.sessions: dict[str, Session] = {}
+        self.streams: dict[int, Stream] = {}
+        self.config: phoneconfig.PhoneConfig | None = None
+        self.load: firmware.LoadSet | None = None
+        self.map = 0
+        self.pfs = False
+        self.tftp_queue: deque[str] = deque()
+        self.tftp_busy: str | None = None
+        self.config_tries = 0
+        self.installed: dict[str, Installed] = {}
+        self.completed: Completed | None = None
+
+    # ------------------------------------------------------------------ driver API
+
+    def pop_outputs(self) -> list:
+        out, self._out = self._out, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            when, _, key, kind = self._heap[0]
+            if self._timers.get((key, kind)) == when:
+                return when
+            heapq.heappop(self._heap)
+        return None
+
+    def start(self, now: float) -> None:
+        self.now = now
+        self.log("NOT", f"Phone {self.id.name} {self.id.model} mac={self.id.mac} ip={self.id.ip}"
+                        f" reset: requesting {phoneconfig.sep_filename(self.id.mac)}")
+        self._tftp(phoneconfig.sep_filename(self.id.mac))
+
+    def on_timer(self, now: float) -> None:
+        self.now = now
+        while self._heap and self._heap[0][0] <= now:
+            when, _, key, kind = heapq.heappop(self._heap)
+            if self._timers.get((key, kind)) != when:
+                continue
+            del self._timers[(key, kind)]
+            s = self.sessions.get(key)
+            if s is not None:
+                self._session_timer(s, kind)
+
+    def on_datagram(self, now: float, data: bytes, src: str) -> None:
+        self.now = now
+        if not self.pfs or src == self.id.ip:
+            return
+        try:
+            m = codec.decode(data)
+        except DecodeError as e:
+            self.log("WRN", f"RxBdcst from {src} dropped: {e}")
+            return
+        if m.model != self.id.model or m.map != self.map:
+            return                                   # another model's or load's hierarchy
+        s = self.sessions.get(m.file)
+        if s is None:
+            return
+        handler = {MsgType.CLAIM: self._rx_claim, MsgType.ROOT: self._rx_root,
+                   MsgType.JOIN: self._rx_join, MsgType.OFFER: self._rx_offer,
+                   MsgType.REFUSE: self._rx_refuse}.get(m.type)
+        if handler:
+            handler(s, m, src)
+
+    def on_accept(self, now: float, peer: str) -> int:
+        self.now = now
+        sid = self._new_sid()
+        self.streams[sid] = Stream(sid, peer, up=False)
+        return sid
+
+    def on_stream_data(self, now: float, sid: int, data: bytes) -> None:
+        self.now = now
+        st = self.streams.get(sid)
+        if st is None:
+            return
+        try:
+            frames = st.reader.feed(data)
+        except DecodeError as e:
+            self.log("WRN", f"peer {st.peer} sent a malformed frame: {e}")
+            self._abort(st, AbortReason.PROTOCOL, "malformed frame")
+            return
+        for f in frames:
+            if sid not in self.streams:
+                return
+            (self._up_frame if st.up else self._down_frame)(st, f)
+
+    def on_stream_closed(self, now: float, sid: int, why: str = "closed") -> None:
+        self.now = now
+        st = self.streams.pop(sid, None)
+        if st is None:
+            return
+        s = self.sessions.get(st.file)
+        if st.up:
+            if s is not None and s.up_sid == sid and not st.done:
+                self._parent_lost(s, f"connection to parent {st.peer} {why}")
+        elif s is not None:
+            s.children.pop(sid, None)
+
+    def on_fetched(self, now: float, file: str, data: bytes | None, error: str = "") -> None:
+        self.now = now
+        if self.tftp_busy == file:
+            self.tftp_busy = None
+        if data is None:
+            self.log("ERR", f"TFTP {file} from {self.server} failed: {error}")
+        if self.config is None and file == phoneconfig.sep_filename(self.id.mac):
+            self._got_config(data)
+        else:
+            s = self.sessions.get(file)
+            if s is not None:
+                self._got_tftp_file(s, data, error)
+        self._tftp_next()
+
+    # ------------------------------------------------------------------ helpers
+
+    def log(self, level: str, text: str) -> None:
+        self._out.append(LogRecord(self.now, level, text))
+
+    def _new_sid(self) -> int:
+        self._sid += 1
+        return self._sid
+
+    def _set_timer(self, s: Session, kind: str, delay: float) -> None:
+        when = self.now + delay
+        self._timers[(s.file, kind)] = when
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, s.file, kind))
+
+    def _cancel(self, s: Session, *kinds: str) -> None:
+        for k in kinds:
+            self._timers.pop((s.file, k), None)
+
+    def _msg(self, s: Session, mtype: MsgType, **kw) -> bytes:
+        return codec.encode(Message(mtype, xid=kw.pop("xid", s.hier_xid), strength=s.strength,
+                                    map=self.map, model=self.id.model, file=s.file, **kw))
+
+    def _send(self, dst: str, data: bytes) -> None:
+        self._out.append(Send(dst, data))
+
+    def _tftp(self, file: str) -> None:
+        self.tftp_queue.append(file)
+        self._tftp_next()
+
+    def _tftp_next(self) -> None:
+        if self.tftp_busy is None and self.tftp_queue:
+            self.tftp_busy = self.tftp_queue.popleft()
+            self._out.append(Fetch(self.tftp_busy))
+
+    # ------------------------------------------------------------------ config and load
+
+    def _got_config(self, data: bytes | None) -> None:
+        name = phoneconfig.sep_filename(self.id.mac)
+        if data is None:
+            self.config_tries += 1
+            if self.config_tries < self.t.config_tries:
+                self._tftp(name)
+            else:
+                self._finish(False, f"no configuration ({name})")
+            return
+        try:
+            self.config = phoneconfig.parse_sep(data)
+        except phoneconfig.ConfigError as e:
+            self._finish(False, f"bad configuration {name}: {e}")
+            return
+        capable = self.id.model in firmware.PFS_CAPABLE
+        self.pfs = bool(self.config.pfs and capable)
+        self.map = codec.load_map(self.config.load_name)
+        why = ("on" if self.pfs else "off (not PFS-capable model)" if not capable
+               else "off (configuration)")
+        self.log("NOT", f"Config: load={self.config.load_name} peerFirmwareSharing {why}")
+        if self.pfs:
+            self.log("DBG", "+++ fd=7 Listening on peer TCP port 4051")
+            self.log("NOT", "^.idl_child.c-openUDPPort")
+            self.log("NOT", "|parent=-1><fd[0]=-1 fd[1]=-1 FULL=0")
+        self._begin_file(self.config.load_name + ".loads")
+
+    def _begin_file(self, file: str) -> None:
+        x = zlib.crc32(self.id.mac.encode() + file.encode()) & 0xFFFFFFFF
+        rng = random.Random(f"{self.seed}|{self.id.mac}|{file}")
+        s = Session(file=file, xid=x, strength=rng.getrandbits(31))
+        self.sessions[file] = s
+        if self.pfs:
+            self._claim(s)
+        else:
+            s.state = FALLBACK
+            self.log("INF", f"TFTP {file} from {self.server} (traditional upgrade)")
+            self._tftp(file)
+
+    def _expected_ok(self, file: str, data: bytes) -> bool:
+        """The chain of trust: the .loads by its signature, components by its digests."""
+        if self.load is None:
+            try:
+                ls = firmware.parse_loads(data)
+            except firmware.FirmwareError as e:
+                self.log("ERR", f"{file}: bad signature or format: {e}")
+                return False
+            return ls.loads_file == file
+        try:
+            comp = self.load.component(file)
+        except KeyError:
+            return False
+        return firmware.verify(comp, data)
+
+    def _install(self, s: Session, data: bytes, source: str) -> bool:
+        ok = self._expected_ok(s.file, data)
+        if not ok:
+            self.log("ERR", f"{fmt_xid(s.hier_xid)} {s.file}: digest check FAILED"
+                            f" (from {source}): discarded")
+            return False
+        s.data, s.source, s.state = data, source, COMPLETE
+        self._cancel(s, "silence", "join", "yield", "elect")
+        inst = Installed(s.file, source, True, self.now)
+        self.installed[s.file] = inst
+        self._out.append(inst)
+        self.log("NOT", f"{fmt_xid(s.hier_xid)} {s.file} complete {len(data)} bytes from "
+                        f"{'TFTP ' + self.server if source == 'tftp' else 'peer ' + source}:"
+                        f" sha256 ok, installed")
+        if self.pfs:
+            self._send(BROADCAST, self._msg(
+                s, MsgType.READY, source=ReadySource.TFTP if source == "tftp" else ReadySource.PEER,
+                size=len(data)))
+            for sid in list(s.children):
+                self._serve(s, sid)
+        if self.load is None:
+            self.load = firmware.parse_loads(data)
+            self.log("NOT", f"Load {self.load.name}: {len(self.load.components)} components: "
+                            + " ".join(c.name for c in self.load.components))
+            for c in self.load.components:
+                self._begin_file(c.name)
+        elif all(c.name in self.installed for c in self.load.components):
+            self._finish(True, "all components installed")
+        return True
+
+    def _finish(self, ok: bool, why: str) -> None:
+        if self.completed is None:
+            self.completed = Completed(self.now, ok)
+            self._out.append(self.completed)
+            self.log("NOT" if ok else "ERR", f"Upgrade {'complete' if ok else 'FAILED'}: {why}")
+
+    # ------------------------------------------------------------------ election
+
+    def _claim(self, s: Session) -> None:
+        s.state, s.ad = TENTATIVE, 0
+        self.log("NOT", "^.idl_protocol.c-sendBroadcastOffer")
+        self.log("INF", f"{fmt_xid(s.xid)} TxBdcst ClaimRoot(tent): map={self.map:08x} "
+                        f"strength={s.strength:08x}")
+        self._send(BROADCAST, self._msg(s, MsgType.CLAIM, xid=s.xid, ad=0))
+        self._set_timer(s, "elect", self.t.ad_interval)
+
+    def _session_timer(self, s: Session, kind: str) -> None:
+        if kind == "elect" and s.state == TENTATIVE:
+            self.log("NOT", "^.idl_timeout.c-doTimeout")
+            self.log("DBG", f"Timeout {fmt_xid(s.xid)} hier=ClaimRoot(tent)")
+            if s.ad < self.t.ads:
+                s.ad += 1
+                self.log("NOT", "^.idl_protocol.c-sendBroadcastOffer")
+                self.log("INF", f"{fmt_xid(s.xid)} TxBdcst Ad {s.ad}: ClaimRoot(tent)")
+                self._send(BROADCAST, self._msg(s, MsgType.CLAIM, xid=s.xid, ad=s.ad))
+                self._set_timer(s, "elect", self.t.ad_interval)
+            else:
+                self._confirm(s)
+        elif kind == "yield" and s.state == YIELDED:
+            self.log("NOT", f"{fmt_xid(s.xid)} no ROOT heard: claiming again")
+            self._claim(s)
+        elif kind == "announce" and s.registrar is not None and s.state != FAILED:
+            self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
+            fast = s.state == ROOT_WAITING
+            self._set_timer(s, "announce", self.t.announce_fast if fast else self.t.announce_slow)
+        elif kind == "xfr" and s.state == ROOT_WAITING:
+            self.log("INF", f"{fmt_xid(s.xid)} Root sending TFTP XfrCmd on ROOT_WAITING TO")
+            s.state = FETCHING
+            self._tftp(s.file)
+        elif kind == "join" and s.state == JOINING:
+            if s.join_tries < self.t.join_tries:
+                self._send_join(s)
+            else:
+                self._fallback(s, f"no answer from root {s.root_ip}")
+        elif kind == "silence" and s.state == CHILD:
+            st = self.streams.pop(s.up_sid, None) if s.up_sid is not None else None
+            if st is not None:
+                self._out.append(Close(st.sid))
+            self._parent_lost(s, f"parent {s.parent_ip} silent for {self.t.parent_silence:g}s")
+        elif kind == "hold":
+            self._send_holds(s)
+
+    def _confirm(self, s: Session) -> None:
+        s.strength |= codec.ROOT_BUMP
+        s.state = ROOT_WAITING
+        s.root_ip, s.root_xid = self.id.ip, s.xid
+        s.registrar = Registrar(self.id.ip)
+        self.log("NOT", "UT:Confirmed root bumping strength")
+        self.log("NOT", f"@@@HROOT:{fmt_xid(s.xid)} H={codec.name_hash(s.file):08x} "
+                        f"m={self.id.model} ROOT={self.server} /dnld/{s.file}")
+        self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
+        self._set_timer(s, "announce", self.t.announce_fast)
+        self._set_timer(s, "xfr", self.t.root_wait)
+
+    def _stronger(self, m: Message, src: str, s: Session) -> bool:
+        return (m.strength, _ipnum(src)) > (s.strength, _ipnum(self.id.ip))
+
+    def _rx_claim(self, s: Session, m: Message, src: str) -> None:
+        if s.state == TENTATIVE and self._stronger(m, src, s):
+            self._cancel(s, "elect")
+            s.state = YIELDED
+            self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ClaimRoot(tent) {fmt_xid(m.xid)} from "
+                            f"{src} strength={m.strength:08x}: yielding")
+            self._set_timer(s, "yield", self.t.yield_wait)
+        elif s.registrar is not None and s.state != FAILED:
+            if self.now - s.last_answer >= self.t.answer_gap:   # answer claimers at once
+                s.last_answer = self.now
+                self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
+
+    def _rx_root(self, s: Session, m: Message, src: str) -> None:
+        if s.state in (TENTATIVE, YIELDED):
+            self._cancel(s, "elect", "yield")
+            self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ROOT {fmt_xid(m.xid)} from {src}"
+                            f" m={m.model} {s.file}: joining")
+            s.root_ip, s.root_xid = src, m.xid
+            s.join_tries = 0
+            self._send_join(s)
+        elif (s.state == ROOT_WAITING and s.registrar is not None
+              and len(s.registrar.parent) == 1 and self._stronger(m, src, s)):
+            self.log("NOT", f"{fmt_xid(s.xid)} stronger root {fmt_xid(m.xid)} at {src}:"
+                            f" demoting, joining it")
+            self._cancel(s, "announce", "xfr")
+            s.registrar = None
+            s.strength &= ~codec.ROOT_BUMP
+            s.root_ip, s.root_xid = src, m.xid
+            s.join_tries = 0
+            self._send_join(s)
+
+    def _send_join(self, s: Session) -> None:
+        s.state = JOINING
+        s.join_tries += 1
+        self.log("INF", f"{fmt_xid(s.root_xid)} TxJoin to root {s.root_ip} try {s.join_tries}"
+                        + (f" (lost parent {s.lost})" if s.lost != NO_IP else ""))
+        self._send(s.root_ip, self._msg(s, MsgType.JOIN, lost_parent=s.lost))
+        self._set_timer(s, "join", self.t.join_retry)
+
+    def _rx_join(self, s: Session, m: Message, src: str) -> None:
+        if s.registrar is None or m.xid != s.xid or s.state == FAILED:
+            self._send(src, self._msg(s, MsgType.REFUSE, xid=m.xid, reason=RefuseReason.NOT_ROOT))
+            return
+        placed = s.registrar.place(src, m.lost_parent)
+        if placed is None:
+            self._send(src, self._msg(s, MsgType.REFUSE, reason=RefuseReason.FULL))
+            return
+        parent, slot, depth = placed
+        self.log("INF", f"{fmt_xid(s.xid)} RxJoin from {src}: parent={parent} slot={slot}"
+                        f" depth={depth}")
+        self._send(src, self._msg(s, MsgType.OFFER, parent=parent, slot=slot, depth=depth))
+
+    def _rx_offer(self, s: Session, m: Message, src: str) -> None:
+        if s.state != JOINING or src != s.root_ip or m.xid != s.root_xid:
+            return
+        self._cancel(s, "join")
+        s.parent_ip, s.lost = m.parent, NO_IP
+        sid = self._new_sid()
+        st = Stream(sid, m.parent, up=True, file=s.file)
+        self.streams[sid] = st
+        s.up_sid, s.state = sid, CHILD
+        self.log("INF", f"{fmt_xid(s.root_xid)} RxOffer parent={m.parent} slot={m.slot} "
+                        f"depth={m.depth}: |parent={m.parent}")
+        self._out.append(Connect(sid, m.parent))
+        self._out.append(Write(sid, codec.encode_frame(Frame(
+            FrameType.REQUEST, xid=s.root_xid, model=self.id.model, file=s.file))))
+        self._set_timer(s, "silence", self.t.parent_silence)
+
+    def _rx_refuse(self, s: Session, m: Message, src: str) -> None:
+        if s.state == JOINING and src == s.root_ip:
+            self._fallback(s, f"root {src} refused: {RefuseReason(m.reason).name}"
+                           if m.reason in RefuseReason._value2member_map_ else
+                           f"root {src} refused ({m.reason})")
+
+    # ------------------------------------------------------------------ child side
+
+    def _up_frame(self, st: Stream, f: Frame) -> None:
+        s = self.sessions.get(st.file)
+        if s is None or s.up_sid != st.sid:
+            return
+        self._set_timer(s, "silence", self.t.parent_silence)
+        if f.type == FrameType.HOLD:
+            pass                                   # the parent is alive, still fetching
+        elif f.type == FrameType.HEADER:
+            st.size, st.digest = f.size, f.sha256
+            self.log("INF", f"{fmt_xid(s.root_xid)} RxHeader {s.file} size={f.size} from "
+                            f"{st.peer}")
+        elif f.type == FrameType.DATA:
+            st.parts.append(f.data)
+            st.got += len(f.data)
+            s.have = st.got
+            if st.size < 0 or st.got > st.size:
+                self._abort(st, AbortReason.PROTOCOL, "data beyond size")
+                self._parent_lost(s, f"parent {st.peer} sent more than announced")
+        elif f.type == FrameType.END:
+            st.done = True
+            data = b"".join(st.parts)
+            st.parts = []
+            self.streams.pop(st.sid, None)
+            self._out.append(Close(st.sid))
+            self._cancel(s, "silence")
+            s.up_sid = None
+            if len(data) != st.size or hashlib.sha256(data).digest() != st.digest:
+                self.log("ERR", f"{fmt_xid(s.root_xid)} {s.file} from {st.peer}: size/sha256"
+                                f" differ from its header: discarded")
+                self._fallback(s, "bad transfer from parent")
+            elif not self._install(s, data, st.peer):
+                self._fallback(s, "digest check failed")
+        elif f.type == FrameType.ABORT:
+            why = AbortReason(f.reason).name if f.reason in AbortReason._value2member_map_ \
+                else str(f.reason)
+            self.streams.pop(st.sid, None)
+            self._out.append(Close(st.sid))
+            self._parent_lost(s, f"parent {st.peer} aborted: {why} {f.text}".rstrip())
+        else:
+            self._abort(st, AbortReason.PROTOCOL, f"unexpected {f.type.name}")
+            self._parent_lost(s, f"parent {st.peer} sent {f.type.name}")
+
+    def _parent_lost(self, s: Session, why: str) -> None:
+        if s.state != CHILD:
+            return
+        self._cancel(s, "silence")
+        lost, s.up_sid = s.parent_ip, None
+        s.rejoins += 1
+        self.log("WRN", f"{fmt_xid(s.root_xid)} {s.file}: {why}")
+        if lost == s.root_ip:
+            self._fallback(s, "lost the root")
+        elif s.rejoins > self.t.max_rejoins:
+            self._fallback(s, f"lost {s.rejoins} parents")
+        else:
+            s.lost, s.join_tries = lost, 0
+            self._send_join(s)
+
+    def _fallback(self, s: Session, why: str) -> None:
+        self._cancel(s, "silence", "join", "yield", "elect")
+        if s.up_sid is not None:
+            self.streams.pop(s.up_sid, None)
+            self._out.append(Close(s.up_sid))
+            s.up_sid = None
+        s.state = FALLBACK
+        self.log("WRN", f"{fmt_xid(s.hier_xid)} PFS failed for {s.file} ({why}): fallback to"
+                        f" TFTP {self.server}")
+        self._tftp(s.file)
+
+    def _got_tftp_file(self, s: Session, data: bytes | None, error: str) -> None:
+        if s.state == COMPLETE:
+            return
+        if data is not None and self._install(s, data, "tftp"):
+            return
+        s.state = FAILED
+        self._cancel(s, "announce", "hold", "xfr")
+        for sid in list(s.children):
+            st = self.streams.get(sid)
+            if st is not None:
+                self._abort(st, AbortReason.UPSTREAM, "source failed")
+        self._finish(False, f"{s.file}: TFTP {error or 'digest check failed'}")
+
+    # ------------------------------------------------------------------ parent side
+
+    def _down_frame(self, st: Stream, f: Frame) -> None:
+        if f.type != FrameType.REQUEST or st.file:
+            if f.type == FrameType.ABORT:
+                self.streams.pop(st.sid, None)
+                self._out.append(Close(st.sid))
+                s = self.sessions.get(st.file)
+                if s is not None:
+                    s.children.pop(st.sid, None)
+                return
+            self._abort(st, AbortReason.PROTOCOL, f"unexpected {f.type.name}")
+            return
+        s = self.sessions.get(f.file) if self.pfs else None
+        if s is None or f.model != self.id.model or f.xid != s.hier_xid or s.state == FAILED:
+            self.log("WRN", f"child {st.peer} asked for unknown {fmt_xid(f.xid)} {f.file}")
+            self._abort(st, AbortReason.UNKNOWN, "no such hierarchy")
+            return
+        if len(s.children) >= 2:
+            self.log("WRN", f"{fmt_xid(s.hier_xid)} child {st.peer} refused: FULL=1")
+            self._abort(st, AbortReason.FULL, "both child slots taken")
+            return
+        st.file = f.file
+        s.children[st.sid] = st.peer
+        fds = list(s.children.values()) + ["-1"] * (2 - len(s.children))
+        self.log("NOT", f"|parent={s.parent_ip if s.parent_ip != NO_IP else -1}><fd[0]={fds[0]}"
+                        f" fd[1]={fds[1]} FULL={int(len(s.children) >= 2)} {s.file}")
+        if s.state == COMPLETE:
+            self._serve(s, st.sid)
+        else:
+            self._send_holds(s)
+
+    def _send_holds(self, s: Session) -> None:
+        if s.state in (COMPLETE, FAILED) or not s.children:
+            return
+        total = 0
+        if self.load is not None and s.file != self.load.loads_file:
+            total = self.load.component(s.file).size
+        hold = codec.encode_frame(Frame(FrameType.HOLD, have=s.have, total=total))
+        for sid in s.children:
+            self._out.append(Write(sid, hold))
+        self._set_timer(s, "hold", self.t.hold_interval)
+
+    def _serve(self, s: Session, sid: int) -> None:
+        st = self.streams.get(sid)
+        data = s.data
+        if st is None or data is None:
+            return
+        self.log("INF", f"{fmt_xid(s.hier_xid)} TxFile {s.file} {len(data)} bytes to child "
+                        f"{st.peer}")
+        chunks = [codec.encode_frame(Frame(FrameType.HEADER, size=len(data),
+                                           sha256=hashlib.sha256(data).digest()))]
+        view = memoryview(data)
+        for off in range(0, len(data), codec.MAX_FRAME):
+            chunks.append(codec.encode_data(view[off:off + codec.MAX_FRAME]))
+        chunks.append(codec.encode_frame(Frame(FrameType.END)))
+        self._out.append(Write(sid, b"".join(chunks)))
+        self._out.append(Close(sid))
+        st.done = True
+
+    def _abort(self, st: Stream, reason: AbortReason, text: str) -> None:
+        self._out.append(Write(st.sid, codec.encode_frame(Frame(FrameType.ABORT, reason=reason,
+                                                                text=text))))
+        self._out.append(Close(st.sid))
+        self.streams.pop(st.sid, None)
+        s = self.sessions.get(st.file)
+        if s is not None:
+            s.children.pop(st.sid, None)
