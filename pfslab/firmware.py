@@ -65,6 +65,7 @@ IMAGE_MAGIC = b"PFSB"
 VERSION = 1
 LOADS_SUFFIX = ".loads"
 MIN_SIZE = 1024            # smallest synthetic component, bytes (whatever the scale)
+MAX_SIZE = 256 * 2**20     # largest synthetic component (guards against a runaway scale)
 MAX_COMPONENTS = 32
 MAX_LOADS_BYTES = 8192     # no pfslab manifest comes close; bigger input is refused unread
 
@@ -237,7 +238,7 @@ def _lp(text: str) -> bytes:
 _PERIOD = 65521
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=32)
 def _image(name: str, size: int) -> bytes:
     """The deterministic synthetic image of component ``name`` with ``size`` bytes."""
     head = IMAGE_MAGIC + bytes([VERSION]) + _lp(name) + struct.pack(">I", size)
@@ -280,14 +281,18 @@ def build_load(name: str, scale: float = 1.0) -> tuple[LoadSet, dict[str, bytes]
     the ``.loads`` included, to its content.
     """
     if name not in KNOWN_LOADS:
-        raise FirmwareError(f"unknown load {name!r}; known loads: " + ", ".join(sorted(KNOWN_LOADS)))
+        raise FirmwareError(f"unknown load {name!r}; known loads: "
+                            + ", ".join(sorted(KNOWN_LOADS)))
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) \
             or not math.isfinite(scale) or scale <= 0:
         raise FirmwareError(f"scale must be a positive number, not {scale!r}")
     files: dict[str, bytes] = {}
     comps = []
     for fname, real in KNOWN_LOADS[name]:
-        size = min(max(MIN_SIZE, round(real * scale)), 2**32 - 1)
+        size = max(MIN_SIZE, round(real * scale))
+        if size > MAX_SIZE:
+            raise FirmwareError(f"scale {scale} makes {fname} {size} bytes"
+                                f" (at most {MAX_SIZE})")
         data = _image(fname, size)
         files[fname] = data
         comps.append(Component(fname, size, hashlib.sha256(data).hexdigest()))

@@ -1,5 +1,6 @@
 """pfslab.firmware: load sets, synthetic images, the signed .loads manifest."""
 import hashlib
+import hmac
 import struct
 import time
 
@@ -97,7 +98,7 @@ def test_scale():
     assert all(len(files[c.name]) == 1024 for c in tiny.components)
 
 
-@pytest.mark.parametrize("scale", [0, -1, float("nan"), float("inf"), "1", None, True])
+@pytest.mark.parametrize("scale", [0, -1, float("nan"), float("inf"), "1", None, True, 1000])
 def test_bad_scale(scale):
     with pytest.raises(FirmwareError):
         build_load(SCCP41, scale=scale)
@@ -177,12 +178,20 @@ def test_invalid_objects(make):
 
 def _resign(data: bytes) -> bytes:
     """Recompute the signature of a .loads image (to reach the checks past it)."""
+    return _sign(data, fw.LAB_KEY)
+
+
+def _sign(data: bytes, key: bytes) -> bytes:
+    """Sign a .loads image with ``key`` (unchanged if too short to hold a signature)."""
+    if len(data) < 7 or len(data) < 7 + data[5]:
+        return data
     n1 = data[5]
     n2 = data[6 + n1]
     at = 5 + 1 + n1 + 1 + n2 + 8
+    if len(data) < at + 32:
+        return data
     body = data[:at] + data[at + 32:]
-    import hmac
-    return data[:at] + hmac.new(fw.LAB_KEY, body, "sha256").digest() + data[at + 32:]
+    return data[:at] + hmac.new(key, body, "sha256").digest() + data[at + 32:]
 
 
 def test_bad_signature_is_refused(sccp41):
@@ -200,21 +209,36 @@ def test_bad_signature_is_refused(sccp41):
         parse_loads(good.replace(b"cnu41", b"cnu42"))
 
 
-def test_signed_but_malformed_bodies_are_refused(sccp41):
+def test_foreign_signer_and_trailing_bytes_are_refused(sccp41):
     load, files = sccp41
     good = files[load.loads_file]
     assert parse_loads(_resign(good)) == load
-    for old, new in [(b"\r\n", b"\n"), (b" 556833 ", b" 0556833 "), (b" 556833 ", b" -1 "),
-                     (b"cnu41.9-4-2ES26.sbn", b"jar41sccp.9-4-2ES26.sbn"),
-                     (b".loads", b".loadz")]:
-        bad = good.replace(old, new, 1)
-        if old == b"\r\n":
-            bad = good.replace(old, new)
-        # keep body_len consistent so the check under test is the one that fires
-        body_at = bad.index(b"jar41sccp")
-        bad = bad[:body_at - 4] + struct.pack(">I", len(bad) - body_at) + bad[body_at:]
-        with pytest.raises(FirmwareError):
-            parse_loads(_resign(bad))
+    with pytest.raises(FirmwareError, match="signature"):
+        parse_loads(_sign(good, b"someone else's key"))
+    with pytest.raises(FirmwareError, match="trailing"):
+        parse_loads(good + b"\0")
+
+
+@pytest.mark.parametrize("old,new,match", [
+    (b"\r\n", b"\n", "CRLF"),
+    (b" 556833 ", b" 0556833 ", "line 2 is malformed"),
+    (b" 556833 ", b" -1 ", "line 2 is malformed"),
+    (b" 556833 ", b" 556833  ", "line 2 is malformed"),
+    (b" 556833 ", b" 9999999999 ", "bad size"),
+    (b"cnu41.9-4-2ES26.sbn", b"jar41sccp.9-4-2ES26.sbn", "twice"),
+    (b"cnu41.9-4-2ES26.sbn", b"../cnu41.sbn", "bad component file name"),
+    (b"cnu41.9-4-2ES26.sbn", b"cnu41\xe9.sbn", "not ASCII"),
+    (b".loads", b".loadz", "does not end in .loads"),
+])
+def test_signed_but_malformed_manifests_are_refused(sccp41, old, new, match):
+    """Re-signed with the lab key, so the check past the signature is the one that fires."""
+    load, files = sccp41
+    good = files[load.loads_file]
+    bad = good.replace(old, new) if old == b"\r\n" else good.replace(old, new, 1)
+    body_at = bad.index(b"jar41sccp")
+    bad = bad[:body_at - 4] + struct.pack(">I", len(bad) - body_at) + bad[body_at:]
+    with pytest.raises(FirmwareError, match=match):
+        parse_loads(_resign(bad))
 
 
 @settings(max_examples=300, deadline=None)
@@ -236,7 +260,7 @@ def test_fuzz_mutated_manifest(data):
     mutated = bytes(raw[:cut])
     resign = data.draw(st.booleans())
     try:
-        out = parse_loads(_resign(mutated) if resign and len(mutated) > 120 else mutated)
+        out = parse_loads(_resign(mutated) if resign else mutated)
     except FirmwareError:
         return
     assert isinstance(out, LoadSet)

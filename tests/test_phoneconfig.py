@@ -77,7 +77,8 @@ def test_sep_filename(spelling):
 
 
 @pytest.mark.parametrize("bad", ["", "08:00:27:0a:0b", "08:00-27:0a:0b:0c", "zz0027000000",
-                                 "08:00:27:0a:0b:0c:0d", None, 0x0800270A0B0C, "SEP08:00:27:0a:0b:0c"])
+                                 "08:00:27:0a:0b:0c:0d", None, 0x0800270A0B0C,
+                                 "SEP08:00:27:0a:0b:0c"])
 def test_bad_mac(bad):
     with pytest.raises(ConfigError):
         sep_filename(bad)
@@ -195,7 +196,8 @@ _frag = st.sampled_from([b"<device>", b"</device>", b"<loadInformation>", b"</lo
                          b"</peerFirmwareSharing>", b"<logServer>", b"</logServer>",
                          b"<loadServer/>", b"1", b"0", b"SCCP41.9-4-2SR3-1S", b"10.0.0.1:514",
                          b"&amp;", b"&x;", b"<!DOCTYPE d>", b"<?xml version='1.0'?>", b"\xe9",
-                         b"<Default>", b"</Default>", b'<loadInformation115 model="Cisco IP Phone 7941">',
+                         b"<Default>", b"</Default>",
+                         b'<loadInformation115 model="Cisco IP Phone 7941">',
                          b"</loadInformation115>", b"<![CDATA[x]]>", b"<!-- c -->"])
 
 
