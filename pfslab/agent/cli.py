@@ -1,0 +1,103 @@
+"""`pfslab phone`: run phone agents.
+
+  pfslab phone many SPEC.json [--results OUT.json]   many phones in one process (the lab's way)
+  pfslab phone one --name p1 --ip 10.1.1.11 ...      one phone in this namespace, e.g. from the
+                                                     Mininet CLI:  mininet> p1 pfslab phone one ...
+
+Progress goes to stdout as JSON lines (one event per line); logs go to --log-dir.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import os
+import signal
+import sys
+
+from ..errors import UserError
+from ..protocol.phone import Timers
+from .driver import Agent, AgentPhone
+
+_FIELDS = ("name", "ip", "mac", "model", "broadcast")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="how", metavar="many|one", required=True)
+    m = sub.add_parser("many", help="many phones in one process, from a spec file")
+    m.add_argument("spec", help="JSON: {server, seed, log_dir, timeout_s, phones: [...]}")
+    m.add_argument("--results", help="write the per-phone results here (JSON)")
+    o = sub.add_parser("one", help="one phone in the current network namespace")
+    for f in _FIELDS:
+        o.add_argument(f"--{f}", required=True)
+    o.add_argument("--server", required=True, help="the HQ TFTP server's address")
+    o.add_argument("--seed", type=int, default=1)
+    o.add_argument("--log-dir", default=".")
+    o.add_argument("--timeout", type=float, default=900.0)
+    o.add_argument("--results")
+    for q in (m, o):
+        q.add_argument("--blksize", type=int, default=None, help="TFTP blksize to ask for")
+        q.add_argument("--stagger", type=float, default=None,
+                       help="seconds between phone resets (0: all at once)")
+
+
+def _spec_phones(raw: dict) -> list[AgentPhone]:
+    try:
+        phones = [AgentPhone(**{k: p[k] for k in (*_FIELDS, "subnet", "netns") if k in p})
+                  for p in raw["phones"]]
+        for ph in phones:
+            ipaddress.IPv4Address(ph.ip)
+            ipaddress.IPv4Address(ph.broadcast)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"bad agent spec: {e.__class__.__name__}: {e}") from None
+    return phones
+
+
+def run(args) -> int:
+    if args.how == "many":
+        try:
+            with open(args.spec) as f:
+                raw = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read agent spec {args.spec}: {e}") from None
+        phones = _spec_phones(raw)
+        server = raw.get("server")
+        seed, log_dir = raw.get("seed", 1), raw.get("log_dir")
+        timeout = float(raw.get("timeout_s", 900))
+        blksize = args.blksize or raw.get("blksize", 1428)
+        stagger = args.stagger if args.stagger is not None else raw.get("stagger", 0.0)
+        timers = Timers(**raw["timers"]) if raw.get("timers") else None
+    else:
+        phones = [AgentPhone(**{f: getattr(args, f) for f in _FIELDS})]
+        server, seed, log_dir, timeout = args.server, args.seed, args.log_dir, args.timeout
+        blksize, stagger, timers = args.blksize or 1428, 0.0, None
+    if not server:
+        raise UserError("no TFTP server address (spec field 'server' or --server)")
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+
+    def emit(ev: dict) -> None:
+        sys.stdout.write(json.dumps(ev) + "\n")
+        sys.stdout.flush()
+
+    agent = Agent(phones, server, seed=seed, log_dir=log_dir, timers=timers, blksize=blksize,
+                  stagger=stagger, emit=emit)
+
+    async def main():
+        task = asyncio.ensure_future(agent.run(timeout))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return [r.result() for r in agent.runners]
+
+    results = asyncio.run(main())
+    if args.results:
+        with open(args.results, "w") as f:
+            json.dump(results, f, indent=1)
+    emit({"event": "finished", "completed": sum(r["completed"] for r in results),
+          "phones": len(results)})
+    return 0 if all(r["completed"] for r in results) else 1

@@ -1,0 +1,323 @@
+"""The thin I/O layer: sans-I/O phones on real sockets, many phones in one asyncio loop.
+
+Each phone's sockets (UDP 4051 for broadcasts, TCP 4051 for children, one UDP socket for its
+TFTP client) are opened inside the phone's own network namespace (``netns.py``), then all
+are served from one event loop in this process. Nothing here scans all phones on a hot path:
+every socket and timer belongs to one phone.
+
+Never imports Scapy (a phone agent must stay light: 1000 phones on 2 cores).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+
+from ..protocol.codec import PORT
+from ..protocol.logs import LogRecord, render
+from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Installed, Phone,
+                              PhoneId, Send, Timers, Write)
+from . import netns as ns
+from .tftp import TftpError, tftp_get
+
+
+@dataclass(frozen=True)
+class AgentPhone:
+    """One phone as the lab describes it (the agent's spec file holds a list of these)."""
+    name: str
+    ip: str
+    mac: str
+    model: str
+    broadcast: str
+    subnet: int = 0
+    netns: str | None = None   # /proc/<pid>/ns/net of the phone's host; None: this namespace
+
+
+@dataclass
+class _Stream:
+    writer: asyncio.StreamWriter | None = None
+    pending: list = field(default_factory=list)
+    closing: bool = False
+    task: asyncio.Task | None = None
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, runner: "PhoneRunner"):
+        self.runner = runner
+
+    def datagram_received(self, data, addr):
+        self.runner.input("on_datagram", data, addr[0])
+
+    def error_received(self, exc):
+        pass                       # e.g. ICMP unreachable for a unicast: the protocol retries
+
+
+class PhoneRunner:
+    """One phone: its sockets, its streams, its timer, its log."""
+
+    def __init__(self, agent: "Agent", spec: AgentPhone, phone: Phone):
+        self.agent = agent
+        self.spec = spec
+        self.phone = phone
+        self.loop = agent.loop
+        self.streams: dict[int, _Stream] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at: float | None = None
+        self.log_lines: list[str] = []
+        self.tasks: set[asyncio.Task] = set()
+        self.udp = None
+        self.server = None
+        self.tftp_sock = None
+
+    async def open(self) -> None:
+        s = self.spec
+        usock = ns.udp_broadcast_socket(s.netns, PORT)
+        self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _Udp(self), sock=usock)
+        lsock = ns.listen_tcp(s.netns, s.ip, PORT)
+        self.server = await asyncio.start_server(self._accepted, sock=lsock)
+        self.tftp_sock = ns.udp_socket(s.netns, s.ip, 0)
+
+    def close(self) -> None:
+        if self.timer:
+            self.timer.cancel()
+        for t in list(self.tasks):
+            t.cancel()
+        for st in self.streams.values():
+            if st.writer:
+                st.writer.transport.abort()
+        if self.udp:
+            self.udp.close()
+        if self.server:
+            self.server.close()
+        if self.tftp_sock:
+            self.tftp_sock.close()
+
+    # ------------------------------------------------------------- inputs
+
+    def now(self) -> float:
+        return self.loop.time() - self.agent.t0
+
+    def input(self, method: str, *args):
+        result = getattr(self.phone, method)(self.now(), *args)
+        self._drain()
+        return result
+
+    def _spawn(self, coro) -> None:
+        t = self.loop.create_task(coro)
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
+
+    def _on_timer(self) -> None:
+        self.timer, self.timer_at = None, None
+        self.input("on_timer")
+
+    async def _accepted(self, reader, writer) -> None:
+        peer = writer.get_extra_info("peername")[0]
+        sid = self.input("on_accept", peer)
+        st = self.streams[sid] = _Stream(writer=writer)
+        st.task = asyncio.current_task()
+        self._flush(sid, st)
+        await self._read_loop(sid, reader)
+
+    async def _read_loop(self, sid: int, reader: asyncio.StreamReader) -> None:
+        why = "closed by peer"
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                if sid not in self.streams:
+                    return
+                self.input("on_stream_data", sid, data)
+        except (ConnectionError, OSError) as e:
+            why = f"reset ({e.__class__.__name__})"
+        st = self.streams.pop(sid, None)
+        if st is not None and not st.closing:
+            if st.writer:
+                st.writer.close()
+            self.input("on_stream_closed", sid, why)
+
+    async def _connect(self, sid: int, peer: str) -> None:
+        try:
+            sock = await ns.connect_tcp(self.spec.netns, peer, PORT, timeout=5.0,
+                                        source=(self.spec.ip, 0))
+            reader, writer = await asyncio.open_connection(sock=sock)
+        except (OSError, asyncio.TimeoutError) as e:
+            if self.streams.pop(sid, None) is not None:
+                self.input("on_stream_closed", sid, f"connect failed: {e.__class__.__name__}")
+            return
+        st = self.streams.get(sid)
+        if st is None:
+            writer.transport.abort()
+            return
+        st.writer = writer
+        self._flush(sid, st)
+        await self._read_loop(sid, reader)
+
+    async def _fetch(self, file: str) -> None:
+        a = self.agent
+        try:
+            data = await tftp_get(self.tftp_sock, a.server, file, blksize=a.blksize,
+                                  timeout=a.tftp_timeout, retries=a.tftp_retries)
+            err = ""
+        except TftpError as e:
+            data, err = None, str(e)
+        self.input("on_fetched", file, data, err)
+
+    # ------------------------------------------------------------- outputs
+
+    def _flush(self, sid: int, st: _Stream) -> None:
+        if st.writer is None:
+            return
+        for chunk in st.pending:
+            st.writer.write(chunk)
+        st.pending.clear()
+        if st.closing:
+            st.writer.close()                  # flushes what was written, then FIN
+            self.streams.pop(sid, None)
+
+    def _drain(self) -> None:
+        a = self.agent
+        for o in self.phone.pop_outputs():
+            if isinstance(o, LogRecord):
+                self.log_lines.append(render(o, a.epoch))
+            elif isinstance(o, Send):
+                dst = self.spec.broadcast if o.dst == BROADCAST else o.dst
+                try:
+                    self.udp.sendto(o.data, (dst, PORT))
+                except OSError:
+                    pass                       # like a lost datagram: the protocol retries
+            elif isinstance(o, Connect):
+                self.streams[o.sid] = _Stream()
+                self._spawn(self._connect(o.sid, o.peer))
+            elif isinstance(o, Write):
+                st = self.streams.get(o.sid)
+                if st is not None:
+                    st.pending.append(o.data)
+                    self._flush(o.sid, st)
+            elif isinstance(o, Close):
+                st = self.streams.get(o.sid)
+                if st is not None:
+                    st.closing = True
+                    self._flush(o.sid, st)
+            elif isinstance(o, Fetch):
+                self._spawn(self._fetch(o.file))
+            elif isinstance(o, Installed):
+                a.emit({"event": "installed", "phone": self.spec.name, "file": o.file,
+                        "source": o.source, "sha256_ok": o.sha256_ok, "t": round(o.t, 3)})
+            elif isinstance(o, Completed):
+                a.phone_completed(self, o)
+        dl = self.phone.next_deadline()
+        if dl != self.timer_at:
+            if self.timer:
+                self.timer.cancel()
+            self.timer_at = dl
+            self.timer = None if dl is None else self.loop.call_at(a.t0 + dl, self._on_timer)
+
+    def flush_log(self, log_dir: str | None) -> None:
+        if not self.log_lines or not log_dir:
+            return
+        with open(os.path.join(log_dir, f"{self.spec.name}.log"), "a") as f:
+            f.write("\n".join(self.log_lines) + "\n")
+        self.log_lines.clear()
+
+    def result(self) -> dict:
+        p = self.phone
+        comps = {}
+        if p.load is not None:
+            for c in p.load.components:
+                inst = p.installed.get(c.name)
+                comps[c.name] = ({"source": inst.source, "sha256_ok": inst.sha256_ok,
+                                  "at_s": round(inst.t, 3)} if inst else None)
+        loads = p.load.loads_file if p.load is not None else None
+        return {**asdict(self.spec), "pfs_enabled": p.pfs,
+                "completed": bool(p.completed and p.completed.ok),
+                "completed_at_s": round(p.completed.t, 3) if p.completed else None,
+                "load": p.load.name if p.load else None,
+                "loads_source": p.installed[loads].source if loads in p.installed else None,
+                "components": comps}
+
+
+class Agent:
+    """Runs many phones in one asyncio loop until all have completed or time runs out."""
+
+    def __init__(self, phones: list[AgentPhone], server: str, *, seed: int = 1,
+                 log_dir: str | None = None, timers: Timers | None = None,
+                 blksize: int = 1428, tftp_timeout: float = 1.0, tftp_retries: int = 8,
+                 stagger: float = 0.0, emit=None):
+        self.specs = phones
+        self.server = server
+        self.seed = seed
+        self.log_dir = log_dir
+        self.timers = timers
+        self.blksize = blksize
+        self.tftp_timeout = tftp_timeout
+        self.tftp_retries = tftp_retries
+        self.stagger = stagger
+        self._emit = emit
+        self.runners: list[PhoneRunner] = []
+        self.remaining = 0
+        self.done = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.t0 = 0.0
+        self.epoch = time.time()
+
+    def emit(self, event: dict) -> None:
+        if self._emit:
+            self._emit(event)
+
+    def phone_completed(self, runner: PhoneRunner, c: Completed) -> None:
+        self.remaining -= 1
+        self.emit({"event": "completed", "phone": runner.spec.name, "ok": c.ok,
+                   "t": round(c.t, 3), "remaining": self.remaining})
+        if self.remaining == 0:
+            self.done.set()
+
+    async def run(self, timeout: float, linger: float = 1.0) -> list[dict]:
+        _raise_fd_limit(len(self.specs) * 6 + 64)
+        self.loop = asyncio.get_running_loop()
+        try:
+            for spec in self.specs:
+                ph = Phone(PhoneId(spec.name, spec.ip, spec.mac, spec.model), self.server,
+                           seed=self.seed, timers=self.timers)
+                r = PhoneRunner(self, spec, ph)
+                self.runners.append(r)
+                await r.open()
+            self.emit({"event": "started", "phones": len(self.runners)})
+            self.t0 = self.loop.time()
+            self.epoch = time.time()
+            self.remaining = len(self.runners)
+            for i, r in enumerate(self.runners):       # the reset: all at once, or staggered
+                self.loop.call_at(self.t0 + i * self.stagger, r.input, "start")
+            flusher = self.loop.create_task(self._flush_logs())
+            try:
+                await asyncio.wait_for(self.done.wait(), timeout)
+                await asyncio.sleep(linger)             # let the last END/FIN frames go out
+            except asyncio.TimeoutError:
+                self.emit({"event": "timeout", "remaining": self.remaining})
+            flusher.cancel()
+        finally:
+            for r in self.runners:
+                r.flush_log(self.log_dir)
+                r.close()
+        return [r.result() for r in self.runners]
+
+    async def _flush_logs(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            for r in self.runners:
+                r.flush_log(self.log_dir)
+
+
+def _raise_fd_limit(want: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(want, soft), hard), hard))
+
+
+def load_spec(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
