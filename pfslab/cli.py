@@ -14,6 +14,7 @@ COMMANDS = {
     "clean": ("pfslab.lab.clean", "remove what a crashed lab run left behind (its own only)"),
     "phone": ("pfslab.agent.cli", "run phone agents (one phone in a Mininet host, or many)"),
     "decode": ("pfslab.dissect.decode", "rebuild elections, trees and TFTP use from pcaps"),
+    "sim": ("pfslab.sim.run", "the same phones in memory, for sites too big for a lab"),
 }
 
 

@@ -1,0 +1,110 @@
+"""Summaries people look at: per-mode tables, PFS-to-traditional ratios, hierarchy trees.
+
+Works on the ``results.json`` schema (one dict per mode), whether the run was the Mininet
+lab or the in-memory simulator, so both print the same way.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+
+def _mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:,.2f} MB"
+
+
+def tree_depths(h: dict) -> dict[str, int]:
+    """Depth of every phone in one hierarchy (root = 0), from its parent->child edges."""
+    parent = {c: p for p, c in h["edges"]}
+    depth = {}
+    for node in [h["root"], *parent]:
+        d, n, seen = 0, node, set()
+        while n in parent and n not in seen:
+            seen.add(n)
+            n, d = parent[n], d + 1
+        depth[node] = d
+    return depth
+
+
+def mode_stats(r: dict) -> dict:
+    phones = r["phones"]
+    done = sum(1 for p in phones if p["completed"])
+    hs = r.get("hierarchies", [])
+    depth = max((max(tree_depths(h).values()) for h in hs if h.get("root")), default=0)
+    return {"phones": len(phones), "upgraded": done, "makespan_s": r.get("makespan_s"),
+            "wan_bytes": r.get("wan_bytes"), "tftp_requests": len(r.get("tftp_requests", [])),
+            "roots": len([h for h in hs if h.get("root")]), "max_depth": depth}
+
+
+def summary_table(results: list[dict]) -> Table:
+    t = Table(title="Upgrade summary", title_justify="left")
+    t.add_column("mode", no_wrap=True)
+    for col in ("upgraded", "makespan", "WAN bytes", "TFTP reqs at HQ", "PFS roots",
+                "tree depth"):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.caption = ("PFS roots: one per (subnet, model, file) hierarchy; "
+                 "tree depth: the deepest phone, root = 0")
+    for r in results:
+        s = mode_stats(r)
+        ms = "-" if s["makespan_s"] is None else f"{s['makespan_s']:,.1f} s"
+        t.add_row(r["mode"], f"{s['upgraded']}/{s['phones']}", ms, _mb(s["wan_bytes"]),
+                  str(s["tftp_requests"]), str(s["roots"]) if r["mode"] == "pfs" else "-",
+                  str(s["max_depth"]) if r["mode"] == "pfs" else "-")
+    return t
+
+
+def ratio_table(results: list[dict]) -> Table | None:
+    by = {r["mode"]: mode_stats(r) for r in results}
+    if not {"pfs", "traditional"} <= set(by):
+        return None
+    p, t = by["pfs"], by["traditional"]
+    tab = Table(title="PFS / traditional", title_justify="left")
+    tab.add_column("measure")
+    tab.add_column("PFS", justify="right")
+    tab.add_column("traditional", justify="right")
+    tab.add_column("ratio", justify="right")
+    for label, key, fmt in (("makespan (s)", "makespan_s", "{:,.1f}"),
+                            ("WAN bytes", "wan_bytes", "{:,}"),
+                            ("TFTP requests at HQ", "tftp_requests", "{:,}")):
+        a, b = p[key], t[key]
+        ratio = f"{a / b:.2f}" if a is not None and b else "-"
+        tab.add_row(label, "-" if a is None else fmt.format(a),
+                    "-" if b is None else fmt.format(b), ratio)
+    return tab
+
+
+def hierarchy_tree(h: dict, names: dict[str, str]) -> Tree:
+    """One hierarchy as a tree: root (TFTP) and children, each labelled name (ip)."""
+    kids = defaultdict(list)
+    for parent, child in h["edges"]:
+        kids[parent].append(child)
+
+    def label(ip):
+        return f"{names.get(ip, '?')} ({ip})"
+
+    top = Tree(f"[bold]{h['file']}[/] subnet {h['subnet']} {h['model']}: root "
+               f"{label(h['root'])} ← TFTP")
+    stack = [(top, h["root"])]
+    while stack:
+        node, ip = stack.pop()
+        for c in sorted(kids.get(ip, [])):
+            stack.append((node.add(label(c)), c))
+    return top
+
+
+def print_report(results: list[dict], console: Console | None = None, trees: int = 1) -> None:
+    console = console or Console()
+    console.print(summary_table(results))
+    rt = ratio_table(results)
+    if rt is not None:
+        console.print(rt)
+    for r in results:
+        if r["mode"] != "pfs" or not r.get("hierarchies"):
+            continue
+        names = {p["ip"]: p["name"] for p in r["phones"]}
+        hs = sorted(r["hierarchies"], key=lambda h: (-len(h["edges"]), h["subnet"], h["file"]))
+        for h in hs[:trees]:
+            console.print(hierarchy_tree(h, names))
