@@ -58,10 +58,19 @@ lab: deps
 bench: deps
 	$(PY) -m pfslab.bench --out bench/out
 
+# Wireshark's personal Lua plugin folder is ~/.local/lib/wireshark/plugins/ (not under
+# XDG_CONFIG_HOME). Under sudo it goes to the invoking user's home, owned by that user.
 wireshark-plugin:
-	@dir="$${XDG_CONFIG_HOME:-$$HOME/.local/lib}/wireshark/plugins"; \
-	mkdir -p "$$dir" && cp pfslab/dissect/cppdp.lua "$$dir/" && \
-	echo "installed $$dir/cppdp.lua (restart Wireshark; Analyze > Enabled Protocols > CPPDP)"
+	@user="$$(id -un)"; home="$$HOME"; own=""; \
+	if [ "$$(id -u)" = 0 ] && [ -n "$${SUDO_USER:-}" ] && [ "$$SUDO_USER" != root ]; then \
+	  user="$$SUDO_USER"; home="$$(getent passwd "$$user" | cut -d: -f6)"; \
+	  own="-o $$user -g $$(id -gn "$$user")"; fi; \
+	if [ -z "$$home" ]; then echo "pfslab: no home directory for $$user" >&2; exit 2; fi; \
+	dir="$$home/.local/lib/wireshark/plugins"; \
+	for d in "$$home/.local" "$$home/.local/lib" "$$home/.local/lib/wireshark" "$$dir"; do \
+	  [ -d "$$d" ] || install -d -m 755 $$own "$$d" || exit 1; done; \
+	install -m 644 $$own pfslab/dissect/cppdp.lua "$$dir/cppdp.lua" && \
+	echo "installed $$dir/cppdp.lua for $$user (restart Wireshark or Analyze > Reload Lua Plugins; see docs/wireshark.md)"
 
 samples: deps
 	$(PY) -m pfslab.dissect.samples --out pcaps/samples
