@@ -5,6 +5,7 @@ lab or the in-memory simulator, so both print the same way.
 """
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 
 from rich.console import Console
@@ -96,7 +97,7 @@ def hierarchy_tree(h: dict, names: dict[str, str]) -> Tree:
 
 
 def print_report(results: list[dict], console: Console | None = None, trees: int = 1) -> None:
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
     console.print(summary_table(results))
     rt = ratio_table(results)
     if rt is not None:

@@ -8,6 +8,7 @@ Decoding untrusted bytes raises :class:`DecodeError` and nothing else.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import struct
 import zlib
@@ -168,6 +169,13 @@ def decode(data: bytes) -> Message:
         raise
     except Exception as e:  # belt and braces: hostile bytes never escape as anything else
         raise DecodeError(f"malformed datagram: {e}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def decode_shared(data: bytes) -> Message:
+    """decode() with a cache: a broadcast is the same bytes for every phone that hears it,
+    so many phones in one process (or a simulator) decode it once. Messages are immutable."""
+    return decode(data)
 
 
 def _decode(data: bytes) -> Message:

@@ -278,7 +278,7 @@ class Phone:
         if not self.pfs or src == self.id.ip:
             return
         try:
-            m = codec.decode(data)
+            m = codec.decode_shared(bytes(data))
         except DecodeError as e:
             self.log("WRN", f"RxBdcst from {src} dropped: {e}")
             return

@@ -29,13 +29,18 @@ class Node:
 class SimNet:
     def __init__(self, files: dict[str, bytes], *, server: str = "10.0.0.10",
                  lan_latency: float = 0.0002, lan_bps: float = 100e6, wan_rtt: float = 0.1,
-                 blksize: int = 1428):
+                 blksize: int = 1428, wan_bps: float | None = None):
         self.files = files
         self.server = server
         self.lan_latency = lan_latency
         self.lan_bps = lan_bps
         self.wan_rtt = wan_rtt
         self.blksize = blksize
+        self.wan_bps = wan_bps
+        self._wan: dict[int, list] = {}     # transfer id -> [remaining bits, ip, file, data]
+        self._wan_t = 0.0
+        self._wan_gen = 0
+        self._wan_id = 0
         self.now = 0.0
         self._heap: list = []
         self._seq = 0
@@ -189,10 +194,50 @@ class SimNet:
     def _fetch(self, ip: str, file: str) -> None:
         self.tftp_requests.append((self.now, ip, file))
         data = self.files.get(file)
-        blocks = math.ceil(len(data) / self.blksize) + 1 if data is not None else 1
-        t = self.now + self.wan_rtt * (blocks + 1)
-        err = "" if data is not None else "File not found"
-        self._at(t, self._call, ip, "on_fetched", file, data, err)
+        if data is None:
+            self._at(self.now + self.wan_rtt, self._call, ip, "on_fetched", file, None,
+                     "File not found")
+            return
+        self._wan_advance()
+        self._wan_id += 1
+        # the request's round trip plus the data, with TFTP/UDP/IP overhead per block
+        blocks = math.ceil((len(data) + 1) / self.blksize)
+        bits = (len(data) + blocks * 32) * 8 + self._cap() * self.wan_rtt
+        self._wan[self._wan_id] = [bits, ip, file, data]
+        self._wan_schedule()
+
+    def _cap(self) -> float:
+        """One lock-step transfer's rate limit, bits/s: a block per round trip."""
+        return self.blksize * 8 / self.wan_rtt
+
+    def _rate(self) -> float:
+        n = len(self._wan)
+        if not n:
+            return 0.0
+        share = self.wan_bps / n if self.wan_bps else float("inf")
+        return min(self._cap(), share)
+
+    def _wan_advance(self) -> None:
+        rate, dt = self._rate(), self.now - self._wan_t
+        for tr in self._wan.values():
+            tr[0] -= rate * dt
+        self._wan_t = self.now
+
+    def _wan_schedule(self) -> None:
+        self._wan_gen += 1
+        if self._wan:
+            left = min(tr[0] for tr in self._wan.values())
+            self._at(self.now + max(left, 0.0) / self._rate(), self._wan_done, self._wan_gen)
+
+    def _wan_done(self, gen: int) -> None:
+        if gen != self._wan_gen:
+            return
+        self._wan_advance()
+        for k, (bits, ip, file, data) in list(self._wan.items()):
+            if bits <= 1e-6:
+                del self._wan[k]
+                self._at(self.now, self._call, ip, "on_fetched", file, data, "")
+        self._wan_schedule()
 
     # ---------------------------------------------------------------- results
 

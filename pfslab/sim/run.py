@@ -1,8 +1,8 @@
 """`pfslab sim`: the same phones, in memory with a virtual clock, for sites too big for a lab.
 
-The WAN model is deliberately simple (lock-step TFTP: one block per round trip, no shared
-bandwidth), so it shows the protocol's behaviour (elections, trees, who fetches what) rather
-than WAN timings; the Mininet lab measures those.
+The WAN model is simple: every TFTP transfer is lock-step (one block per round trip) and all
+share the WAN bandwidth fairly; no loss, no TCP dynamics on the LAN. It shows the protocol's
+behaviour (elections, trees, who fetches what) at any scale; the Mininet lab measures timings.
 """
 from __future__ import annotations
 
@@ -25,16 +25,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("pfs", "traditional", "both"), default="both")
     p.add_argument("--firmware-scale", type=float, default=0.01)
     p.add_argument("--wan-rtt", type=float, default=0.15, help="seconds (default 0.15)")
+    p.add_argument("--wan-bw", type=float, default=512e3, help="bits/s (default 512000)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", help="write results here (the lab's results.json schema)")
 
 
 def simulate(specs: list[scenario.PhoneSpec], mode: str, *, scale: float, seed: int,
-             wan_rtt: float) -> dict:
+             wan_rtt: float, wan_bps: float | None = None) -> dict:
     """Run one upgrade in memory; return the results dict of one mode."""
     if mode == "traditional":
         specs = [scenario.PhoneSpec(**{**sp.__dict__, "pfs": False}) for sp in specs]
-    net, phones = scenario.build(specs, scale=scale, seed=seed, wan_rtt=wan_rtt)
+    net, phones = scenario.build(specs, scale=scale, seed=seed, wan_rtt=wan_rtt,
+                                 wan_bps=wan_bps)
     for p in phones:
         net.reset(p)
     end = net.run(until=24 * 3600)
@@ -69,7 +71,8 @@ def results_from_sim(net, phones: list[Phone], specs, mode: str) -> dict:
     tftp = [{"client": ip, "file": f, "t": round(t, 3)} for t, ip, f in net.tftp_requests]
     wan_bytes = sum(len(net.files.get(r["file"], b"")) for r in tftp)
     done = [p.completed.t for p in phones if p.completed]
-    return {"mode": mode, "wan": {"rtt_s": net.wan_rtt, "emulation": "simulated"},
+    return {"mode": mode,
+            "wan": {"rtt_s": net.wan_rtt, "bw_bps": net.wan_bps, "emulation": "simulated"},
             "makespan_s": round(max(done), 3) if done else None,
             "wan_bytes": wan_bytes, "tftp_requests": tftp, "phones": out_phones,
             "hierarchies": [{"subnet": k[0], "model": k[1], "file": k[2], **v}
@@ -93,7 +96,7 @@ def run(args) -> int:
     for mode in modes:
         t = time.perf_counter()
         results.append(simulate(specs, mode, scale=args.firmware_scale, seed=args.seed,
-                                wan_rtt=args.wan_rtt))
+                                wan_rtt=args.wan_rtt, wan_bps=args.wan_bw))
         print(f"simulated {mode}: {len(specs)} phones in {time.perf_counter() - t:.1f} s")
     print_report(results)
     if args.json:

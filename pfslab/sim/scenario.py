@@ -23,11 +23,14 @@ class PhoneSpec:
 
 
 def phone_specs(subnets: int, per_subnet: int, models: list[str]) -> list[PhoneSpec]:
-    """Phones p<subnet>-<n> at 10.1.<subnet>.<10+n>, models cycled within each subnet."""
+    """Phones p<subnet>-<n>, subnet s being 10.s.0.0/16, models cycled within each subnet."""
+    if not (1 <= subnets <= 250 and 1 <= per_subnet <= 60000):
+        raise ValueError("1..250 subnets of 1..60000 phones")
     out = []
     for s in range(1, subnets + 1):
         for n in range(per_subnet):
-            out.append(PhoneSpec(name=f"p{s}-{n + 1}", ip=f"10.1.{s}.{11 + n}",
+            host = 11 + n
+            out.append(PhoneSpec(name=f"p{s}-{n + 1}", ip=f"10.{s}.{host >> 8}.{host & 0xff}",
                                  mac=f"08:00:27:{s:02x}:{(n >> 8) & 0xff:02x}:{n & 0xff:02x}",
                                  model=models[n % len(models)], subnet=s))
     return out
