@@ -67,10 +67,15 @@ def _printable(b: bytes) -> bool:
 
 
 def _txt(b) -> str:
-    """A name or text field for display: never raises on hostile bytes."""
-    if isinstance(b, bytes):
-        return b.decode("ascii", "backslashreplace")
-    return str(b)
+    """A name or text field for display: printable ASCII as is, other bytes as ``\\xNN``
+    (the same as the Lua dissector's Info column). Never raises on hostile bytes."""
+    if b is None:
+        return ""
+    if isinstance(b, str):
+        b = b.encode("utf-8", "replace")
+    elif not isinstance(b, bytes):
+        b = str(b).encode("utf-8", "replace")
+    return "".join(chr(c) if 0x20 <= c <= 0x7E else f"\\x{c:02x}" for c in b)
 
 
 # ----------------------------------------------------------------------------- validation
