@@ -17,7 +17,7 @@ import time
 import pytest
 
 from pfslab.agent.tftp import (
-    Data, Error, Oack, Rrq, TftpError, decode, encode_data, encode_error, encode_oack, tftp_get,
+    Error, Rrq, TftpError, decode, encode_data, encode_error, encode_oack, tftp_get,
 )
 
 TFTPD = "/usr/sbin/in.tftpd"
