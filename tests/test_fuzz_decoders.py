@@ -182,7 +182,7 @@ def test_scapy_fuzz_builds_and_dissects():
         Ether(bytes(fuzz(Ether() / IP() / UDP(sport=4051, dport=4051) / CPPDP())))
 
 
-def test_iter_cppdp_survives_hostile_pcaps(tmp_path):
+def test_iter_cppdp_and_decode_survive_hostile_pcaps(tmp_path):
     rnd = random.Random(4051)
     pkts = hostile_packets(rnd, 200)
     path = tmp_path / "hostile.pcap"
@@ -191,6 +191,8 @@ def test_iter_cppdp_survives_hostile_pcaps(tmp_path):
     assert recs
     for r in recs:
         _exercise(r.decoded)
+    from pfslab.dissect import decode
+    decode.render_text(decode.decode_pcap(path))   # pfslab decode survives them too
 
 
 # --------------------------------------------------------------------------------- tshark

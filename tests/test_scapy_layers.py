@@ -158,3 +158,79 @@ def test_padding_does_not_make_a_datagram_malformed():
     p = Ether(bytes(Ether() / IP() / UDP(sport=4051, dport=4051) / raw) + b"\x00" * 20)
     assert p[CPPDP].malformed() is None
     assert Padding in p
+
+
+# ------------------------------------------------------------------ pfslab decode (first cut)
+
+def _exchange_pcap(path):
+    """A CLAIM/ROOT/JOIN/OFFER exchange among 4 phones, two TCP transfers, READYs."""
+    F, M, MAP = "apps41.9-4-2ES26.sbn", "CP-7961G", 0xFF9D7CB9
+    root, b = "10.1.1.11", "10.1.1.255"
+    phones = ["10.1.1.11", "10.1.1.12", "10.1.1.13", "10.1.1.14"]
+    common = dict(model=M, file=F, map=MAP)
+    pk, t = [], [0.0]
+
+    def udp(src, dst, msg, dt=0.01):
+        t[0] += dt
+        p = Ether() / IP(src=src, dst=dst) / UDP(sport=4051, dport=4051) / msg
+        p.time = t[0]
+        pk.append(p)
+
+    for ad in range(5):
+        for i, ip in enumerate(phones[:3]):
+            if ip != root and ad > 1:
+                continue              # the weaker claimants yield after ad 1
+            udp(ip, b, CPPDP(type=1, ad=ad, xid=0x100 + i, strength=0x1000 - i, **common))
+    udp(root, b, CPPDP(type=2, xid=0x100, strength=0x80001000, server="10.0.0.10", **common))
+    for slot_parent, ip in zip([(root, 0, 1), (root, 1, 1), ("10.1.1.12", 0, 2)], phones[1:]):
+        udp(ip, root, CPPDP(type=3, xid=0x100, **common))
+        par, slot, depth = slot_parent
+        udp(root, ip, CPPDP(type=4, xid=0x100, parent=par, slot=slot, depth=depth, **common))
+    seq = {}
+
+    def tcp(src, sport, dst, dport, frames):
+        t[0] += 0.01
+        k = (src, sport)
+        s = seq.setdefault(k, 1000)
+        raw = b"".join(bytes(f) for f in frames)
+        p = Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="PA",
+                                                  seq=s) / raw
+        p.time = t[0]
+        seq[k] = s + len(raw)
+        pk.append(p)
+
+    for child, port in (("10.1.1.12", 40000), ("10.1.1.13", 40001)):
+        tcp(child, port, root, 4051, [CPPDPFrame(type=0x11, xid=0x100, model=M, file=F)])
+        tcp(root, 4051, child, port, [CPPDPFrame(type=0x13, size=11, sha256=b"\x01" * 32),
+                                      CPPDPFrame(type=0x14, data=b"hello")])
+        tcp(root, 4051, child, port, [CPPDPFrame(type=0x14, data=b" world"),
+                                      CPPDPFrame(type=0x15)])
+    udp(root, b, CPPDP(type=6, xid=0x100, source=0, size=11, **common))
+    udp("10.1.1.12", b, CPPDP(type=6, xid=0x100, source=1, size=11, **common))
+    wrpcap(str(path), pk)
+
+
+def test_decode_rebuilds_election_and_tree(tmp_path, capsys):
+    import argparse
+    from pfslab.dissect import decode
+    path = tmp_path / "subnet-1.pcap"
+    _exchange_pcap(path)
+    [h] = decode.decode_pcap(path)
+    assert (h["model"], h["file"], h["xid"], h["root"]) == \
+        ("CP-7961G", "apps41.9-4-2ES26.sbn", "0x00000100", "10.1.1.11")
+    assert [c["ip"] for c in h["claims"]] == ["10.1.1.11", "10.1.1.12", "10.1.1.13"]
+    assert h["claims"][0]["max_ad"] == 4 and h["claims"][1]["max_ad"] == 1
+    assert {(o["phone"], o["parent"], o["slot"], o["depth"]) for o in h["tree"]} == {
+        ("10.1.1.12", "10.1.1.11", 0, 1), ("10.1.1.13", "10.1.1.11", 1, 1),
+        ("10.1.1.14", "10.1.1.12", 0, 2)}
+    assert [(tr["child"], tr["bytes"], tr["end"] is not None) for tr in h["transfers"]] == \
+        [("10.1.1.12", 11, True), ("10.1.1.13", 11, True)]
+    assert [r["source"] for r in h["ready"]] == ["TFTP", "peer"]
+
+    p = argparse.ArgumentParser()
+    decode.add_arguments(p)
+    assert decode.run(p.parse_args([str(path)])) == 0
+    text = capsys.readouterr().out
+    assert "winner 10.1.1.11" in text and "└── 10.1.1.14" in text
+    assert decode.run(p.parse_args([str(path), "--json"])) == 0
+    assert json.loads(capsys.readouterr().out)["hierarchies"][0]["root"] == "10.1.1.11"

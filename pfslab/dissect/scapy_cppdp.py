@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 # This file is part of pfslab, modelled on scapy/contrib/automotive/doip.py
 
-# scapy.contrib.description = Cisco Peer to Peer Distribution Protocol (CPPDP, pfslab reconstruction)
+# scapy.contrib.description = pfslab CPPDP (Cisco Peer to Peer Distribution Protocol)
 # scapy.contrib.status = loads
 
 """Scapy layers for pfslab's CPPDP on UDP and TCP port 4051 (see docs/protocol.md).
@@ -34,7 +34,7 @@ from scapy.fields import (ByteEnumField, ByteField, ConditionalField, FieldLenFi
                           IPField, ShortField, StrFixedLenField, StrLenField, XIntField,
                           XStrFixedLenField)
 from scapy.layers.inet import IP, TCP, UDP
-from scapy.packet import Packet, Raw, bind_bottom_up, bind_layers
+from scapy.packet import Packet, bind_bottom_up, bind_layers
 
 __all__ = ["CPPDP", "CPPDPFrame", "PORT", "MSG_TYPES", "FRAME_TYPES", "REFUSE_REASONS",
            "ABORT_REASONS", "READY_SOURCES", "cppdp_fields", "iter_cppdp", "CppdpRecord"]
