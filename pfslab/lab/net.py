@@ -1,0 +1,423 @@
+"""`LabNet`: one lab run's network, from topology to teardown.
+
+    with LabNet(topo="branch", topo_args={"subnets": 2, "phones_per_subnet": 4},
+                wan_bw="512kbit", wan_delay="75ms", wan_loss="0.5%", out_dir="pcaps/x") as net:
+        net.tftp.add_files({...})               # serve the rendered load sets and configs
+        spec = net.agent_spec(mode="pfs", seed=1, log_dir=..., timeout_s=600)
+        ...                                     # run the agent (net.track(popen, "agent"))
+        net.tftp_requests()                     # [{"client", "file", "time", "event"}, ...]
+
+Entering builds the Mininet net (Linux bridges, no controller), sets bridge sysctls, turns IPv6
+and TX checksum offload off on every lab interface, shapes the WAN (netem or the NFQUEUE delay
+line), starts the captures and in.tftpd. Leaving (normally, on an exception, on Ctrl-C or
+SIGTERM/SIGHUP) stops, in this order: tracked processes (the agent), in.tftpd, the delay line,
+the captures (SIGINT: flushed last, after all traffic has stopped), the Mininet net, the
+capture dummies, then anything left that the run record names; finally the record goes.
+
+Every name starts with the run prefix; the run record (/run/pfslab/<run-id>.json) lists PIDs,
+so `pfslab clean` can finish the job if this process is killed outright.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import glob
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from pfslab.errors import UserError
+
+from . import clean, records
+from .capture import Captures, add_mirror, set_ipv6
+from .nsutil import netns_path, require_binaries, require_root
+from .offload import tx_offload_off
+from .records import RunRecord, name_pattern, new_prefix
+from .tftp_server import TftpServer
+from .wan import Wan, WanSettings
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOPO_DIR = os.path.join(REPO_ROOT, "topologies")
+LAB_BINARIES = ("mnexec", "brctl", "tcpdump", "in.tftpd", "iptables", "nsenter", "unshare",
+                "mount", "ip")
+
+
+@dataclasses.dataclass
+class Phone:
+    name: str
+    ip: str
+    mac: str
+    model: str
+    subnet: int
+    broadcast: str
+    netns: str           # /proc/<pid of the Mininet host's shell>/ns/net
+    pid: int
+    gateway: str = ""
+    prefixlen: int = 24
+    intf: str = ""
+
+    def spec(self) -> dict:
+        """The fields the phone agent needs (SPEC.json's phones[])."""
+        return {"name": self.name, "ip": self.ip, "mac": self.mac, "model": self.model,
+                "subnet": self.subnet, "broadcast": self.broadcast, "netns": self.netns}
+
+
+# ---------------------------------------------------------------- topologies
+def _load_module(path: str):
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "pfslab_topo_" + os.path.basename(path).replace(".", "_"), path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    except FileNotFoundError:
+        raise UserError(f"topology file {path} not found")
+    except Exception as e:  # a broken file: say which and why, in one line
+        raise UserError(f"topology file {path} is broken: {type(e).__name__}: {e}".splitlines()[0])
+    topos = getattr(mod, "topos", None)
+    if not isinstance(topos, dict) or not topos:
+        raise UserError(f"topology file {path} has no `topos = {{name: TopoClass}}` dict")
+    return topos
+
+
+def builtin_topologies() -> dict[str, tuple[str, type]]:
+    """name -> (file, class) for every topologies/*.py."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(TOPO_DIR, "*.py"))):
+        try:
+            topos = _load_module(path)
+        except UserError:
+            continue
+        for name, cls in topos.items():
+            found.setdefault(name, (path, cls))
+    return found
+
+
+def resolve_topology(topo: str) -> type:
+    """'branch' (a name in topologies/), 'FILE.py' (its only or 'branch' topo) or 'FILE.py:NAME'."""
+    path, _, name = topo.partition(":") if ".py" in topo else (None, None, None)
+    if path is None and (os.path.sep in topo or os.path.exists(topo)):
+        path, name = topo, ""
+    if path is not None:
+        topos = _load_module(path)
+        if name:
+            if name not in topos:
+                raise UserError(f"topology file {path} has no topology {name!r} "
+                                f"(it has: {', '.join(sorted(topos))})")
+            return topos[name]
+        if len(topos) == 1:
+            return next(iter(topos.values()))
+        if "branch" in topos:
+            return topos["branch"]
+        raise UserError(f"topology file {path} has several topologies: name one as "
+                        f"{path}:NAME ({', '.join(sorted(topos))})")
+    known = builtin_topologies()
+    if topo not in known:
+        raise UserError(f"unknown topology {topo!r}: use one of {', '.join(sorted(known))} "
+                        "or a FILE.py[:NAME] with a `topos` dict")
+    return known[topo][1]
+
+
+def build_topology(topo, prefix: str, topo_args: dict | None):
+    """A Topo instance with this run's prefix (validated: names, phones)."""
+    cls = resolve_topology(topo) if isinstance(topo, str) else topo
+    kwargs = {k: v for k, v in (topo_args or {}).items() if v is not None}
+    try:
+        t = cls(prefix=prefix, **kwargs)
+    except TypeError as e:
+        raise UserError(f"topology {getattr(cls, '__name__', cls)} does not take these "
+                        f"parameters {sorted(kwargs)}: {e}")
+    except ValueError as e:
+        raise UserError(f"topology parameters: {e}")
+    if not hasattr(t, "phones") or not hasattr(t, "info"):
+        raise UserError(f"topology {cls.__name__} lacks .phones/.info "
+                        "(derive it from topologies/pfs_branch.py's BranchTopo)")
+    pat = name_pattern(prefix)
+    bad = [n for n in t.nodes() if not pat.match(n)]
+    if bad:
+        raise UserError(f"topology {cls.__name__}: node names must start with the run prefix "
+                        f"and an upper-case letter ({prefix}X...): {bad[:3]}")
+    return t
+
+
+# ---------------------------------------------------------------- the net
+class LabNet:
+    """See the module docstring. Attributes once entered:
+
+    run_id, prefix, out_dir, phones (list[Phone]), hq (Mininet host), hq_ip, mn (the Mininet
+    object), wan (Wan; .describe()), tftp (TftpServer), captures (label -> pcap path),
+    tftp_log (path), info (the topology's plan), record (RunRecord).
+    """
+
+    def __init__(self, topo="branch", topo_args: dict | None = None, *,
+                 wan_bw="512kbit", wan_delay="75ms", wan_loss="0%", wan_emulation="auto",
+                 wan_queue_s: float = 1.0, seed: int = 1, out_dir: str | None = None,
+                 run_id: str | None = None, prefix: str | None = None, capture: bool = True,
+                 tftp: bool = True, tftp_args=(), tftp_files: dict | None = None,
+                 keep_tftp_root: bool = False, handle_signals: bool = True,
+                 mininet_log: str = "warning", log=None):
+        # validate everything before touching the machine
+        require_root()
+        require_binaries(*LAB_BINARIES)
+        self.wan_settings = WanSettings.parse(wan_bw, wan_delay, wan_loss, wan_queue_s)
+        if wan_emulation not in ("auto", "netem", "nfqueue"):
+            raise UserError(f"bad WAN emulation {wan_emulation!r}: auto, netem or nfqueue")
+        self.prefix = prefix or new_prefix()
+        self.topo = build_topology(topo, self.prefix, topo_args)
+        self.wan_emulation = wan_emulation
+        self.seed = int(seed)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.run_id = run_id or f"{stamp}-{self.prefix}"
+        self.out_dir = os.path.abspath(out_dir or os.path.join(REPO_ROOT, "pcaps", self.run_id))
+        self.capture_enabled = capture
+        self.tftp_enabled = tftp
+        self.tftp_args = list(tftp_args)
+        self.tftp_files = tftp_files or {}
+        self.keep_tftp_root = keep_tftp_root
+        self.handle_signals = handle_signals
+        self.mininet_log = mininet_log
+        self.log = log or (lambda msg: None)
+        self.info = self.topo.info
+        self.hq_ip = self.info["hq_ip"]
+        self.run_dir = os.path.join(records.RECORD_DIR, f"{self.run_id}.d")
+        self.tftp_root = os.path.join(self.out_dir, "tftproot")
+        self.tftp_log = os.path.join(self.out_dir, "tftpd.log")
+        self.phones: list[Phone] = []
+        self.captures: dict[str, str] = {}
+        self.capture_summary: dict = {}
+        self.mn = None
+        self.hq = None
+        self.record: RunRecord | None = None
+        self.wan: Wan | None = None
+        self.tftp: TftpServer | None = None
+        self._captures: Captures | None = None
+        self._dummies: list[str] = []
+        self._tracked: list[tuple[subprocess.Popen, str]] = []
+        self._old_handlers: dict = {}
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------ public helpers
+    def track(self, proc: subprocess.Popen, what: str, group: bool = False) -> None:
+        """Record a process this run started (e.g. the agent); it is stopped first on exit."""
+        self._tracked.append((proc, what))
+        self.record.add_pid(proc.pid, what, group=group)
+
+    def agent_spec(self, mode: str, seed: int | None = None, log_dir: str | None = None,
+                   timeout_s: float = 600, **extra) -> dict:
+        spec = {"server": self.hq_ip, "mode": mode,
+                "seed": self.seed if seed is None else seed,
+                "log_dir": log_dir or os.path.join(self.out_dir, "logs"),
+                "timeout_s": timeout_s, "phones": [p.spec() for p in self.phones]}
+        spec.update(extra)
+        return spec
+
+    def write_spec(self, path: str, **kw) -> str:
+        with open(path, "w") as f:
+            json.dump(self.agent_spec(**kw), f, indent=1)
+        return path
+
+    def tftp_requests(self) -> list[dict]:
+        return self.tftp.requests() if self.tftp else []
+
+    def host(self, name: str):
+        return self.mn.get(name)
+
+    def node_netns(self, name: str) -> str:
+        return netns_path(self.mn.get(name).pid)
+
+    def describe(self) -> dict:
+        return {"run_id": self.run_id, "prefix": self.prefix, "out_dir": self.out_dir,
+                "wan": self.wan.describe() if self.wan else self.wan_settings.as_dict(),
+                "captures": self.captures, "tftp_log": self.tftp_log,
+                "phones": [dataclasses.asdict(p) for p in self.phones], "timings": self.timings}
+
+    def cli(self):
+        from mininet.cli import CLI
+        CLI(self.mn)
+
+    # ------------------------------------------------------------ setup
+    def __enter__(self) -> "LabNet":
+        os.makedirs(self.out_dir, exist_ok=True)
+        self.record = RunRecord(self.run_id, self.prefix, self.out_dir)
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        try:
+            self._setup()
+        except BaseException:
+            self._teardown()
+            raise
+        return self
+
+    @staticmethod
+    def _on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def _step(self, name: str, t0: float) -> float:
+        t = time.monotonic()
+        self.timings[name] = round(t - t0, 3)
+        self.log(f"{name}: {t - t0:.1f}s")
+        return t
+
+    def _setup(self) -> None:
+        from mininet.log import setLogLevel
+        from mininet.net import Mininet
+        from mininet.node import Host  # noqa: F401  (mininet import check)
+        from mininet.nodelib import LinuxBridge
+
+        setLogLevel(self.mininet_log)
+        t = time.monotonic()
+        self.mn = Mininet(topo=self.topo, switch=LinuxBridge, controller=None, build=False,
+                          autoSetMacs=False, autoStaticArp=False, waitConnected=False)
+        self.mn.build()
+        self.record.add_pids([(h.pid, f"mininet {h.name}") for h in self.mn.hosts])
+        self.mn.start()
+        t = self._step("build", t)
+
+        # bridges: no netfilter on bridged frames (the sysctls exist once br_netfilter loads)
+        for table in ("arp", "ip", "ip6"):
+            p = f"/proc/sys/net/bridge/bridge-nf-call-{table}tables"
+            if os.path.exists(p):
+                with open(p, "w") as f:
+                    f.write("0")
+        root_names = []
+        for sw in self.mn.switches:
+            root_names.append(sw.name)
+            root_names += [i.name for i in sw.intfList() if i.name != "lo"]
+        self.record.add_names(root_names)
+        for n in root_names:
+            set_ipv6(n, False)
+        tx_offload_off([n for n in root_names if "-" in n])
+        for h in self.mn.hosts:
+            tx_offload_off([i.name for i in h.intfList() if i.name != "lo"], netns_path(h.pid))
+        t = self._step("offload", t)
+
+        self.hq = self.mn.get(self.info["hq"])
+        byname = {p["name"]: p for p in self.topo.phones}
+        for h in self.mn.hosts:
+            p = byname.get(h.name)
+            if p:
+                self.phones.append(Phone(
+                    name=p["name"], ip=p["ip"], mac=p["mac"], model=p["model"],
+                    subnet=p["subnet"], broadcast=p["broadcast"], netns=netns_path(h.pid),
+                    pid=h.pid, gateway=p.get("gateway", ""), prefixlen=p.get("prefixlen", 24),
+                    intf=p.get("intf", "")))
+        order = {p["name"]: i for i, p in enumerate(self.topo.phones)}
+        self.phones.sort(key=lambda ph: order[ph.name])
+
+        rh, rb = self.mn.get(self.info["hq_router"]), self.mn.get(self.info["branch_router"])
+        self.wan = Wan(self.wan_settings, rh.pid, self.info["hq_wan_intf"], rb.pid,
+                       self.info["branch_wan_intf"], seed=self.seed,
+                       emulation=self.wan_emulation, record=self.record, log_dir=self.out_dir)
+        self.wan.start()
+        self.record.set(wan=self.wan.describe())
+        t = self._step(f"wan ({self.wan.emulation})", t)
+
+        if self.capture_enabled:
+            self._captures = Captures(self.out_dir, self.record)
+            from pyroute2 import IPRoute
+            with IPRoute() as ipr:
+                for sub in self.info["subnets"]:
+                    sw = self.mn.get(sub["switch"])
+                    dummy = f"{self.prefix}M{sub['index']}"
+                    self._dummies.append(dummy)
+                    self.record.add_names([dummy])
+                    add_mirror(ipr, dummy, [i.name for i in sw.intfList() if i.name != "lo"])
+                    self._captures.add(f"subnet-{sub['index']}", dummy)
+            self._captures.add("wan", self.info["branch_wan_intf"], netns_pid=rb.pid)
+            self._captures.start()
+            self.captures = dict(self._captures.files)
+            t = self._step("captures", t)
+
+        if self.tftp_enabled:
+            os.makedirs(self.run_dir, exist_ok=True)
+            self.tftp = TftpServer(self.hq.pid, self.tftp_root, self.tftp_log, self.run_dir,
+                                   self.hq_ip, self.tftp_args, self.record)
+            self.tftp.add_files(self.tftp_files)
+            self.tftp.start()
+            t = self._step("tftpd", t)
+
+    # ------------------------------------------------------------ teardown
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._teardown()
+        return False
+
+    def _teardown(self) -> None:
+        """Stop everything in order; every step runs even if an earlier one failed.
+        Ctrl-C is held back meanwhile, so a second Ctrl-C cannot leave half a lab."""
+        blocked = threading.current_thread() is threading.main_thread()
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM,
+                                                      signal.SIGHUP})
+        errors = []
+
+        def step(what, fn):
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001 - keep tearing down
+                errors.append(f"{what}: {type(e).__name__}: {e}")
+
+        try:
+            step("tracked processes", self._stop_tracked)
+            if self.tftp:
+                step("tftpd", self.tftp.stop)
+            if self.wan:
+                step("wan", self.wan.stop)
+            if self._captures:
+                step("captures", lambda: self.capture_summary.update(self._captures.stop()))
+            if self.mn is not None:
+                step("mininet", self.mn.stop)
+            if self.record:
+                rec = dict(self.record.data)
+                step("leftovers", lambda: clean.kill_recorded(rec.get("pids", []),
+                                                               timeout=2, log=lambda m: None))
+                step("links", lambda: clean.delete_links(self.prefix, log=lambda m: None))
+            step("run dir", lambda: shutil.rmtree(self.run_dir, ignore_errors=True))
+            if not self.keep_tftp_root:
+                step("tftp root", lambda: shutil.rmtree(self.tftp_root, ignore_errors=True))
+            step("ownership", self._chown_out)
+            if self.record:
+                if errors:
+                    self.record.set(teardown_errors=errors)
+                else:
+                    self.record.remove()
+            for sig, h in self._old_handlers.items():
+                signal.signal(sig, h)
+            self._old_handlers = {}
+        finally:
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM,
+                                                            signal.SIGHUP})
+        if errors:
+            print("pfslab: teardown problems (run `pfslab clean`): " + "; ".join(errors),
+                  file=sys.stderr)
+
+    def _stop_tracked(self) -> None:
+        for proc, what in reversed(self._tracked):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, what in reversed(self._tracked):
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self.record.drop_pid(proc.pid)
+        self._tracked = []
+
+    def _chown_out(self) -> None:
+        """Under sudo, give the run's output to the user who ran it."""
+        uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+        if not uid or not os.path.isdir(self.out_dir):
+            return
+        for dirpath, dirnames, filenames in os.walk(self.out_dir):
+            for n in [dirpath] + [os.path.join(dirpath, f) for f in dirnames + filenames]:
+                try:
+                    os.lchown(n, int(uid), int(gid or uid))
+                except OSError:
+                    pass

@@ -1,0 +1,118 @@
+"""Small helpers for namespaces, binaries and process identity (no output parsing)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+
+from pyroute2 import netns as _netns
+
+from pfslab.errors import UserError
+
+#: binary -> Debian package that provides it
+BINARIES = {
+    "mnexec": "mininet",
+    "brctl": "bridge-utils",
+    "tcpdump": "tcpdump",
+    "in.tftpd": "tftpd-hpa",
+    "iptables": "iptables",
+    "nsenter": "util-linux",
+    "unshare": "util-linux",
+    "mount": "mount",
+    "ip": "iproute2",
+}
+
+
+def require_binaries(*names: str) -> dict[str, str]:
+    """Full paths of the binaries, or UserError naming the Debian package to install."""
+    found, missing = {}, []
+    for name in names:
+        path = shutil.which(name) or next(
+            (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}", f"/usr/bin/{name}")
+             if os.access(p, os.X_OK)), None)
+        if path:
+            found[name] = path
+        else:
+            missing.append(name)
+    if missing:
+        pkgs = sorted({BINARIES.get(n, n) for n in missing})
+        raise UserError(f"missing {', '.join(missing)}: install the Debian package(s) "
+                        f"{' '.join(pkgs)} (sudo apt-get install {' '.join(pkgs)})")
+    return found
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise UserError("the lab needs root (network namespaces, bridges, tc): run with sudo")
+
+
+def netns_path(pid: int) -> str:
+    return f"/proc/{pid}/ns/net"
+
+
+def ns_argv(pid: int, argv: list[str]) -> list[str]:
+    """argv run inside the network namespace of process `pid` (nsenter execs: same PID)."""
+    return [shutil.which("nsenter") or "nsenter", f"--net={netns_path(pid)}", "--", *argv]
+
+
+@contextlib.contextmanager
+def in_netns(path: str):
+    """Run the body with the *calling thread* in the network namespace at `path`.
+
+    setns(CLONE_NEWNET) acts on one thread only, and sockets stay in the namespace where they
+    were made, so this is how one process opens sockets in many lab namespaces.
+    """
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _netns.setns(path, flags=0)
+        try:
+            yield
+        finally:
+            _netns.setns(back, flags=0)
+    finally:
+        os.close(back)
+
+
+def socket_in(path: str, family=socket.AF_INET, type=socket.SOCK_DGRAM, proto=0):
+    """A socket created inside the network namespace at `path`."""
+    with in_netns(path):
+        return socket.socket(family, type, proto)
+
+
+def proc_starttime(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), to tell a PID from a reused one."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # the command name may contain spaces and parentheses: fields follow the last ')'
+    rest = data[data.rindex(b")") + 2:].split()
+    return int(rest[19])
+
+
+def same_process(pid: int, starttime: int | None) -> bool:
+    """Is `pid` alive and still the process that had `starttime`?"""
+    now = proc_starttime(pid)
+    return now is not None and (starttime is None or now == starttime)
+
+
+@contextlib.contextmanager
+def iproute_in(path: str | None):
+    """An IPRoute whose netlink socket lives in the namespace at `path` (None: ours).
+
+    Made with a thread-level setns (in_netns) rather than IPRoute(netns=...), which forks a
+    helper process per socket; that fork is slow and can hang in a threaded lab process.
+    """
+    from pyroute2 import IPRoute
+    if path is None:
+        with IPRoute() as ipr:
+            yield ipr
+        return
+    with in_netns(path):
+        ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()

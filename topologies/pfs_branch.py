@@ -1,0 +1,221 @@
+"""pfslab topologies: an HQ with the TFTP server, a WAN, and a branch of remote phone subnets.
+
+Loadable by Mininet itself (this file imports nothing from pfslab, so the Debian `mn`, which
+runs on /usr/bin/python3, can load it)::
+
+    sudo mn --custom topologies/pfs_branch.py --topo branch,subnets=2,phones_per_subnet=4 \\
+            --switch lxbr --controller none
+
+(`--controller none` and `--switch lxbr`: Linux bridges, no OpenFlow, no Open vSwitch.)
+Parameters that are lists take `+` separated values on the mn command line, because mn splits
+on commas: `--topo branch,models=CP-7961G+CP-7960G`.
+
+Naming. Every node, interface and bridge name starts with the run prefix (`prefix=`, 1-6
+characters, lower-case letters and digits, starting with a letter) followed by an upper-case
+role letter, so one run's prefix can never match another run's names (`pf1` vs `pf1a...`):
+
+    {P}HQ      the TFTP host (10.0.0.10/24)       {P}RH   HQ router
+    {P}S0      HQ LAN bridge                      {P}RB   branch router
+    {P}S<k>    remote subnet k's bridge           {P}P<i> phone i (numbered across subnets)
+
+Interface names stay within Linux's 15 characters for up to 9999 phones and 99 subnets.
+Addresses and MACs are deterministic (they depend on subnet and position, not on the prefix).
+No NAT, no route out: the bridges have no address, the lab is not connected to anything in the
+root namespace, and no router has a default route.
+"""
+
+import ipaddress
+import random
+import re
+import string
+
+from mininet.node import Node
+from mininet.nodelib import LinuxBridge
+from mininet.topo import Topo
+
+DEFAULT_MODELS = ("CP-7961G", "CP-7941G", "CP-7960G")
+PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,5}$")
+
+HQ_NET = ipaddress.ip_network("10.0.0.0/24")
+HQ_ROUTER_IP = "10.0.0.1"
+TFTP_IP = "10.0.0.10"
+WAN_NET = ipaddress.ip_network("10.254.0.0/30")
+WAN_HQ_IP = "10.254.0.1"
+WAN_BRANCH_IP = "10.254.0.2"
+
+#: first host number of the phones in a subnet (.1 is the branch router)
+PHONE_HOST_BASE = 10
+#: a Linux bridge takes at most 1024 ports; one is the router's
+MAX_PHONES_PER_SUBNET = 1000
+
+
+def random_prefix():
+    """A fresh run prefix: 'p' + 5 random lower-case letters/digits."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "p" + "".join(random.SystemRandom().choice(alphabet) for _ in range(5))
+
+
+def check_prefix(prefix):
+    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix):
+        raise ValueError(
+            "prefix %r: use 1-6 lower-case letters or digits, starting with a letter" % (prefix,))
+    return prefix
+
+
+def split_models(models):
+    """'CP-7961G+CP-7941G' / 'A,B' / 'A:B' / ['A', 'B'] -> ['A', 'B']."""
+    if models is None:
+        return list(DEFAULT_MODELS)
+    if isinstance(models, str):
+        models = re.split(r"[+,:\s]+", models.strip())
+    models = [str(m).strip() for m in models if str(m).strip()]
+    if not models:
+        raise ValueError("models: give at least one phone model, e.g. CP-7961G")
+    return models
+
+
+def subnet_network(k, phones_per_subnet):
+    """Remote subnet k (1-based): 10.1.k.0/24 while the phones fit, else 10.(100+k).0.0/16."""
+    if PHONE_HOST_BASE + phones_per_subnet <= 254:
+        return ipaddress.ip_network("10.1.%d.0/24" % k)
+    return ipaddress.ip_network("10.%d.0.0/16" % (100 + k))
+
+
+def phone_mac(k, j):
+    """Locally administered, deterministic: 02:50:46 ('PF') : subnet : position (16 bits)."""
+    return "02:50:46:%02x:%02x:%02x" % (k, (j >> 8) & 0xFF, j & 0xFF)
+
+
+class LabHost(Node):
+    """A host in its own network namespace with IPv6 off (no DAD/MLD/RS noise in captures),
+    set before Mininet moves the interface in, so it never speaks IPv6 at all."""
+
+    def __init__(self, name, inNamespace=True, **params):
+        super().__init__(name, inNamespace=inNamespace, **params)
+        self.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+                 "net.ipv6.conf.default.disable_ipv6=1")
+
+    def config(self, **params):
+        r = super().config(**params)
+        self.cmd("ip link set lo up")
+        return r
+
+
+class LabRouter(LabHost):
+    """A Linux router (as in mininet examples/linuxrouter.py): forwarding on in its own
+    namespace, IPv6 off, static routes from `routes`: [(destination/len, gateway), ...]."""
+
+    def config(self, routes=(), **params):
+        r = super().config(**params)
+        self.cmd("sysctl -qw net.ipv4.ip_forward=1")
+        for dest, via in routes:
+            self.cmd("ip route replace %s via %s" % (dest, via))
+        return r
+
+
+class BranchTopo(Topo):
+    """HQ, a WAN, a branch router and K remote subnets of phones.
+
+    ::
+
+        HQ LAN 10.0.0.0/24                 WAN 10.254.0.0/30               remote subnets
+                                                                     +-- {P}S1 10.1.1.0/24
+      {P}HQ  ----- {P}S0 ----- {P}RH ======================= {P}RB --+     phones .10 .11 ...
+      10.0.0.10  (bridge)    .1    .1 ({P}RH-w)   ({P}RB-w) .2      .1   +-- {P}S2 10.1.2.0/24
+      in.tftpd                  HQ router               branch router     ...
+                                                                     +-- {P}S<K> 10.1.K.0/24
+
+    The WAN (`=`) is where pfslab.lab.wan shapes bandwidth and adds delay and loss.
+    Each remote subnet is one Linux bridge: one broadcast domain, as PFS discovery needs.
+
+    Parameters:
+      subnets            K remote subnets (default 2)
+      phones_per_subnet  phones on each (default 4)
+      models             model list, cycled over each subnet's phones (default
+                         CP-7961G, CP-7941G, CP-7960G); a string may use + , or : between models
+      layout             explicit models instead: one list of models per subnet
+                         (phones_per_subnet and subnets are then taken from it)
+      prefix             run-unique name prefix (default: a fresh random one)
+
+    After construction, `self.phones` lists each phone: name, ip, mac, subnet (1-based),
+    model, broadcast, prefixlen, gateway, intf; `self.info` holds the rest of the plan.
+    """
+
+    def build(self, subnets=2, phones_per_subnet=4, models=None, layout=None, prefix=None):
+        P = check_prefix(prefix if prefix is not None else random_prefix())
+        if layout is not None:
+            layout = [split_models(row) for row in layout]
+            subnets = len(layout)
+        else:
+            subnets, phones_per_subnet = int(subnets), int(phones_per_subnet)
+            mlist = split_models(models)
+            layout = [[mlist[j % len(mlist)] for j in range(phones_per_subnet)]
+                      for _ in range(subnets)]
+        if not 1 <= subnets <= 99:
+            raise ValueError("subnets: 1..99, not %r" % (subnets,))
+        widest = max(len(row) for row in layout)
+        if widest > MAX_PHONES_PER_SUBNET:
+            raise ValueError("phones_per_subnet: at most %d (a Linux bridge takes 1024 ports)"
+                             % MAX_PHONES_PER_SUBNET)
+        if sum(len(row) for row in layout) > 9999:
+            raise ValueError("at most 9999 phones in one lab")
+
+        self.prefix = P
+        self.phones = []
+        rh, rb, hq = P + "RH", P + "RB", P + "HQ"
+        subnet_nets = [subnet_network(k, max(widest, 1)) for k in range(1, subnets + 1)]
+
+        # HQ side
+        s0 = self.addSwitch(P + "S0", cls=LinuxBridge)
+        self.addNode(rh, cls=LabRouter, ip=None,
+                     routes=[(str(n), WAN_BRANCH_IP) for n in subnet_nets])
+        self.addNode(rb, cls=LabRouter, ip=None, routes=[(str(HQ_NET), WAN_HQ_IP)])
+        self.addHost(hq, cls=LabHost, ip="%s/24" % TFTP_IP, mac="02:50:46:00:00:0a",
+                     defaultRoute="via " + HQ_ROUTER_IP)
+        self.addLink(hq, s0, intfName1=hq + "-0", intfName2=s0 + "-hq")
+        self.addLink(rh, s0, intfName1=rh + "-l", intfName2=s0 + "-r",
+                     params1={"ip": "%s/24" % HQ_ROUTER_IP}, addr1="02:50:46:00:00:01")
+        # the WAN
+        self.addLink(rh, rb, intfName1=rh + "-w", intfName2=rb + "-w",
+                     params1={"ip": "%s/30" % WAN_HQ_IP}, params2={"ip": "%s/30" % WAN_BRANCH_IP},
+                     addr1="02:50:46:00:fe:01", addr2="02:50:46:00:fe:02")
+
+        # remote subnets
+        self.info = {"prefix": P, "hq": hq, "hq_ip": TFTP_IP, "hq_router": rh,
+                     "branch_router": rb, "hq_wan_intf": rh + "-w", "branch_wan_intf": rb + "-w",
+                     "hq_switch": s0, "subnets": []}
+        index = 0
+        for k, (net, row) in enumerate(zip(subnet_nets, layout), start=1):
+            sw = self.addSwitch("%sS%d" % (P, k), cls=LinuxBridge)
+            gw = str(net.network_address + 1)
+            self.addLink(rb, sw, intfName1="%s-%d" % (rb, k), intfName2="%s-r" % sw,
+                         params1={"ip": "%s/%d" % (gw, net.prefixlen)},
+                         addr1="02:50:46:%02x:ff:01" % k)
+            self.info["subnets"].append({
+                "index": k, "switch": sw, "network": str(net), "gateway": gw,
+                "broadcast": str(net.broadcast_address), "router_intf": "%s-%d" % (rb, k)})
+            for j, model in enumerate(row):
+                index += 1
+                name = "%sP%d" % (P, index)
+                ip = str(net.network_address + PHONE_HOST_BASE + j)
+                mac = phone_mac(k, j)
+                self.addHost(name, cls=LabHost, ip="%s/%d" % (ip, net.prefixlen), mac=mac,
+                             defaultRoute="via " + gw)
+                self.addLink(name, sw, intfName1=name + "-0", intfName2="%s-%d" % (sw, j))
+                self.phones.append({
+                    "name": name, "ip": ip, "mac": mac, "subnet": k, "model": model,
+                    "broadcast": str(net.broadcast_address), "prefixlen": net.prefixlen,
+                    "gateway": gw, "intf": name + "-0"})
+
+
+class SmallTopo(BranchTopo):
+    """The lab tests' net: 2 subnets x 2 phones (CP-7961G, CP-7960G) (drawing: BranchTopo)."""
+
+    def build(self, prefix=None, **kw):
+        kw.setdefault("subnets", 2)
+        kw.setdefault("phones_per_subnet", 2)
+        kw.setdefault("models", ("CP-7961G", "CP-7960G"))
+        super().build(prefix=prefix, **kw)
+
+
+topos = {"branch": BranchTopo, "small": SmallTopo}
