@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import time
 
@@ -16,7 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from . import records
-from .nsutil import require_root, same_process
+from .nsutil import proc_starttime, require_root, same_process
 
 
 def _signal(entry: dict, sig: int) -> bool:
@@ -83,12 +84,38 @@ def delete_links(prefix: str, log=print) -> list[str]:
     return gone
 
 
+def mininet_shells(prefix: str) -> list[dict]:
+    """Mininet node shells of this prefix (`bash ... mininet:<prefix><A-Z>...`), which a run
+    killed while still building its net had no time to record."""
+    pat = records.name_pattern(prefix)
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        for a in args:
+            if a.startswith(b"mininet:") and pat.match(a[8:].decode(errors="replace")):
+                found.append({"pid": int(d), "start": proc_starttime(int(d)),
+                              "what": "mininet " + a[8:].decode(errors="replace")})
+                break
+    return found
+
+
 def remove_run(rec: dict, log=print) -> None:
     """Remove everything one run record names, then the record itself."""
     log(f"run {rec.get('run_id')} (prefix {rec.get('prefix')}):")
-    kill_recorded(rec.get("pids", []), log=log)
+    pids = list(rec.get("pids", []))
+    if rec.get("prefix"):
+        known = {e["pid"] for e in pids}
+        pids += [e for e in mininet_shells(rec["prefix"]) if e["pid"] not in known]
+    kill_recorded(pids, log=log)
     if rec.get("prefix"):
         delete_links(rec["prefix"], log=log)
+    shutil.rmtree(os.path.join(records.RECORD_DIR, f"{rec.get('run_id')}.d"), ignore_errors=True)
     path = rec.get("_path") or os.path.join(records.RECORD_DIR, f"{rec.get('run_id')}.json")
     for p in (path, path + ".tmp"):
         try:

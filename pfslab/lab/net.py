@@ -374,8 +374,9 @@ class LabNet:
                 step("mininet", self.mn.stop)
             if self.record:
                 rec = dict(self.record.data)
-                step("leftovers", lambda: clean.kill_recorded(rec.get("pids", []),
-                                                               timeout=2, log=lambda m: None))
+                step("leftovers", lambda: clean.kill_recorded(
+                    rec.get("pids", []) + clean.mininet_shells(self.prefix), timeout=2,
+                    log=lambda m: None))
                 step("links", lambda: clean.delete_links(self.prefix, log=lambda m: None))
             step("run dir", lambda: shutil.rmtree(self.run_dir, ignore_errors=True))
             if not self.keep_tftp_root:

@@ -124,6 +124,8 @@ class TftpServer:
         self.record = record
         self.proc: subprocess.Popen | None = None
         self.syslog: SyslogReceiver | None = None
+        os.makedirs(self.root, exist_ok=True)
+        os.chmod(self.root, 0o755)
 
     def start(self, timeout: float = 10.0) -> None:
         devdir = os.path.join(self.run_dir, "dev")
