@@ -139,7 +139,9 @@ class Wan:
             err.close()
         if self.record:
             self.record.add_pid(self.proc.pid, "delayline", group=True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 15.0)
+        poller = select.poll()  # not select(): a big lab has fds beyond FD_SETSIZE
+        poller.register(self.proc.stdout, select.POLLIN)
+        ready = poller.poll(15000)
         line = self.proc.stdout.readline().decode(errors="replace").strip() if ready else ""
         if line != "ready":
             self.proc.kill()
