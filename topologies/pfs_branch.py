@@ -95,11 +95,6 @@ class LabHost(Node):
         self.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
                  "net.ipv6.conf.default.disable_ipv6=1")
 
-    def config(self, **params):
-        r = super().config(**params)
-        self.cmd("ip link set lo up")
-        return r
-
 
 class LabRouter(LabHost):
     """A Linux router (as in mininet examples/linuxrouter.py): forwarding on in its own
