@@ -387,3 +387,30 @@ def test_mn_custom_loads_the_topology(tmp_path):
                        capture_output=True, timeout=120, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     assert lab_links(prefix) == []
+
+
+def test_wan_loss_drops_about_the_configured_share(tmp_path):
+    from pfslab.lab.net import LabNet
+    with LabNet("small", topo_args={"phones_per_subnet": 1}, wan_bw="10mbit",
+                wan_delay="5ms", wan_loss="20%", capture=False, tftp=False,
+                out_dir=str(tmp_path)) as net:
+        hq = net.node_netns(net.info["hq"])
+        r = sock_in(hq)
+        r.bind((net.hq_ip, 9998))
+        r.settimeout(0.5)
+        tx = sock_in(net.phones[0].netns)
+        tx.connect((net.hq_ip, 9998))  # (ARP is not forwarded, so only these 200 face loss)
+        for i in range(200):
+            tx.send(b"loss-%d" % i)
+            time.sleep(0.001)
+        got = 0
+        try:
+            while True:
+                r.recv(100)
+                got += 1
+        except socket.timeout:
+            pass
+        tx.close()
+        r.close()
+        assert net.wan.emulation in ("netem", "nfqueue")
+    assert 120 <= got <= 190, got  # 160 expected; +-4 sigma plus a lost ARP or two

@@ -265,6 +265,11 @@ class LabNet:
         return t
 
     def _setup(self) -> None:
+        # Mininet's host shells inherit our environment: put this interpreter's bin dir first,
+        # so `pfslab phone one ...` works from the Mininet CLI (--cli)
+        bindir = os.path.dirname(sys.executable)
+        if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
         from mininet.log import setLogLevel
         from mininet.net import Mininet
         from mininet.node import Host  # noqa: F401  (mininet import check)
