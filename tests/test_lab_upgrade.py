@@ -152,3 +152,33 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
         assert r.returncode == 2, r.stderr
         lines = r.stderr.decode().strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("pfslab: "), lines
+
+
+def test_ctrl_c_mid_upgrade_tears_everything_down(tmp_path):
+    import signal
+    import time
+    from pfslab.lab.records import list_records, new_prefix
+    from pfslab.lab.nsutil import same_process
+    prefix = new_prefix()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pfslab.cli", "lab", "--mode", "pfs", "--subnets", "1",
+         "--phones-per-subnet", "3", "--firmware-scale", "0.01", "--prefix", prefix,
+         "--out", str(tmp_path)], cwd=REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "agent-spec.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    recs = [r for r in list_records() if r.get("prefix") == prefix]
+    assert recs and recs[0]["pids"]
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    from pyroute2 import IPRoute
+    from pfslab.lab.records import name_pattern
+    with IPRoute() as ipr:
+        names = [l.get_attr("IFLA_IFNAME") or "" for l in ipr.link("dump")]
+    assert not [n for n in names if name_pattern(prefix).match(n)]
+    assert not [e for e in recs[0]["pids"] if same_process(e["pid"], e.get("start"))]
+    assert not [r for r in list_records() if r.get("prefix") == prefix]
+    assert os.path.getsize(tmp_path / "wan.pcap") >= 24

@@ -245,27 +245,28 @@ def run_mode(args, mode: str, out: str, prefix: str) -> dict:
                                     env=env, start_new_session=True)
         net.track(proc, "agent", group=True)
         progress = Progress(mode, len(net.phones))
-        try:
+        def pump():  # the agent's JSON lines -> agent-events.jsonl and the progress display
             with open(events_path, "w") as evf:
-                def pump():
-                    for raw in proc.stdout:
-                        line = raw.decode(errors="replace").strip()
-                        if not line:
-                            continue
-                        evf.write(line + "\n")
-                        try:
-                            progress.event(json.loads(line))
-                        except ValueError:
-                            pass
-                reader = threading.Thread(target=pump, daemon=True)
-                reader.start()
-                deadline = time.monotonic() + args.timeout + 60
-                while proc.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                if proc.poll() is None:
-                    proc.terminate()
-                agent_rc = proc.wait()
-                reader.join(5)
+                for raw in proc.stdout:
+                    line = raw.decode(errors="replace").strip()
+                    if not line:
+                        continue
+                    evf.write(line + "\n")
+                    try:
+                        progress.event(json.loads(line))
+                    except ValueError:
+                        pass
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + args.timeout + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if proc.poll() is None:
+                proc.terminate()
+            agent_rc = proc.wait()
+            reader.join(5)
         finally:
             progress.close()
         tftp_reqs = net.tftp_requests()
