@@ -123,8 +123,8 @@ def test_topology_plan(lab):
         assert len(name) <= 15
     spec = lab.agent_spec(mode="pfs", seed=3, log_dir="/tmp/x", timeout_s=9)
     assert spec["server"] == "10.0.0.10" and spec["mode"] == "pfs" and spec["seed"] == 3
-    assert set(spec["phones"][0]) == {"name", "ip", "mac", "model", "subnet", "broadcast",
-                                      "netns"}
+    assert set(spec["phones"][0]) == {"name", "host", "ip", "mac", "model", "subnet",
+                                      "broadcast", "netns"}
     assert lab.wan.emulation in ("netem", "nfqueue")
 
 

@@ -198,7 +198,7 @@ class BranchTopo(Topo):
                              defaultRoute="via " + gw)
                 self.addLink(name, sw, intfName1=name + "-0", intfName2="%s-%d" % (sw, j))
                 self.phones.append({
-                    "name": name, "ip": ip, "mac": mac, "subnet": k, "model": model,
+                    "name": name, "label": "p%d-%d" % (k, j + 1), "ip": ip, "mac": mac, "subnet": k, "model": model,
                     "broadcast": str(net.broadcast_address), "prefixlen": net.prefixlen,
                     "gateway": gw, "intf": name + "-0"})
 

@@ -18,7 +18,7 @@ import sys
 
 from ..errors import UserError
 from ..protocol.phone import Timers
-from .driver import Agent, AgentPhone
+from .driver import Agent, AgentPhone, Fault
 
 _FIELDS = ("name", "ip", "mac", "model", "broadcast")
 
@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _spec_phones(raw: dict) -> list[AgentPhone]:
     try:
-        phones = [AgentPhone(**{k: p[k] for k in (*_FIELDS, "subnet", "netns") if k in p})
+        phones = [AgentPhone(**{k: p[k] for k in (*_FIELDS, "subnet", "netns", "host") if k in p})
                   for p in raw["phones"]]
         for ph in phones:
             ipaddress.IPv4Address(ph.ip)
@@ -68,10 +68,14 @@ def run(args) -> int:
         blksize = args.blksize or raw.get("blksize", 1428)
         stagger = args.stagger if args.stagger is not None else raw.get("stagger", 0.0)
         timers = Timers(**raw["timers"]) if raw.get("timers") else None
+        try:
+            faults = [Fault(**f) for f in raw.get("faults", [])]
+        except TypeError as e:
+            raise UserError(f"bad fault in agent spec: {e}") from None
     else:
         phones = [AgentPhone(**{f: getattr(args, f) for f in _FIELDS})]
         server, seed, log_dir, timeout = args.server, args.seed, args.log_dir, args.timeout
-        blksize, stagger, timers = args.blksize or 1428, 0.0, None
+        blksize, stagger, timers, faults = args.blksize or 1428, 0.0, None, []
     if not server:
         raise UserError("no TFTP server address (spec field 'server' or --server)")
     if log_dir:
@@ -82,7 +86,7 @@ def run(args) -> int:
         sys.stdout.flush()
 
     agent = Agent(phones, server, seed=seed, log_dir=log_dir, timers=timers, blksize=blksize,
-                  stagger=stagger, emit=emit)
+                  stagger=stagger, faults=faults, emit=emit)
 
     async def main():
         task = asyncio.ensure_future(agent.run(timeout))

@@ -13,6 +13,8 @@ import asyncio
 import json
 import os
 import resource
+import socket
+import struct
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -34,6 +36,21 @@ class AgentPhone:
     broadcast: str
     subnet: int = 0
     netns: str | None = None   # /proc/<pid>/ns/net of the phone's host; None: this namespace
+    host: str | None = None    # the Mininet host it runs in (for people; unused here)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Fault injection: a phone dies ``after_s`` seconds after the reset.
+
+    ``phone`` names it, or "auto": the first phone found (checked every 0.25 s from then on)
+    that is a parent, not a root, with children waiting for a file it does not hold yet, i.e.
+    a parent that vanishes mid-transfer. ``how``: "crash" (its connections are reset) or
+    "silent" (it just stops: no FIN, no RST, like a pulled cable).
+    """
+    after_s: float
+    phone: str = "auto"
+    how: str = "crash"
 
 
 @dataclass
@@ -71,6 +88,8 @@ class PhoneRunner:
         self.udp = None
         self.server = None
         self.tftp_sock = None
+        self.dead = False
+        self.fault: str | None = None
 
     async def open(self) -> None:
         s = self.spec
@@ -79,6 +98,28 @@ class PhoneRunner:
         lsock = ns.listen_tcp(s.netns, s.ip, PORT)
         self.server = await asyncio.start_server(self._accepted, sock=lsock)
         self.tftp_sock = ns.udp_socket(s.netns, s.ip, 0)
+
+    def kill(self, how: str) -> None:
+        """Fault injection: the phone dies. Its engine gets no more input."""
+        self.dead, self.fault = True, how
+        if how == "silent":
+            if self.timer:
+                self.timer.cancel()
+            for t in list(self.tasks):
+                t.cancel()
+            return
+        for st in self.streams.values():
+            if st.writer:
+                sock = st.writer.get_extra_info("socket")
+                if sock is not None:             # close with RST, as a crashed phone does
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+        self.close()
+
+    def serving_mid_transfer(self) -> bool:
+        """A parent (not a root) with children waiting for a file it does not hold yet."""
+        return any(s.children and s.registrar is None and s.data is None
+                   for s in self.phone.sessions.values())
 
     def close(self) -> None:
         if self.timer:
@@ -101,6 +142,8 @@ class PhoneRunner:
         return self.loop.time() - self.agent.t0
 
     def input(self, method: str, *args):
+        if self.dead:
+            return None
         result = getattr(self.phone, method)(self.now(), *args)
         self._drain()
         return result
@@ -233,7 +276,7 @@ class PhoneRunner:
                 comps[c.name] = ({"source": inst.source, "sha256_ok": inst.sha256_ok,
                                   "at_s": round(inst.t, 3)} if inst else None)
         loads = p.load.loads_file if p.load is not None else None
-        return {**asdict(self.spec), "pfs_enabled": p.pfs,
+        return {**asdict(self.spec), "pfs_enabled": p.pfs, "fault": self.fault,
                 "completed": bool(p.completed and p.completed.ok),
                 "completed_at_s": round(p.completed.t, 3) if p.completed else None,
                 "load": p.load.name if p.load else None,
@@ -247,7 +290,7 @@ class Agent:
     def __init__(self, phones: list[AgentPhone], server: str, *, seed: int = 1,
                  log_dir: str | None = None, timers: Timers | None = None,
                  blksize: int = 1428, tftp_timeout: float = 1.0, tftp_retries: int = 8,
-                 stagger: float = 0.0, emit=None):
+                 stagger: float = 0.0, faults: list[Fault] = (), emit=None):
         self.specs = phones
         self.server = server
         self.seed = seed
@@ -257,6 +300,7 @@ class Agent:
         self.tftp_timeout = tftp_timeout
         self.tftp_retries = tftp_retries
         self.stagger = stagger
+        self.faults = list(faults)
         self._emit = emit
         self.runners: list[PhoneRunner] = []
         self.remaining = 0
@@ -293,6 +337,8 @@ class Agent:
             for i, r in enumerate(self.runners):       # the reset: all at once, or staggered
                 self.loop.call_at(self.t0 + i * self.stagger, r.input, "start")
             flusher = self.loop.create_task(self._flush_logs())
+            for f in self.faults:
+                self.loop.call_at(self.t0 + f.after_s, self._inject, f, 0)
             try:
                 await asyncio.wait_for(self.done.wait(), timeout)
                 await asyncio.sleep(linger)             # let the last END/FIN frames go out
@@ -304,6 +350,29 @@ class Agent:
                 r.flush_log(self.log_dir)
                 r.close()
         return [r.result() for r in self.runners]
+
+    def _inject(self, f: Fault, tries: int) -> None:
+        if f.phone == "auto":
+            victim = next((r for r in self.runners
+                           if not r.dead and r.serving_mid_transfer()), None)
+        else:
+            victim = next((r for r in self.runners if r.spec.name == f.phone), None)
+        if victim is None:
+            if f.phone == "auto" and tries < 400 and self.remaining:
+                self.loop.call_later(0.25, self._inject, f, tries + 1)
+            else:
+                self.emit({"event": "fault", "phone": None, "how": f.how,
+                           "error": "no phone to fail"})
+            return
+        victim.log_lines.append(render(LogRecord(victim.now(), "ERR", f"FAULT INJECTED: the "
+                                                 f"phone dies ({f.how})"), self.epoch))
+        victim.kill(f.how)
+        self.emit({"event": "fault", "phone": victim.spec.name, "ip": victim.spec.ip,
+                   "how": f.how, "t": round(victim.now(), 3)})
+        if victim.phone.completed is None:
+            self.remaining -= 1
+            if self.remaining == 0:
+                self.done.set()
 
     async def _flush_logs(self) -> None:
         while True:

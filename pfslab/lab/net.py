@@ -61,10 +61,12 @@ class Phone:
     gateway: str = ""
     prefixlen: int = 24
     intf: str = ""
+    label: str = ""      # the phone's name in logs and results (p<subnet>-<n>); no prefix
 
     def spec(self) -> dict:
         """The fields the phone agent needs (SPEC.json's phones[])."""
-        return {"name": self.name, "ip": self.ip, "mac": self.mac, "model": self.model,
+        return {"name": self.label or self.name, "host": self.name, "ip": self.ip,
+                "mac": self.mac, "model": self.model,
                 "subnet": self.subnet, "broadcast": self.broadcast, "netns": self.netns}
 
 
@@ -311,7 +313,7 @@ class LabNet:
                     name=p["name"], ip=p["ip"], mac=p["mac"], model=p["model"],
                     subnet=p["subnet"], broadcast=p["broadcast"], netns=netns_path(h.pid),
                     pid=h.pid, gateway=p.get("gateway", ""), prefixlen=p.get("prefixlen", 24),
-                    intf=p.get("intf", "")))
+                    intf=p.get("intf", ""), label=p.get("label", "")))
         order = {p["name"]: i for i, p in enumerate(self.topo.phones)}
         self.phones.sort(key=lambda ph: order[ph.name])
 

@@ -66,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=DEFAULTS["timeout"], metavar="S",
                    help="give up on an upgrade after S seconds")
     p.add_argument("--prefix", default=None, help="name prefix (default: a fresh one)")
+    p.add_argument("--fail-parent", default=None, metavar="S[:silent]",
+                   help="pfs mode: S seconds after the reset, a parent that is passing a file "
+                        "on dies (its connections reset; ':silent': it just goes quiet)")
 
 
 # ---------------------------------------------------------------- TFTP files
@@ -94,7 +97,7 @@ def render_files(phones: list[dict], mode: str, scale: float, enterprise, profil
             else:
                 pfs = phoneconfig.resolve_pfs(ph["model"], False if i in device_off else None,
                                               profile, enterprise)
-            pfs_of[ph["name"]] = pfs
+            pfs_of[ph.get("label", ph["name"])] = pfs
             files[phoneconfig.sep_filename(ph["mac"])] = phoneconfig.render_sep(
                 ph["mac"], ph["model"], name, pfs)
         files[phoneconfig.XMLDEFAULT] = phoneconfig.render_xmldefault(loads)
@@ -232,6 +235,8 @@ def run_mode(args, mode: str, out: str, prefix: str) -> dict:
         extra = {"stagger": args.stagger if args.reset == "staggered" else 0.0}
         if args.blksize:
             extra["blksize"] = args.blksize
+        if args.fail_parent and mode == "pfs":
+            extra["faults"] = [parse_fault(args.fail_parent)]
         spec_path = net.write_spec(os.path.join(out, "agent-spec.json"), mode=mode,
                                    seed=args.seed, log_dir=os.path.join(out, "logs"),
                                    timeout_s=args.timeout, **extra)
@@ -278,7 +283,7 @@ def run_mode(args, mode: str, out: str, prefix: str) -> dict:
     except (OSError, ValueError):
         raise UserError(f"the phone agent wrote no results (exit {agent_rc}); see "
                         f"{out}/agent.stderr")
-    meta = {p["name"]: p for p in plan}
+    meta = {p.get("label", p["name"]): p for p in plan}
     for p in phones:
         p.setdefault("subnet", meta.get(p["name"], {}).get("subnet"))
         p["pfs_configured"] = pfs_of.get(p["name"])
@@ -293,7 +298,22 @@ def run_mode(args, mode: str, out: str, prefix: str) -> dict:
             "agent_exit": agent_rc, "out_dir": out}
 
 
+def parse_fault(text: str) -> dict:
+    """'30' or '30:silent' -> the agent spec's fault entry."""
+    after, _, how = text.partition(":")
+    try:
+        t = float(after)
+    except ValueError:
+        t = -1.0
+    if t < 0 or how not in ("", "crash", "silent"):
+        raise UserError(f"--fail-parent {text!r}: want seconds, optionally ':silent' "
+                        "(e.g. 30 or 30:silent)")
+    return {"after_s": t, "phone": "auto", "how": how or "crash"}
+
+
 def run(args) -> int:
+    if args.fail_parent:
+        parse_fault(args.fail_parent)
     for name in ("subnets", "phones_per_subnet"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
@@ -327,4 +347,5 @@ def run(args) -> int:
     except ImportError:
         pass
     print(f"results: {path}")
-    return 0 if all(r["completed"] == r["total"] for r in results) else 1
+    survivors_ok = all(p.get("completed") or p.get("fault") for r in results for p in r["phones"])
+    return 0 if survivors_ok else 1
