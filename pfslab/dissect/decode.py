@@ -1,163 +1,775 @@
-"""`pfslab decode PCAP...`: rebuild PFS elections and trees from subnet captures alone.
+"""`pfslab decode PCAP|DIR...`: rebuild PFS elections, trees and TFTP use from a run's pcaps.
 
-A first cut: per pcap, model, file and map, the hierarchies seen on the wire (claims and the
-winner, the tree from the OFFERs, each phone's READY, the bytes each child received over TCP).
-TFTP accounting from the WAN pcap is not done yet.
+From the wire alone (no agent logs):
+- each ``subnet-<k>.pcap``: per model, file and map, the election (claims with their ads, the
+  winner, when it sent its first ROOT), the tree (OFFERs, each edge confirmed by a TCP
+  REQUEST..END transfer), re-joins, and each phone's completion (its READY, else the END of
+  its transfer);
+- ``wan.pcap``: every TFTP transfer (RRQ, the server's new transfer ID, DATA bytes, the
+  final ACK), totalled per file and per client.
+
+A pcap is classified by name (``wan*.pcap``, ``subnet-<k>.pcap``), else by content (port-4051
+traffic: a subnet, numbered from its lab addresses; TFTP: the WAN). A directory stands for all
+its ``*.pcap``. Times are seconds from the first packet of all the pcaps given, rounded to
+the microsecond, and every list is sorted: the output of one set of pcaps never changes.
+Nothing here raises on hostile bytes: malformed messages are counted per pcap, and a pcap
+that cannot be read (or ends mid-record) is reported with what it held up to there.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import pathlib
-from collections import defaultdict
+import re
+import struct
+from collections import Counter, defaultdict
 
 from ..errors import UserError
 
+#: how many examples of malformed messages a pcap's report keeps
+MAX_EXAMPLES = 5
+
 
 def add_arguments(p):
-    p.add_argument("pcaps", nargs="+", metavar="PCAP", help="subnet captures of a lab run")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("pcaps", nargs="+", metavar="PCAP|DIR",
+                   help="wan.pcap and subnet-<k>.pcap of one lab run, or its mode directory "
+                        "(e.g. pcaps/<run>/pfs)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print JSON")
+    g.add_argument("--tree", action="store_true", help="print only the hierarchy trees")
+    g.add_argument("--table", action="store_true", help="print only the tables")
+    p.add_argument("--width", type=int, default=None, help="text width (default: terminal)")
+
+
+# ------------------------------------------------------------------------------ inputs
+
+def expand_paths(args) -> list[pathlib.Path]:
+    """The pcaps named on the command line; a directory gives all its ``*.pcap`` files."""
+    out: list[pathlib.Path] = []
+    for a in args:
+        p = pathlib.Path(a)
+        if p.is_dir():
+            found = sorted(p.glob("*.pcap"))
+            if not found:
+                raise UserError(f"no *.pcap in {p} (give a run's mode directory, "
+                                f"e.g. pcaps/<run>/pfs)")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise UserError(f"no such pcap: {a}")
+    seen, uniq = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            uniq.append(p)
+    return uniq
+
+
+def kind_by_name(path) -> tuple[str | None, int | None]:
+    """("wan", None), ("subnet", k), or (None, None) when the name says nothing."""
+    name = pathlib.Path(path).name
+    if re.fullmatch(r"wan.*\.pcap", name):
+        return "wan", None
+    m = re.fullmatch(r"subnet-(\d+)\.pcap", name)
+    if m:
+        return "subnet", int(m.group(1))
+    return None, None
+
+
+def lab_subnet(ip: str) -> int | None:
+    """The lab's subnet number of a phone address: 10.1.k.x (/24) or 10.(100+k).x.x (/16)."""
+    try:
+        a = ipaddress.IPv4Address(ip).packed
+    except ValueError:
+        return None
+    if a[0] != 10:
+        return None
+    if a[1] == 1 and a[2] > 0:
+        return a[2]
+    if a[1] > 100:
+        return a[1] - 100
+    return None
 
 
 def _ip(endpoint: str) -> str:
     return endpoint.rsplit(":", 1)[0]
 
 
-def decode_pcap(path) -> list[dict]:
-    """The hierarchies in one pcap, as plain dicts (times in seconds from the first message)."""
-    from .scapy_cppdp import CPPDP, CPPDPFrame, iter_cppdp
+# ------------------------------------------------------------------------------ TFTP
 
-    groups: dict = defaultdict(lambda: {"claims": {}, "roots": {}, "offers": {}, "ready": {},
-                                        "refused": []})
-    requests: dict = {}          # (child endpoint, parent endpoint) -> (model, file, xid)
-    transfers: dict = {}         # same key -> transfer dict
-    malformed = 0
-    t0 = None
-    for rec in iter_cppdp(path):
-        t0 = rec.time if t0 is None else t0
-        t = round(rec.time - t0, 6)
+class TftpTracker:
+    """TFTP transfers seen in a capture, with Scapy's TFTP layer.
+
+    The client sends its RRQ to port 69; the server answers from a new port (its transfer ID,
+    TID), so a transfer is keyed by (client, client port, server) and bound to the first
+    server TID that answers. Packets from another server port are counted as ``stray``.
+    """
+
+    def __init__(self):
+        self.transfers: list[dict] = []
+        self.by_key: dict = {}
+        self.malformed = 0
+        self.examples: list[str] = []
+        self.stray = 0
+
+    def _bad(self, why: str):
+        self.malformed += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(why)
+
+    def feed(self, pkt, t: float) -> None:
+        from scapy.layers.inet import IP, UDP
+        ip = pkt.getlayer(IP)
+        if ip is None:
+            return
+        udp = ip.getlayer(UDP)
+        if udp is None or ip.frag or ip.flags.MF:
+            return
+        raw = bytes(udp.payload)
+        if udp.len is not None and 8 <= udp.len <= 8 + len(raw):
+            raw = raw[:udp.len - 8]          # Ethernet padding off
+        if udp.dport == 69:
+            self._rrq(ip, udp, raw, t)
+            return
+        key_s = (ip.src, udp.sport, ip.dst)        # client -> server TID
+        key_c = (ip.dst, udp.dport, ip.src)        # server TID -> client
+        tr = self.by_key.get(key_c)
+        if tr is not None:
+            if tr["tid"] is None and udp.sport != 69:
+                tr["tid"] = udp.sport
+            if udp.sport != tr["tid"]:
+                self.stray += 1
+                return
+            self._from_server(tr, raw, t)
+            return
+        tr = self.by_key.get(key_s)
+        if tr is not None and tr["tid"] is not None and udp.dport == tr["tid"]:
+            self._from_client(tr, raw, t)
+
+    def _parse(self, raw: bytes):
+        from scapy.layers.tftp import TFTP
+        if len(raw) < 2 or not 1 <= struct.unpack("!H", raw[:2])[0] <= 6:
+            return None
+        try:
+            return TFTP(raw)
+        except Exception:   # Scapy normally dissects leniently; never let it escape
+            return None
+
+    def _rrq(self, ip, udp, raw, t):
+        from scapy.layers.tftp import TFTP_RRQ, TFTP_WRQ
+        pkt = self._parse(raw)
+        if pkt is None:
+            self._bad(f"{ip.src}:{udp.sport} -> 69: not TFTP")
+            return
+        req = pkt.getlayer(TFTP_RRQ) or pkt.getlayer(TFTP_WRQ)
+        if req is None or not req.filename:
+            self._bad(f"{ip.src}:{udp.sport} -> 69: op {pkt.op} is not a request")
+            return
+        fname = bytes(req.filename).decode("ascii", "replace")
+        key = (ip.src, udp.sport, ip.dst)
+        tr = self.by_key.get(key)
+        if tr is not None and tr["file"] == fname and not tr["complete"]:
+            tr["requests"] += 1                  # a retransmitted RRQ
+            return
+        opts = {}
+        try:
+            for o in (pkt.getlayer("TFTP_Options").options or []):
+                opts[bytes(o.oname).decode("ascii", "replace").lower()] = \
+                    bytes(o.value).decode("ascii", "replace")
+        except Exception:
+            pass
+        tr = {"client": ip.src, "port": udp.sport, "server": ip.dst, "file": fname,
+              "op": "RRQ" if isinstance(req, TFTP_RRQ) else "WRQ", "requests": 1,
+              "start": t, "tid": None, "blksize": 512, "asked": opts, "oack": None,
+              "blocks": {}, "data_bytes": 0, "data_packets": 0, "wraps": 0, "last_block": 0,
+              "final_block": None, "end": None, "last": t, "complete": False, "error": None}
+        self.transfers.append(tr)
+        self.by_key[key] = tr
+
+    def _from_server(self, tr, raw, t):
+        from scapy.layers.tftp import TFTP_DATA, TFTP_ERROR, TFTP_OACK
+        pkt = self._parse(raw)
+        if pkt is None:
+            self._bad(f"{tr['server']}:{tr['tid']} -> {tr['client']}: not TFTP")
+            return
+        tr["last"] = t
+        if pkt.haslayer(TFTP_DATA):
+            block = pkt[TFTP_DATA].block
+            n = len(bytes(pkt[TFTP_DATA].payload))
+            if block < tr["last_block"] - 32768:          # block numbers wrapped around
+                tr["wraps"] += 1
+            tr["last_block"] = block
+            tr["blocks"][block + 65536 * tr["wraps"]] = n
+            tr["data_bytes"] += n
+            tr["data_packets"] += 1
+            if n < tr["blksize"]:
+                tr["final_block"] = block
+                tr["end"] = tr["end"] or t
+        elif pkt.haslayer(TFTP_OACK):
+            opts = {}
+            try:
+                for o in (pkt.getlayer("TFTP_Options").options or []):
+                    opts[bytes(o.oname).decode("ascii", "replace").lower()] = \
+                        bytes(o.value).decode("ascii", "replace")
+            except Exception:
+                pass
+            tr["oack"] = opts
+            try:
+                tr["blksize"] = int(opts.get("blksize", 512))
+            except ValueError:
+                pass
+        elif pkt.haslayer(TFTP_ERROR):
+            e = pkt[TFTP_ERROR]
+            tr["error"] = f"{e.errorcode} {bytes(e.errormsg or b'').decode('ascii', 'replace')}"
+
+    def _from_client(self, tr, raw, t):
+        from scapy.layers.tftp import TFTP_ACK, TFTP_ERROR
+        pkt = self._parse(raw)
+        if pkt is None:
+            self._bad(f"{tr['client']}:{tr['port']} -> {tr['server']}: not TFTP")
+            return
+        tr["last"] = t
+        if pkt.haslayer(TFTP_ACK) and tr["final_block"] is not None \
+                and pkt[TFTP_ACK].block == tr["final_block"]:
+            tr["complete"] = True
+            tr["end"] = t
+        elif pkt.haslayer(TFTP_ERROR) and tr["error"] is None:
+            e = pkt[TFTP_ERROR]
+            tr["error"] = f"client: {e.errorcode} " \
+                          f"{bytes(e.errormsg or b'').decode('ascii', 'replace')}"
+
+
+def tftp_summary(transfers: list[dict], rel) -> dict:
+    """The transfers (sorted), and their totals per file and per client."""
+    rows = []
+    for tr in transfers:
+        rows.append({"client": tr["client"], "file": tr["file"], "op": tr["op"],
+                     "server": tr["server"], "requests": tr["requests"],
+                     "start_s": rel(tr["start"]),
+                     "end_s": rel(tr["end"]) if tr["end"] is not None else None,
+                     "blksize": tr["blksize"], "data_packets": tr["data_packets"],
+                     "data_bytes": tr["data_bytes"], "file_bytes": sum(tr["blocks"].values()),
+                     "complete": tr["complete"], "error": tr["error"]})
+    rows.sort(key=lambda r: (r["start_s"], r["client"], r["file"]))
+    per_file: dict = {}
+    per_client: dict = {}
+    for r in rows:
+        f = per_file.setdefault(r["file"], {"file": r["file"], "requests": 0, "transfers": 0,
+                                            "complete": 0, "clients": set(), "data_bytes": 0,
+                                            "file_bytes": None})
+        c = per_client.setdefault(r["client"], {"client": r["client"], "requests": 0,
+                                                "transfers": 0, "complete": 0, "files": set(),
+                                                "data_bytes": 0, "last_s": None})
+        for d in (f, c):
+            d["requests"] += r["requests"]
+            d["transfers"] += 1
+            d["complete"] += r["complete"]
+            d["data_bytes"] += r["data_bytes"]
+        f["clients"].add(r["client"])
+        c["files"].add(r["file"])
+        if r["complete"]:
+            f["file_bytes"] = r["file_bytes"]
+        if r["end_s"] is not None:
+            c["last_s"] = max(c["last_s"] or 0.0, r["end_s"])
+    for d in per_file.values():
+        d["clients"] = sorted(d["clients"])
+    for d in per_client.values():
+        d["files"] = sorted(d["files"])
+    return {"requests": sum(r["requests"] for r in rows), "transfers": len(rows),
+            "complete": sum(r["complete"] for r in rows),
+            "data_bytes": sum(r["data_bytes"] for r in rows),
+            "by_file": [per_file[k] for k in sorted(per_file)],
+            "by_client": [per_client[k] for k in sorted(per_client, key=_ipkey)],
+            "transfers_list": rows}
+
+
+def _ipkey(ip):
+    try:
+        return (0, int(ipaddress.IPv4Address(ip)), "")
+    except ValueError:
+        return (1, 0, str(ip))
+
+
+# ------------------------------------------------------------------------------ one pcap
+
+class PcapScan:
+    """Everything one pass over one pcap collects: CPPDP messages and TFTP transfers."""
+
+    def __init__(self, path):
+        self.path = pathlib.Path(path)
+        self.frames = 0
+        self.first = None
+        self.error = None
+        self.cppdp: list = []          # (time, src, dst, proto, layer), valid messages only
+        self.malformed = 0
+        self.examples: list[str] = []
+        self.tftp = TftpTracker()
+
+    def run(self) -> "PcapScan":
+        from scapy.utils import PcapReader
+
+        from .scapy_cppdp import CPPDP, CPPDPFrame, iter_cppdp_packets
+
+        def packets(reader):
+            for pkt in reader:
+                self.frames += 1
+                t = float(pkt.time)
+                self.first = t if self.first is None else min(self.first, t)
+                try:
+                    self.tftp.feed(pkt, t)
+                except Exception as e:      # a frame Scapy half-dissected: count it
+                    self.tftp._bad(f"frame {self.frames}: {type(e).__name__}")
+                yield pkt
+
+        try:
+            with PcapReader(str(self.path)) as reader:
+                for rec in iter_cppdp_packets(packets(reader)):
+                    p = rec.decoded
+                    why = p.malformed() if isinstance(p, (CPPDP, CPPDPFrame)) \
+                        else "foreign bytes (no CPDP magic)"
+                    if why:
+                        self.malformed += 1
+                        if len(self.examples) < MAX_EXAMPLES:
+                            self.examples.append(f"frame {self.frames} {rec.proto} "
+                                                 f"{rec.src} -> {rec.dst}: {why}")
+                        continue
+                    self.cppdp.append(rec)
+        except Exception as e:   # not a pcap, or it ends mid-record: keep what was read
+            self.error = f"{type(e).__name__}: {e}"[:200]
+        return self
+
+    def guess(self) -> tuple[str, int | None]:
+        kind, k = kind_by_name(self.path)
+        if kind:
+            return kind, k
+        if self.cppdp:
+            nets = Counter(lab_subnet(_ip(r.src)) for r in self.cppdp)
+            nets.pop(None, None)
+            return "subnet", (nets.most_common(1)[0][0] if nets else None)
+        if self.tftp.transfers:
+            return "wan", None
+        return "other", None
+
+
+# ------------------------------------------------------------------------------ hierarchies
+
+def hierarchies_of(scan: PcapScan, subnet, rel) -> list[dict]:
+    """The PFS hierarchies in one subnet capture (see the module docstring)."""
+    from .scapy_cppdp import CPPDP
+
+    groups: dict = defaultdict(lambda: {"claims": {}, "roots": {}, "offers": [], "joins": [],
+                                        "ready": {}, "refused": []})
+    transfers: list[dict] = []
+    open_tr: dict = {}               # (child endpoint, parent endpoint) -> transfer
+    for rec in scan.cppdp:
+        t = rec.time
         p = rec.decoded
-        if not isinstance(p, (CPPDP, CPPDPFrame)) or p.malformed():
-            malformed += 1
-            continue
         if isinstance(p, CPPDP):
-            model, file = p.model.decode(), p.file.decode()
+            model = p.model.decode("ascii", "replace")
+            file = p.file.decode("ascii", "replace")
             g = groups[(model, file, p.map)]
-            src = _ip(rec.src)
+            src, dst = _ip(rec.src), _ip(rec.dst)
             if p.type == 1:
-                c = g["claims"].setdefault(src, {"ip": src, "xid": f"0x{p.xid:08x}",
-                                                  "strength": f"0x{p.strength:08x}",
-                                                  "first": t, "max_ad": 0})
-                c["max_ad"] = max(c["max_ad"], p.ad)
+                c = g["claims"].setdefault(src, {"ip": src, "xid": p.xid,
+                                                 "strength": p.strength, "ads": set(),
+                                                 "first": t, "last": t})
+                c["ads"].add(p.ad)
                 c["last"] = t
             elif p.type == 2:
-                g["roots"].setdefault(p.xid, {"root": src, "first": t, "server": p.server,
-                                              "strength": f"0x{p.strength:08x}"})
+                r = g["roots"].setdefault(p.xid, {"ip": src, "first": t, "server": p.server,
+                                                  "strength": p.strength, "count": 0})
+                r["count"] += 1
+            elif p.type == 3:
+                g["joins"].append({"phone": src, "xid": p.xid, "time": t,
+                                   "lost_parent": p.lost_parent})
             elif p.type == 4:
-                g["offers"].setdefault(p.xid, {})[_ip(rec.dst)] = {
-                    "phone": _ip(rec.dst), "parent": p.getfieldval("parent"),
-                    "slot": p.slot, "depth": p.depth, "time": t}
+                g["offers"].append({"phone": dst, "xid": p.xid, "time": t,
+                                    "parent": p.getfieldval("parent"), "slot": p.slot,
+                                    "depth": p.depth})
             elif p.type == 5:
-                g["refused"].append({"phone": _ip(rec.dst), "reason": p.reason, "time": t})
+                g["refused"].append({"phone": dst, "xid": p.xid, "time": t,
+                                     "reason": p.reason})
             elif p.type == 6:
-                g["ready"].setdefault(src, {"phone": src, "time": t, "size": p.size,
-                                            "source": "peer" if p.source else "TFTP"})
+                g["ready"].setdefault(src, {"phone": src, "xid": p.xid, "time": t,
+                                            "size": p.size, "source": p.source})
         else:
             if p.type == 0x11:
-                key = (rec.src, rec.dst)
-                requests[key] = (p.model.decode(), p.file.decode(), p.xid)
-                transfers[key] = {"child": _ip(rec.src), "parent": _ip(rec.dst),
-                                  "start": t, "bytes": 0, "end": None, "abort": None}
-            else:
-                key = (rec.dst, rec.src)
-                tr = transfers.get(key)
-                if tr is None:
-                    continue
-                if p.type == 0x14:
-                    tr["bytes"] += len(p.data)
-                elif p.type == 0x15:
-                    tr["end"] = t
-                elif p.type == 0x16:
-                    tr["abort"] = p.reason
+                tr = {"child": _ip(rec.src), "parent": _ip(rec.dst), "xid": p.xid,
+                      "model": p.model.decode("ascii", "replace"),
+                      "file": p.file.decode("ascii", "replace"), "request": t, "holds": 0,
+                      "size": None, "bytes": 0, "end": None, "abort": None}
+                transfers.append(tr)
+                open_tr[(rec.src, rec.dst)] = tr
+                continue
+            tr = open_tr.get((rec.dst, rec.src)) or open_tr.get((rec.src, rec.dst))
+            if tr is None:
+                continue
+            if p.type == 0x12:
+                tr["holds"] += 1
+            elif p.type == 0x13:
+                tr["size"] = p.size
+            elif p.type == 0x14:
+                tr["bytes"] += len(p.data or b"")
+            elif p.type == 0x15:
+                tr["end"] = t
+            elif p.type == 0x16:
+                from .scapy_cppdp import ABORT_REASONS
+                who = "parent" if _ip(rec.src) == tr["parent"] else "child"
+                tr["abort"] = f"{ABORT_REASONS.get(p.reason, p.reason)} by {who}"
+
+    from .scapy_cppdp import READY_SOURCES, REFUSE_REASONS
     out = []
-    for (model, file, lmap), g in sorted(groups.items(), key=lambda kv: kv[0][:2]):
-        xids = list(g["roots"]) or [None]
-        for xid in xids:
+    for (model, file, lmap), g in groups.items():
+        xids = sorted(g["roots"], key=lambda x: (g["roots"][x]["first"], x)) or [None]
+        for i, xid in enumerate(xids):
+            def mine(x, _xid=xid, _first=(i == 0)):
+                return x == _xid or (_first and x not in g["roots"])
             root = g["roots"].get(xid)
-            h = {"pcap": str(path), "model": model, "file": file, "map": f"0x{lmap:08x}",
-                 "xid": None if xid is None else f"0x{xid:08x}",
-                 "root": root and root["root"], "root_time": root and root["first"],
-                 "server": root and root["server"],
-                 "claims": sorted(g["claims"].values(), key=lambda c: c["first"]),
-                 "tree": sorted(g["offers"].get(xid, {}).values(), key=lambda o: o["time"]),
-                 "ready": sorted(g["ready"].values(), key=lambda r: r["time"]),
-                 "refused": g["refused"],
-                 "transfers": [tr for k, tr in transfers.items()
-                               if requests[k][:2] == (model, file)
-                               and (xid is None or requests[k][2] == xid)]}
-            out.append(h)
-    if malformed and out:
-        out[0]["malformed_messages"] = malformed
+            root_ip = root["ip"] if root else None
+            trs = [tr for tr in transfers if (tr["model"], tr["file"]) == (model, file)
+                   and mine(tr["xid"])]
+            ended = {}
+            for tr in trs:
+                if tr["end"] is not None:
+                    ended[tr["child"]] = tr
+            placed: dict = {}
+            for o in sorted(g["offers"], key=lambda o: o["time"]):
+                if mine(o["xid"]):
+                    placed[o["phone"]] = o      # the last OFFER wins (re-joins move a phone)
+            tree = []
+            for ph, o in placed.items():
+                tr = ended.get(ph)
+                tree.append({"phone": ph, "parent": o["parent"], "slot": o["slot"],
+                             "depth": o["depth"], "offer_s": rel(o["time"]),
+                             "confirmed": bool(tr and tr["parent"] == o["parent"])})
+            tree.sort(key=lambda e: (e["depth"], _ipkey(e["parent"]), e["slot"]))
+            edges = sorted([[tr["parent"], c] for c, tr in ended.items()],
+                           key=lambda e: (_ipkey(e[0]), _ipkey(e[1])))
+            readies = {ph: r for ph, r in g["ready"].items() if mine(r["xid"])}
+            members = set(placed) | set(readies) | set(ended) | ({root_ip} if root_ip else set())
+            completion = []
+            for ph in members:
+                r = readies.get(ph)
+                if r is not None:
+                    completion.append({"phone": ph, "time_s": rel(r["time"]), "via": "READY",
+                                       "source": READY_SOURCES.get(r["source"], r["source"]),
+                                       "size": r["size"]})
+                elif ph in ended:
+                    completion.append({"phone": ph, "time_s": rel(ended[ph]["end"]),
+                                       "via": "END", "source": "peer",
+                                       "size": ended[ph]["size"]})
+                else:
+                    completion.append({"phone": ph, "time_s": None, "via": None,
+                                       "source": None, "size": None})
+            completion.sort(key=lambda c: _ipkey(c["phone"]))
+            claims = []
+            for c in sorted(g["claims"].values(), key=lambda c: (c["first"], _ipkey(c["ip"]))):
+                claims.append({"ip": c["ip"], "xid": f"0x{c['xid']:08x}",
+                               "strength": f"0x{c['strength']:08x}", "ads": sorted(c["ads"]),
+                               "first_s": rel(c["first"]), "last_s": rel(c["last"]),
+                               "won": c["ip"] == root_ip})
+            times = [c["time_s"] for c in completion if c["time_s"] is not None]
+            depth = max([e["depth"] for e in tree], default=0)
+            out.append({
+                "subnet": subnet, "model": model, "file": file, "map": f"0x{lmap:08x}",
+                "xid": None if xid is None else f"0x{xid:08x}", "root": root_ip,
+                "edges": edges,
+                "tftp_fetchers": sorted({c["phone"] for c in completion
+                                         if c["source"] == "TFTP"}, key=_ipkey),
+                "election": {
+                    "claims": claims, "winner": root_ip,
+                    "confirmed_s": rel(root["first"]) if root else None,
+                    "strength": f"0x{root['strength']:08x}" if root else None,
+                    "server": root["server"] if root else None,
+                    "root_broadcasts": root["count"] if root else 0},
+                "tree": tree, "depth": depth,
+                "rejoins": sorted(({"phone": j["phone"], "lost_parent": j["lost_parent"],
+                                    "time_s": rel(j["time"])} for j in g["joins"]
+                                   if mine(j["xid"]) and j["lost_parent"] != "0.0.0.0"),
+                                  key=lambda j: (j["time_s"], _ipkey(j["phone"]))),
+                "refused": sorted(({"phone": r["phone"], "time_s": rel(r["time"]),
+                                    "reason": REFUSE_REASONS.get(r["reason"], r["reason"])}
+                                   for r in g["refused"] if mine(r["xid"])),
+                                  key=lambda r: (r["time_s"], _ipkey(r["phone"]))),
+                "transfers": sorted(({"parent": tr["parent"], "child": tr["child"],
+                                      "request_s": rel(tr["request"]), "holds": tr["holds"],
+                                      "size": tr["size"], "bytes": tr["bytes"],
+                                      "end_s": rel(tr["end"]) if tr["end"] is not None else None,
+                                      "abort": tr["abort"]} for tr in trs),
+                                    key=lambda r: (r["request_s"], _ipkey(r["child"]))),
+                "completion": completion, "phones": len(members),
+                "completed_s": max(times) if times else None,
+                "pcap": scan.path.name,
+            })
+    out.sort(key=lambda h: (h["subnet"] if h["subnet"] is not None else -1, h["model"],
+                            h["file"], h["map"], h["election"]["confirmed_s"] or 0.0))
     return out
 
 
-def _tree_lines(h) -> list[str]:
-    ready = {r["phone"]: r for r in h["ready"]}
-    children = defaultdict(list)
-    for o in h["tree"]:
-        children[o["parent"]].append(o)
+# ------------------------------------------------------------------------------ all pcaps
 
-    def label(ip):
-        r = ready.get(ip)
-        return ip + (f"  ready {r['time']:.3f}s ({r['source']})" if r else "")
+def decode_paths(paths) -> dict:
+    """Decode a run's pcaps (files or directories). The whole report as plain data."""
+    files = expand_paths(paths)
+    scans = [PcapScan(p).run() for p in files]
+    firsts = [s.first for s in scans if s.first is not None]
+    t0 = min(firsts) if firsts else 0.0
 
-    lines = [f"    {label(h['root'])}  [root, TFTP from {h['server']}]"]
+    def rel(t):
+        return round(t - t0, 6)
 
-    def walk(ip, prefix, seen):
-        kids = sorted(children.get(ip, []), key=lambda o: o["slot"])
-        for i, o in enumerate(kids):
-            last = i == len(kids) - 1
-            lines.append(f"    {prefix}{'└── ' if last else '├── '}{label(o['phone'])}"
-                         f"  [slot {o['slot']}, depth {o['depth']}]")
-            if o["phone"] not in seen:
-                walk(o["phone"], prefix + ("    " if last else "│   "), seen | {o["phone"]})
+    pcaps, hier, tftp = [], [], []
+    for s in scans:
+        kind, k = s.guess()
+        malformed = s.malformed + s.tftp.malformed
+        pcaps.append({"pcap": s.path.name, "kind": kind, "subnet": k, "frames": s.frames,
+                      "cppdp_messages": len(s.cppdp) + s.malformed,
+                      "tftp_transfers": len(s.tftp.transfers), "malformed": malformed,
+                      "malformed_examples": (s.examples + s.tftp.examples)[:MAX_EXAMPLES],
+                      "error": s.error})
+        if kind == "subnet":
+            hier += hierarchies_of(s, k, rel)
+        elif kind == "wan":
+            tftp += s.tftp.transfers
+    pcaps.sort(key=lambda p: ({"subnet": 1, "wan": 0}.get(p["kind"], 2),
+                              p["subnet"] or 0, p["pcap"]))
+    hier.sort(key=lambda h: (h["subnet"] if h["subnet"] is not None else -1, h["model"],
+                             h["file"], h["map"], h["election"]["confirmed_s"] or 0.0))
+    summary = tftp_summary(tftp, rel)
+    return {"pcaps": pcaps, "malformed": sum(p["malformed"] for p in pcaps),
+            "errors": sum(1 for p in pcaps if p["error"]),
+            "hierarchies": hier, "phones": phone_summary(hier, summary), "tftp": summary}
 
-    walk(h["root"], "", {h["root"]})
-    return lines
+
+def phone_summary(hier: list[dict], tftp: dict) -> list[dict]:
+    """Per phone: how many files it got from a peer (subnet pcaps) and by TFTP (complete WAN
+    transfers, configuration files included), and when the last one completed (a READY or END in its subnet, or the final ACK of a WAN transfer)."""
+    ph: dict = {}
+    for h in hier:
+        for c in h["completion"]:
+            d = ph.setdefault(c["phone"], {"ip": c["phone"], "subnet": h["subnet"],
+                                           "models": set(), "peer_files": 0, "tftp_files": 0,
+                                           "done_s": None})
+            d["models"].add(h["model"])
+            if c["time_s"] is None:
+                continue
+            d["peer_files"] += c["source"] == "peer"
+            d["done_s"] = max(d["done_s"] or 0.0, c["time_s"])
+    for tr in tftp["transfers_list"]:
+        d = ph.setdefault(tr["client"], {"ip": tr["client"], "subnet": lab_subnet(tr["client"]),
+                                         "models": set(), "peer_files": 0, "tftp_files": 0,
+                                         "done_s": None})
+        if tr["complete"]:
+            d["tftp_files"] += 1
+            d["done_s"] = max(d["done_s"] or 0.0, tr["end_s"])
+    for d in ph.values():
+        d["models"] = sorted(d["models"])
+    return [ph[k] for k in sorted(ph, key=_ipkey)]
 
 
-def render_text(hierarchies) -> str:
+def decode_pcap(path) -> list[dict]:
+    """The hierarchies of one subnet capture (kept for callers of the first cut)."""
+    return decode_paths([path])["hierarchies"]
+
+
+# ------------------------------------------------------------------------------ lab use
+
+def lab_hierarchies(report: dict) -> list[dict]:
+    """results.json's ``hierarchies``: one per root seen on the wire."""
     out = []
-    for h in hierarchies:
-        out.append(f"{pathlib.Path(h['pcap']).name}  {h['model']}  {h['file']}  "
-                   f"XID{(h['xid'] or '-')[2:].upper()}")
-        cl = h["claims"]
-        win = f"winner {h['root']} at {h['root_time']:.3f}s" if h["root"] else "no ROOT seen"
-        out.append(f"  election: {len(cl)} claimant(s), {win}")
-        for c in cl:
-            out.append(f"    {c['ip']:<15} strength {c['strength']}  ads 0..{c['max_ad']}  "
-                       f"{c['first']:.3f}s..{c['last']:.3f}s")
-        if h["root"]:
-            out.append("  tree:")
-            out += _tree_lines(h)
+    for h in report["hierarchies"]:
+        out.append({"subnet": h["subnet"], "model": h["model"], "file": h["file"],
+                    "root": h["root"], "edges": h["edges"], "tftp_fetchers": h["tftp_fetchers"],
+                    "xid": h["xid"], "confirmed_s": h["election"]["confirmed_s"],
+                    "claimants": len(h["election"]["claims"]), "depth": h["depth"],
+                    "phones": h["phones"], "completed_s": h["completed_s"],
+                    "rejoins": len(h["rejoins"]),
+                    "aborted_transfers": sum(1 for t in h["transfers"] if t["abort"]
+                                             or t["end_s"] is None)})
+    return out
+
+
+def compare_hierarchies(wire: list[dict], agent: list[dict]) -> list[str]:
+    """Where the wire and the agents' own account disagree on a root or an edge."""
+    diffs = []
+
+    def idx(hs):
+        d = defaultdict(lambda: (set(), set()))
+        for h in hs:
+            roots, edges = d[(h["subnet"], h["model"], h["file"])]
+            if h.get("root"):
+                roots.add(h["root"])
+            edges |= {tuple(e) for e in h.get("edges", [])}
+        return d
+
+    w, a = idx(wire), idx(agent)
+    for key in sorted(set(w) | set(a), key=str):
+        (wr, we), (ar, ae) = w.get(key, (set(), set())), a.get(key, (set(), set()))
+        if not (ar <= wr):
+            diffs.append(f"{key}: root on the wire {sorted(wr)}, agents {sorted(ar)}")
+        if we != ae:
+            diffs.append(f"{key}: edges only on the wire {sorted(we - ae)}, "
+                         f"only in agents {sorted(ae - we)}")
+    return diffs
+
+
+def compare_tftp(report: dict, log_requests: list[dict]) -> dict:
+    """RRQs in wan.pcap against in.tftpd's log (client, file), as multisets."""
+    wire = Counter()
+    for tr in report["tftp"]["transfers_list"]:
+        if tr["op"] == "RRQ":
+            wire[(tr["client"], tr["file"])] += tr["requests"]
+    log = Counter((r.get("client"), r.get("file")) for r in log_requests
+                  if r.get("event") == "RRQ")
+    return {"wire_requests": sum(wire.values()), "log_requests": sum(log.values()),
+            "only_on_wire": sorted(f"{c} {f}" for c, f in (wire - log).elements()),
+            "only_in_log": sorted(f"{c} {f}" for c, f in (log - wire).elements())}
+
+
+# ------------------------------------------------------------------------------ text
+
+def _t(x) -> str:
+    return "-" if x is None else f"{x:.3f}s"
+
+
+def hierarchy_trees(report: dict) -> list:
+    """One rich Tree per hierarchy: root (TFTP) and children, each with its completion."""
+    from rich.tree import Tree
+    trees = []
+    for h in report["hierarchies"]:
+        comp = {c["phone"]: c for c in h["completion"]}
+        trs = {}
         for tr in h["transfers"]:
-            state = f"END {tr['end']:.3f}s" if tr["end"] is not None else \
-                (f"ABORT {tr['abort']}" if tr["abort"] else "open")
-            out.append(f"  tcp {tr['parent']} -> {tr['child']}: {tr['bytes']} bytes, {state}")
-        out.append("")
-    return "\n".join(out)
+            trs[tr["child"]] = tr
+        el = h["election"]
+
+        def label(ip, extra=""):
+            c = comp.get(ip)
+            done = f" done {_t(c['time_s'])} ({c['via']}, {c['source']})" \
+                if c and c["time_s"] is not None else " not done"
+            return f"{ip}{extra}{done}"
+
+        head = (f"[bold]subnet {h['subnet']} {h['model']} {h['file']}[/] "
+                f"XID{(h['xid'] or '0x-')[2:].upper()}: {len(el['claims'])} claimant(s), ")
+        if h["root"]:
+            head += f"root {h['root']} confirmed {_t(el['confirmed_s'])}, TFTP from {el['server']}"
+        else:
+            head += "no ROOT seen"
+        top = Tree(head)
+        kids = defaultdict(list)
+        for e in h["tree"]:
+            kids[e["parent"]].append(e)
+        if h["root"]:
+            node = top.add(label(h["root"], " [root]"))
+            stack, seen = [(node, h["root"])], {h["root"]}
+            while stack:
+                n, ip = stack.pop(0)
+                for e in sorted(kids.get(ip, []), key=lambda e: e["slot"]):
+                    tr = trs.get(e["phone"])
+                    how = "" if tr is None else (
+                        f", {tr['bytes']:,} B " + ("END" if tr["end_s"] is not None else
+                                                   (f"ABORT {tr['abort']}" if tr["abort"]
+                                                    else "cut")))
+                    mark = "" if e["confirmed"] else " (unconfirmed)"
+                    c = n.add(label(e["phone"], f" [slot {e['slot']}{how}{mark}]"))
+                    if e["phone"] not in seen:
+                        seen.add(e["phone"])
+                        stack.append((c, e["phone"]))
+        for j in h["rejoins"]:
+            top.add(f"re-join {j['phone']} at {_t(j['time_s'])}: lost parent {j['lost_parent']}")
+        trees.append(top)
+    return trees
+
+
+def tables(report: dict) -> list:
+    """rich Tables: pcaps, hierarchies, TFTP per file and per client."""
+    from rich.table import Table
+    out = []
+    t = Table(title="Captures", title_justify="left")
+    for col in ("pcap", "kind", "frames", "CPPDP msgs", "TFTP transfers", "malformed", "error"):
+        t.add_column(col, justify="left" if col in ("pcap", "kind", "error") else "right")
+    for p in report["pcaps"]:
+        kind = p["kind"] + (f" {p['subnet']}" if p["subnet"] is not None else "")
+        t.add_row(p["pcap"], kind, f"{p['frames']:,}", f"{p['cppdp_messages']:,}",
+                  str(p["tftp_transfers"]), str(p["malformed"]), p["error"] or "")
+    out.append(t)
+    if report["hierarchies"]:
+        t = Table(title="PFS hierarchies (from the subnet pcaps)", title_justify="left")
+        for col in ("subnet", "model", "file", "root", "claims", "confirmed", "phones",
+                    "depth", "peer bytes", "done", "re-joins"):
+            t.add_column(col, justify="left" if col in ("model", "file", "root") else "right",
+                         no_wrap=col != "file")
+        for h in report["hierarchies"]:
+            t.add_row(str(h["subnet"]), h["model"], h["file"], h["root"] or "-",
+                      str(len(h["election"]["claims"])), _t(h["election"]["confirmed_s"]),
+                      str(h["phones"]), str(h["depth"]),
+                      f"{sum(tr['bytes'] for tr in h['transfers']):,}", _t(h["completed_s"]),
+                      str(len(h["rejoins"])))
+        out.append(t)
+    tf = report["tftp"]
+    if tf["transfers"]:
+        t = Table(title=f"TFTP across the WAN, per file: {tf['requests']} requests, "
+                        f"{tf['data_bytes']:,} DATA bytes", title_justify="left")
+        for col in ("file", "requests", "clients", "complete", "DATA bytes", "file size"):
+            t.add_column(col, justify="left" if col == "file" else "right")
+        for f in tf["by_file"]:
+            t.add_row(f["file"], str(f["requests"]), str(len(f["clients"])),
+                      str(f["complete"]), f"{f['data_bytes']:,}",
+                      "-" if f["file_bytes"] is None else f"{f['file_bytes']:,}")
+        out.append(t)
+        t = Table(title="TFTP across the WAN, per client", title_justify="left")
+        for col in ("client", "requests", "files", "complete", "DATA bytes", "last done"):
+            t.add_column(col, justify="left" if col == "client" else "right")
+        for c in tf["by_client"]:
+            t.add_row(c["client"], str(c["requests"]), str(len(c["files"])),
+                      str(c["complete"]), f"{c['data_bytes']:,}", _t(c["last_s"]))
+        out.append(t)
+    return out
+
+
+def render(report: dict, what: str = "all", width: int | None = None) -> str:
+    """The report as text: ``tree``, ``table`` or ``all`` (trees, then tables)."""
+    from rich.console import Console
+    con = Console(width=width or 120, record=True, file=open("/dev/null", "w"),
+                  color_system=None, highlight=False)
+    if what in ("all", "tree"):
+        for tr in hierarchy_trees(report):
+            con.print(tr)
+        if not report["hierarchies"]:
+            con.print("no PFS hierarchy on the wire (no port-4051 election in the subnet pcaps)")
+    if what in ("all", "table"):
+        for t in tables(report):
+            con.print(t)
+    if report["malformed"] or report["errors"]:
+        for p in report["pcaps"]:
+            if p["malformed"] or p["error"]:
+                con.print(f"{p['pcap']}: {p['malformed']} malformed"
+                          + (f", unreadable past frame {p['frames']}: {p['error']}"
+                             if p["error"] else ""))
+                for ex in p["malformed_examples"]:
+                    con.print(f"  {ex}")
+    text = con.export_text()
+    con.file.close()
+    return text
+
+
+def render_text(hierarchies_or_report) -> str:
+    """Text for a report, or for a list of hierarchies (the first cut's interface)."""
+    r = hierarchies_or_report
+    if isinstance(r, list):
+        r = {"pcaps": [], "malformed": 0, "errors": 0, "hierarchies": r,
+             "tftp": tftp_summary([], lambda t: t)}
+    return render(r)
 
 
 def run(args) -> int:
-    allh = []
-    for p in args.pcaps:
-        if not pathlib.Path(p).is_file():
-            raise UserError(f"no such pcap: {p}")
-        try:
-            allh += decode_pcap(p)
-        except Exception as e:  # a pcap that Scapy cannot even read
-            raise UserError(f"cannot read {p}: {e}") from None
+    report = decode_paths(args.pcaps)
     if args.json:
-        print(json.dumps({"hierarchies": allh}, indent=1))
+        print(json.dumps(report, indent=1, sort_keys=False))
     else:
-        print(render_text(allh), end="")
-    return 0
+        import shutil
+        width = args.width or shutil.get_terminal_size((120, 24)).columns
+        print(render(report, "tree" if args.tree else "table" if args.table else "all",
+                     width), end="")
+    return 1 if report["errors"] else 0

@@ -37,7 +37,8 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.packet import Packet, bind_bottom_up, bind_layers
 
 __all__ = ["CPPDP", "CPPDPFrame", "PORT", "MSG_TYPES", "FRAME_TYPES", "REFUSE_REASONS",
-           "ABORT_REASONS", "READY_SOURCES", "cppdp_fields", "iter_cppdp", "CppdpRecord"]
+           "ABORT_REASONS", "READY_SOURCES", "cppdp_fields", "iter_cppdp", "iter_cppdp_packets",
+           "CppdpRecord"]
 
 PORT = 4051
 MAGIC = b"CPDP"
@@ -548,47 +549,53 @@ def iter_cppdp(pcap_path) -> Iterator[CppdpRecord]:
     frames of TCP 4051 streams (reassembled by sequence number and frame length; a frame
     is reported at the time of the segment that completes it). Pure: reads the file only."""
     from scapy.utils import PcapReader
-    streams: dict = {}
     with PcapReader(str(pcap_path)) as reader:
-        for pkt in reader:
-            ip = pkt.getlayer(IP)
-            if ip is None:
+        yield from iter_cppdp_packets(reader)
+
+
+def iter_cppdp_packets(packets) -> Iterator[CppdpRecord]:
+    """:func:`iter_cppdp` over any iterable of Scapy packets (with ``.time``), e.g. a
+    PcapReader that another consumer also looks at."""
+    streams: dict = {}
+    for pkt in packets:
+        ip = pkt.getlayer(IP)
+        if ip is None:
+            continue
+        t = float(pkt.time)
+        udp = ip.getlayer(UDP)
+        if udp is not None and PORT in (udp.sport, udp.dport):
+            if ip.frag or ip.flags.MF:
                 continue
-            t = float(pkt.time)
-            udp = ip.getlayer(UDP)
-            if udp is not None and PORT in (udp.sport, udp.dport):
-                if ip.frag or ip.flags.MF:
-                    continue
-                payload = bytes(udp.payload)
-                pad = udp.getlayer(conf.padding_layer)
-                if pad is not None:
-                    payload = payload[:len(payload) - len(bytes(pad))]
-                if not payload:
-                    continue
-                yield CppdpRecord(t, f"{ip.src}:{udp.sport}", f"{ip.dst}:{udp.dport}", "udp",
-                                  CPPDP(payload))
-                continue
-            tcp = ip.getlayer(TCP)
-            if tcp is None or PORT not in (tcp.sport, tcp.dport):
-                continue
-            key = (ip.src, tcp.sport, ip.dst, tcp.dport)
-            st = streams.get(key)
-            if tcp.flags.S:
-                st = streams[key] = _Stream()
-                st.next_seq = (tcp.seq + 1) & 0xFFFFFFFF
-            elif st is None:
-                st = streams[key] = _Stream()
-            payload = bytes(tcp.payload)
-            pad = tcp.getlayer(conf.padding_layer)
+            payload = bytes(udp.payload)
+            pad = udp.getlayer(conf.padding_layer)
             if pad is not None:
                 payload = payload[:len(payload) - len(bytes(pad))]
-            if payload and not st.dead:
-                st.add(tcp.seq, payload)
-                for fr in st.frames():
-                    yield CppdpRecord(t, f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}",
-                                      "tcp", fr)
-            if tcp.flags.F or tcp.flags.R:
-                if st.buf and not st.dead:   # the stream ended inside a frame
-                    yield CppdpRecord(t, f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}",
-                                      "tcp", CPPDPFrame(bytes(st.buf)))
-                streams.pop(key, None)
+            if not payload:
+                continue
+            yield CppdpRecord(t, f"{ip.src}:{udp.sport}", f"{ip.dst}:{udp.dport}", "udp",
+                              CPPDP(payload))
+            continue
+        tcp = ip.getlayer(TCP)
+        if tcp is None or PORT not in (tcp.sport, tcp.dport):
+            continue
+        key = (ip.src, tcp.sport, ip.dst, tcp.dport)
+        st = streams.get(key)
+        if tcp.flags.S:
+            st = streams[key] = _Stream()
+            st.next_seq = (tcp.seq + 1) & 0xFFFFFFFF
+        elif st is None:
+            st = streams[key] = _Stream()
+        payload = bytes(tcp.payload)
+        pad = tcp.getlayer(conf.padding_layer)
+        if pad is not None:
+            payload = payload[:len(payload) - len(bytes(pad))]
+        if payload and not st.dead:
+            st.add(tcp.seq, payload)
+            for fr in st.frames():
+                yield CppdpRecord(t, f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}",
+                                  "tcp", fr)
+        if tcp.flags.F or tcp.flags.R:
+            if st.buf and not st.dead:   # the stream ended inside a frame
+                yield CppdpRecord(t, f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}",
+                                  "tcp", CPPDPFrame(bytes(st.buf)))
+            streams.pop(key, None)
