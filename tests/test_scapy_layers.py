@@ -218,19 +218,23 @@ def test_decode_rebuilds_election_and_tree(tmp_path, capsys):
     [h] = decode.decode_pcap(path)
     assert (h["model"], h["file"], h["xid"], h["root"]) == \
         ("CP-7961G", "apps41.9-4-2ES26.sbn", "0x00000100", "10.1.1.11")
-    assert [c["ip"] for c in h["claims"]] == ["10.1.1.11", "10.1.1.12", "10.1.1.13"]
-    assert h["claims"][0]["max_ad"] == 4 and h["claims"][1]["max_ad"] == 1
+    claims = h["election"]["claims"]
+    assert [c["ip"] for c in claims] == ["10.1.1.11", "10.1.1.12", "10.1.1.13"]
+    assert claims[0]["ads"] == [0, 1, 2, 3, 4] and max(claims[1]["ads"]) == 1
+    assert claims[0]["won"] and h["election"]["winner"] == "10.1.1.11"
     assert {(o["phone"], o["parent"], o["slot"], o["depth"]) for o in h["tree"]} == {
         ("10.1.1.12", "10.1.1.11", 0, 1), ("10.1.1.13", "10.1.1.11", 1, 1),
         ("10.1.1.14", "10.1.1.12", 0, 2)}
-    assert [(tr["child"], tr["bytes"], tr["end"] is not None) for tr in h["transfers"]] == \
+    assert [(tr["child"], tr["bytes"], tr["end_s"] is not None) for tr in h["transfers"]] == \
         [("10.1.1.12", 11, True), ("10.1.1.13", 11, True)]
-    assert [r["source"] for r in h["ready"]] == ["TFTP", "peer"]
+    assert h["edges"] == [["10.1.1.11", "10.1.1.12"], ["10.1.1.11", "10.1.1.13"]]
+    assert [(c["phone"], c["source"]) for c in h["completion"] if c["via"] == "READY"] == \
+        [("10.1.1.11", "TFTP"), ("10.1.1.12", "peer")]
 
     p = argparse.ArgumentParser()
     decode.add_arguments(p)
     assert decode.run(p.parse_args([str(path)])) == 0
     text = capsys.readouterr().out
-    assert "winner 10.1.1.11" in text and "└── 10.1.1.14" in text
+    assert "root 10.1.1.11" in text and "└── 10.1.1.14" in text
     assert decode.run(p.parse_args([str(path), "--json"])) == 0
     assert json.loads(capsys.readouterr().out)["hierarchies"][0]["root"] == "10.1.1.11"
