@@ -268,20 +268,7 @@ class PhoneRunner:
         self.log_lines.clear()
 
     def result(self) -> dict:
-        p = self.phone
-        comps = {}
-        if p.load is not None:
-            for c in p.load.components:
-                inst = p.installed.get(c.name)
-                comps[c.name] = ({"source": inst.source, "sha256_ok": inst.sha256_ok,
-                                  "at_s": round(inst.t, 3)} if inst else None)
-        loads = p.load.loads_file if p.load is not None else None
-        return {**asdict(self.spec), "pfs_enabled": p.pfs, "fault": self.fault,
-                "completed": bool(p.completed and p.completed.ok),
-                "completed_at_s": round(p.completed.t, 3) if p.completed else None,
-                "load": p.load.name if p.load else None,
-                "loads_source": p.installed[loads].source if loads in p.installed else None,
-                "components": comps}
+        return {**asdict(self.spec), "fault": self.fault, **self.phone.outcome()}
 
 
 class Agent:

@@ -341,6 +341,22 @@ class Phone:
                 self._got_tftp_file(s, data, error)
         self._tftp_next()
 
+    def outcome(self) -> dict:
+        """What this phone ended with, in the results.json schema (its per-phone fields)."""
+        comps = {}
+        if self.load is not None:
+            for c in self.load.components:
+                i = self.installed.get(c.name)
+                comps[c.name] = ({"source": i.source, "sha256_ok": i.sha256_ok,
+                                  "at_s": round(i.t, 3)} if i else None)
+        loads = self.installed.get(self.load.loads_file) if self.load is not None else None
+        return {"pfs_enabled": self.pfs,
+                "completed": bool(self.completed and self.completed.ok),
+                "completed_at_s": round(self.completed.t, 3) if self.completed else None,
+                "load": self.load.name if self.load else None,
+                "loads_source": loads.source if loads else None,
+                "components": comps}
+
     # ------------------------------------------------------------------ helpers
 
     def log(self, level: str, text: str) -> None:

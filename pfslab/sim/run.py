@@ -39,26 +39,16 @@ def simulate(specs: list[scenario.PhoneSpec], mode: str, *, scale: float, seed: 
                                  wan_bps=wan_bps)
     for p in phones:
         net.reset(p)
-    end = net.run(until=24 * 3600)
+    net.run(until=24 * 3600)
     return results_from_sim(net, phones, specs, mode)
 
 
 def results_from_sim(net, phones: list[Phone], specs, mode: str) -> dict:
-    subnet = {sp.ip: sp.subnet for sp in specs}
     out_phones = []
     hier = defaultdict(lambda: {"root": None, "edges": []})
     for p, sp in zip(phones, specs):
-        comps = {}
-        if p.load is not None:
-            for c in p.load.components:
-                i = p.installed.get(c.name)
-                comps[c.name] = ({"source": i.source, "sha256_ok": i.sha256_ok,
-                                  "at_s": round(i.t, 3)} if i else None)
         out_phones.append({"name": sp.name, "ip": sp.ip, "mac": sp.mac, "subnet": sp.subnet,
-                           "model": sp.model, "pfs_enabled": p.pfs,
-                           "completed": bool(p.completed and p.completed.ok),
-                           "completed_at_s": round(p.completed.t, 3) if p.completed else None,
-                           "components": comps})
+                           "model": sp.model, **p.outcome()})
         if not p.pfs:
             continue
         for f, s in p.sessions.items():
