@@ -157,6 +157,24 @@ def hierarchies(phones: list[dict]) -> list[dict]:
     return out
 
 
+def wire_hierarchies(out: str, phones: list[dict], tftp_reqs: list[dict]) -> dict:
+    """results' ``hierarchies`` from the mode's pcaps (``pfslab decode``), not from what the
+    agents say; ``wire_check`` compares them with the agents' account and the RRQs in
+    wan.pcap with tftpd's log. Falls back to the agents' account if decoding fails."""
+    agent = hierarchies(phones)
+    try:
+        from pfslab.dissect.decode import (compare_hierarchies, compare_tftp, decode_paths,
+                                           lab_hierarchies)
+        rep = decode_paths([out])
+        wire = lab_hierarchies(rep)
+        check = {"hierarchies_vs_agents": compare_hierarchies(wire, agent),
+                 "tftp_vs_log": compare_tftp(rep, tftp_reqs),
+                 "malformed": rep["malformed"], "unreadable_pcaps": rep["errors"]}
+    except Exception as e:  # noqa: BLE001 - results must still be written
+        return {"hierarchies": agent, "hierarchies_source": f"agents (decode failed: {e})"}
+    return {"hierarchies": wire, "hierarchies_source": "wire", "wire_check": check}
+
+
 def _tftp_rel(reqs: list[dict], t0: float) -> list[dict]:
     out = []
     for r in reqs:
@@ -294,7 +312,7 @@ def run_mode(args, mode: str, out: str, prefix: str) -> dict:
             "completed": sum(1 for p in phones if p.get("completed")), "total": len(phones),
             "wan_bytes": wan_bytes, "wan_frames": frames,
             "tftp_requests": _tftp_rel(tftp_reqs, t_agent),
-            "phones": phones, "hierarchies": hierarchies(phones),
+            "phones": phones, **wire_hierarchies(out, phones, tftp_reqs),
             "agent_exit": agent_rc, "out_dir": out}
 
 
