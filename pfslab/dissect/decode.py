@@ -293,6 +293,30 @@ def _ipkey(ip):
 
 # ------------------------------------------------------------------------------ one pcap
 
+def pcap_truncated(path) -> bool:
+    """Whether a classic pcap ends inside a record (its header or its data). pcapng and
+    unreadable files: False (the reader reports those)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+            if len(head) < 24 or head[:4] not in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4",
+                                                   b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"):
+                return False
+            e = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+            size = f.seek(0, 2)
+            pos = 24
+            while pos < size:
+                f.seek(pos)
+                rec = f.read(16)
+                if len(rec) < 16:
+                    return True
+                incl = struct.unpack(e + "IIII", rec)[2]
+                pos += 16 + incl
+            return pos > size
+    except OSError:
+        return False
+
+
 class PcapScan:
     """Everything one pass over one pcap collects: CPPDP messages and TFTP transfers."""
 
@@ -305,9 +329,22 @@ class PcapScan:
         self.malformed = 0
         self.examples: list[str] = []
         self.tftp = TftpTracker()
+        self.truncated = False
 
     def run(self) -> "PcapScan":
+        import logging
+
         from scapy.utils import PcapReader
+        self.truncated = pcap_truncated(self.path)
+        log = logging.getLogger("scapy.runtime")
+        level = log.level
+        log.setLevel(logging.ERROR)     # "packet has been truncated": reported by us instead
+        try:
+            return self._run(PcapReader)
+        finally:
+            log.setLevel(level)
+
+    def _run(self, PcapReader) -> "PcapScan":
 
         from .scapy_cppdp import CPPDP, CPPDPFrame, iter_cppdp_packets
 
@@ -522,11 +559,15 @@ def decode_paths(paths) -> dict:
     pcaps, hier, tftp = [], [], []
     for s in scans:
         kind, k = s.guess()
-        malformed = s.malformed + s.tftp.malformed
+        malformed = s.malformed + s.tftp.malformed + s.truncated
+        ex = s.examples + s.tftp.examples
+        if s.truncated:
+            ex = [f"frame {s.frames}: the pcap ends inside this record"] + ex
         pcaps.append({"pcap": s.path.name, "kind": kind, "subnet": k, "frames": s.frames,
+                      "truncated": s.truncated,
                       "cppdp_messages": len(s.cppdp) + s.malformed,
                       "tftp_transfers": len(s.tftp.transfers), "malformed": malformed,
-                      "malformed_examples": (s.examples + s.tftp.examples)[:MAX_EXAMPLES],
+                      "malformed_examples": ex[:MAX_EXAMPLES],
                       "error": s.error})
         if kind == "subnet":
             hier += hierarchies_of(s, k, rel)
@@ -635,6 +676,7 @@ def _t(x) -> str:
 
 def hierarchy_trees(report: dict) -> list:
     """One rich Tree per hierarchy: root (TFTP) and children, each with its completion."""
+    from rich.markup import escape
     from rich.tree import Tree
     trees = []
     for h in report["hierarchies"]:
@@ -648,12 +690,14 @@ def hierarchy_trees(report: dict) -> list:
             c = comp.get(ip)
             done = f" done {_t(c['time_s'])} ({c['via']}, {c['source']})" \
                 if c and c["time_s"] is not None else " not done"
-            return f"{ip}{extra}{done}"
+            return escape(f"{ip}{extra}{done}")
 
-        head = (f"[bold]subnet {h['subnet']} {h['model']} {h['file']}[/] "
-                f"XID{(h['xid'] or '0x-')[2:].upper()}: {len(el['claims'])} claimant(s), ")
+        head = (f"[bold]subnet {h['subnet']} {escape(h['model'])} "
+                f"{escape(h['file'])}[/] XID{(h['xid'] or '0x-')[2:].upper()}: "
+                f"{len(el['claims'])} claimant(s), ")
         if h["root"]:
-            head += f"root {h['root']} confirmed {_t(el['confirmed_s'])}, TFTP from {el['server']}"
+            head += (f"root {h['root']} confirmed {_t(el['confirmed_s'])}, "
+                     f"TFTP from {el['server']}")
         else:
             head += "no ROOT seen"
         top = Tree(head)
@@ -668,16 +712,17 @@ def hierarchy_trees(report: dict) -> list:
                 for e in sorted(kids.get(ip, []), key=lambda e: e["slot"]):
                     tr = trs.get(e["phone"])
                     how = "" if tr is None else (
-                        f", {tr['bytes']:,} B " + ("END" if tr["end_s"] is not None else
+                        f", {tr['bytes']:,} B, " + ("END" if tr["end_s"] is not None else
                                                    (f"ABORT {tr['abort']}" if tr["abort"]
-                                                    else "cut")))
+                                                    else "no END")))
                     mark = "" if e["confirmed"] else " (unconfirmed)"
                     c = n.add(label(e["phone"], f" [slot {e['slot']}{how}{mark}]"))
                     if e["phone"] not in seen:
                         seen.add(e["phone"])
                         stack.append((c, e["phone"]))
         for j in h["rejoins"]:
-            top.add(f"re-join {j['phone']} at {_t(j['time_s'])}: lost parent {j['lost_parent']}")
+            top.add(escape(f"re-join {j['phone']} at {_t(j['time_s'])}: "
+                           f"lost parent {j['lost_parent']}"))
         trees.append(top)
     return trees
 
