@@ -693,8 +693,8 @@ def hierarchy_trees(report: dict) -> list:
             return escape(f"{ip}{extra}{done}")
 
         head = (f"[bold]subnet {h['subnet']} {escape(h['model'])} "
-                f"{escape(h['file'])}[/] XID{(h['xid'] or '0x-')[2:].upper()}: "
-                f"{len(el['claims'])} claimant(s), ")
+                f"{escape(h['file'])}[/] XID{(h['xid'] or '0x-')[2:].upper()}\n"
+                f"election: {len(el['claims'])} claimant(s), ")
         if h["root"]:
             head += (f"root {h['root']} confirmed {_t(el['confirmed_s'])}, "
                      f"TFTP from {el['server']}")
