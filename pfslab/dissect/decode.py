@@ -585,7 +585,8 @@ def decode_paths(paths) -> dict:
 
 def phone_summary(hier: list[dict], tftp: dict) -> list[dict]:
     """Per phone: how many files it got from a peer (subnet pcaps) and by TFTP (complete WAN
-    transfers, configuration files included), and when the last one completed (a READY or END in its subnet, or the final ACK of a WAN transfer)."""
+    transfers, configuration files included), and when the last one completed (a READY or
+    END in its subnet, or the final ACK of a WAN transfer)."""
     ph: dict = {}
     for h in hier:
         for c in h["completion"]:
@@ -776,8 +777,9 @@ def tables(report: dict) -> list:
 def render(report: dict, what: str = "all", width: int | None = None) -> str:
     """The report as text: ``tree``, ``table`` or ``all`` (trees, then tables)."""
     from rich.console import Console
-    con = Console(width=width or 120, record=True, file=open("/dev/null", "w"),
-                  color_system=None, highlight=False)
+    import io
+    con = Console(width=width or 120, record=True, file=io.StringIO(), color_system=None,
+                  highlight=False)
     if what in ("all", "tree"):
         for tr in hierarchy_trees(report):
             con.print(tr)
@@ -794,9 +796,7 @@ def render(report: dict, what: str = "all", width: int | None = None) -> str:
                              if p["error"] else ""))
                 for ex in p["malformed_examples"]:
                     con.print(f"  {ex}")
-    text = con.export_text()
-    con.file.close()
-    return text
+    return con.export_text()
 
 
 def render_text(hierarchies_or_report) -> str:
