@@ -23,6 +23,7 @@ help:
 	@echo "make test-fast     the tests that need no root"
 	@echo "sudo make bench    WAN check and phones-per-subnet sweep, JSON + PNG in bench/out/"
 	@echo "make wireshark-plugin   install the Lua dissector for Wireshark"
+	@echo "sudo make samples  regenerate pcaps/samples/ (reference captures + golden decodes)"
 
 deps: apt venv
 
