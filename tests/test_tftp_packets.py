@@ -207,13 +207,30 @@ def test_duplicate_data_is_reacked_once_and_not_appended():
     assert x.data == b"a" * 512
 
 
-def test_timeout_retransmits_then_fails():
-    x = _xfer(timeout=1.0, retries=2)
+def test_timeout_retransmits_with_backoff_then_fails():
+    x = _xfer(timeout=1.0, retries=3)
     rrq = x.start(0)
     assert x.timer_expired(0.5) == []             # not yet
-    assert x.timer_expired(1.0) == rrq
-    assert x.timer_expired(2.0) == rrq
-    assert x.timer_expired(3.0) == [] and "timeout" in str(x.error)
+    assert x.timer_expired(1.0) == rrq            # then wait 2 s
+    assert x.timer_expired(2.5) == []
+    assert x.timer_expired(3.0) == rrq            # then 4 s
+    assert x.timer_expired(6.9) == []
+    assert x.timer_expired(7.0) == rrq            # then 8 s
+    assert x.timer_expired(15.0) == [] and "timeout" in str(x.error)
+
+
+def test_backoff_is_capped():
+    from pfslab.agent.tftp import MAX_BACKOFF
+    x = _xfer(timeout=1.0, retries=10)
+    x.start(0)
+    t, gaps = 0.0, []
+    while x.error is None:
+        t = x.deadline
+        before = t
+        x.timer_expired(t)
+        if x.error is None:
+            gaps.append(x.deadline - before)
+    assert max(gaps) == MAX_BACKOFF
 
 
 def test_progress_resets_retry_budget():

@@ -87,17 +87,16 @@ class PhoneRunner:
         self.tasks: set[asyncio.Task] = set()
         self.udp = None
         self.server = None
-        self.tftp_sock = None
         self.dead = False
         self.fault: str | None = None
 
     async def open(self) -> None:
         s = self.spec
         usock = ns.udp_broadcast_socket(s.netns, PORT)
+        _big_rcvbuf(usock)
         self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _Udp(self), sock=usock)
         lsock = ns.listen_tcp(s.netns, s.ip, PORT)
         self.server = await asyncio.start_server(self._accepted, sock=lsock)
-        self.tftp_sock = ns.udp_socket(s.netns, s.ip, 0)
 
     def kill(self, how: str) -> None:
         """Fault injection: the phone dies. Its engine gets no more input."""
@@ -133,8 +132,6 @@ class PhoneRunner:
             self.udp.close()
         if self.server:
             self.server.close()
-        if self.tftp_sock:
-            self.tftp_sock.close()
 
     # ------------------------------------------------------------- inputs
 
@@ -201,13 +198,19 @@ class PhoneRunner:
         await self._read_loop(sid, reader)
 
     async def _fetch(self, file: str) -> None:
+        """One TFTP read on a socket of its own: a new transfer ID (source port) per
+        transfer, as RFC 1350 asks, so a late packet of the last transfer cannot be taken
+        for this one's."""
         a = self.agent
+        sock = ns.udp_socket(self.spec.netns, self.spec.ip, 0)
         try:
-            data = await tftp_get(self.tftp_sock, a.server, file, blksize=a.blksize,
+            data = await tftp_get(sock, a.server, file, blksize=a.blksize,
                                   timeout=a.tftp_timeout, retries=a.tftp_retries)
             err = ""
         except TftpError as e:
             data, err = None, str(e)
+        finally:
+            sock.close()
         self.input("on_fetched", file, data, err)
 
     # ------------------------------------------------------------- outputs
@@ -366,6 +369,14 @@ class Agent:
             await asyncio.sleep(2.0)
             for r in self.runners:
                 r.flush_log(self.log_dir)
+
+
+def _big_rcvbuf(sock: socket.socket, size: int = 1 << 20) -> None:
+    """Room for a burst of broadcasts while the one event loop serves other phones."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, size)   # root: no cap
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 def _raise_fd_limit(want: int) -> None:

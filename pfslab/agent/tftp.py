@@ -43,6 +43,10 @@ MAX_BLKSIZE = 65464        # RFC 2348
 MAX_PACKET = 65536         # receive buffer: 4 + 65464 fits
 
 
+#: A retransmission timeout grows, without progress, up to this many times the base timeout.
+MAX_BACKOFF = 8
+
+
 class Opcode:
     RRQ = 1
     WRQ = 2
@@ -304,6 +308,7 @@ class ReadTransfer:
         self.deadline = float("inf")
         self._last: tuple[bytes, Addr] | None = None
         self._tries_left = retries
+        self._rto = self.timeout
         self.ignored = 0                        # datagrams dropped as malformed or stale
         self.retransmits = 0
 
@@ -311,6 +316,7 @@ class ReadTransfer:
     def _send_new(self, pkt: bytes, addr: Addr, now: float) -> Out:
         self._last = (pkt, addr)
         self._tries_left = self.retries
+        self._rto = self.timeout
         self.deadline = now + self.timeout
         return [(pkt, addr)]
 
@@ -340,10 +346,15 @@ class ReadTransfer:
                 f"no DATA block {self.next_block} after {self.received} bytes"
             return self._fail(TftpError(
                 f"{self._where()}: timeout: {phase} "
-                f"({self.retries + 1} tries, {self.timeout:g} s each)"))
+                f"({self.retries + 1} tries, from {self.timeout:g} s backing off to "
+                f"{self._rto:g} s)"))
         self._tries_left -= 1
         self.retransmits += 1
-        self.deadline = now + self.timeout
+        # Exponential backoff (up to MAX_BACKOFF x the timeout), reset by any progress: on
+        # a congested WAN a lock-step transfer may get less than a block per timeout, and
+        # retransmitting at a fixed pace only adds to the congestion.
+        self._rto = min(self._rto * 2, self.timeout * MAX_BACKOFF)
+        self.deadline = now + self._rto
         return [self._last]
 
     def datagram_received(self, raw: bytes, addr: Addr, now: float) -> Out:

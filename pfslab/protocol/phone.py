@@ -38,6 +38,9 @@ NO_IP = "0.0.0.0"
 @dataclass(frozen=True)
 class Timers:
     """docs/protocol.md, "Timers and rules". Tests may shrink them."""
+    listen_min: float = 0.25     # a phone listens 0.25..0.75 s before its offer (the seed
+    listen_spread: float = 0.5   # log shows ~0.5 s); a stronger claim heard meanwhile wins
+    root_memory: float = 30.0    # a ROOT heard this recently is joined without an election
     ad_interval: float = 0.25
     ads: int = 4
     root_wait: float = 10.0
@@ -51,6 +54,7 @@ class Timers:
     parent_silence: float = 8.0
     max_rejoins: int = 2
     config_tries: int = 3
+    fetch_tries: int = 3         # whole-file TFTP attempts before a file counts as failed
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -107,9 +111,9 @@ class PhoneId:
 
 # ----------------------------------------------------------------------------- states
 
-TENTATIVE, YIELDED, ROOT_WAITING, FETCHING, JOINING, CHILD, FALLBACK, COMPLETE, FAILED = (
-    "TENTATIVE", "YIELDED", "ROOT_WAITING", "FETCHING", "JOINING", "CHILD", "FALLBACK",
-    "COMPLETE", "FAILED")
+(LISTENING, TENTATIVE, YIELDED, ROOT_WAITING, FETCHING, JOINING, CHILD, FALLBACK, COMPLETE,
+ FAILED) = ("LISTENING", "TENTATIVE", "YIELDED", "ROOT_WAITING", "FETCHING", "JOINING", "CHILD",
+            "FALLBACK", "COMPLETE", "FAILED")
 
 
 def _ipnum(ip: str) -> int:
@@ -195,6 +199,7 @@ class Session:
     registrar: Registrar | None = None
     children: dict[int, str] = field(default_factory=dict)   # sid -> child ip (served)
     last_answer: float = -1e9
+    fetch_fails: int = 0
 
     @property
     def hier_xid(self) -> int:
@@ -240,6 +245,7 @@ class Phone:
         self.tftp_busy: str | None = None
         self.config_tries = 0
         self.installed: dict[str, Installed] = {}
+        self.heard_roots: dict[str, tuple[str, int, float]] = {}   # file -> (ip, xid, when)
         self.completed: Completed | None = None
 
     # ------------------------------------------------------------------ driver API
@@ -286,6 +292,8 @@ class Phone:
             return                                   # another model's or load's hierarchy
         s = self.sessions.get(m.file)
         if s is None:
+            if m.type == MsgType.ROOT:                   # remember it for when we get there
+                self.heard_roots[m.file] = (src, m.xid, now)
             return
         handler = {MsgType.CLAIM: self._rx_claim, MsgType.ROOT: self._rx_root,
                    MsgType.JOIN: self._rx_join, MsgType.OFFER: self._rx_offer,
@@ -425,8 +433,15 @@ class Phone:
         rng = random.Random(f"{self.seed}|{self.id.mac}|{file}")
         s = Session(file=file, xid=x, strength=rng.getrandbits(31))
         self.sessions[file] = s
-        if self.pfs:
-            self._claim(s)
+        heard = self.heard_roots.pop(file, None)
+        if self.pfs and heard and self.now - heard[2] <= self.t.root_memory:
+            s.root_ip, s.root_xid = heard[0], heard[1]
+            self.log("INF", f"{fmt_xid(s.xid)} ROOT {fmt_xid(heard[1])} at {heard[0]} already "
+                            f"known for {file}: joining")
+            self._send_join(s)
+        elif self.pfs:
+            s.state = LISTENING
+            self._set_timer(s, "listen", self.t.listen_min + rng.random() * self.t.listen_spread)
         else:
             s.state = FALLBACK
             self.log("INF", f"TFTP {file} from {self.server} (traditional upgrade)")
@@ -454,7 +469,7 @@ class Phone:
                             f" (from {source}): discarded")
             return False
         s.data, s.source, s.state = data, source, COMPLETE
-        self._cancel(s, "silence", "join", "yield", "elect")
+        self._cancel(s, "silence", "join", "yield", "elect", "listen")
         inst = Installed(s.file, source, True, self.now)
         self.installed[s.file] = inst
         self._out.append(inst)
@@ -462,7 +477,10 @@ class Phone:
                         f"{'TFTP ' + self.server if source == 'tftp' else 'peer ' + source}:"
                         f" sha256 ok, installed")
         if self.pfs:
-            self._send(BROADCAST, self._msg(
+            # READY goes to the hierarchy's root (a broadcast from the root itself, or from a
+            # phone that knows no root): N phones broadcasting it would cost N^2 receptions.
+            to_root = s.root_ip not in (NO_IP, self.id.ip)
+            self._send(s.root_ip if to_root else BROADCAST, self._msg(
                 s, MsgType.READY, source=ReadySource.TFTP if source == "tftp" else ReadySource.PEER,
                 size=len(data)))
             for sid in list(s.children):
@@ -494,7 +512,9 @@ class Phone:
         self._set_timer(s, "elect", self.t.ad_interval)
 
     def _session_timer(self, s: Session, kind: str) -> None:
-        if kind == "elect" and s.state == TENTATIVE:
+        if kind == "listen" and s.state == LISTENING:
+            self._claim(s)
+        elif kind == "elect" and s.state == TENTATIVE:
             self.log("NOT", "^.idl_timeout.c-doTimeout")
             self.log("DBG", f"Timeout {fmt_xid(s.xid)} hier=ClaimRoot(tent)")
             if s.ad < self.t.ads:
@@ -545,8 +565,8 @@ class Phone:
         return (m.strength, _ipnum(src)) > (s.strength, _ipnum(self.id.ip))
 
     def _rx_claim(self, s: Session, m: Message, src: str) -> None:
-        if s.state == TENTATIVE and self._stronger(m, src, s):
-            self._cancel(s, "elect")
+        if s.state in (LISTENING, TENTATIVE) and self._stronger(m, src, s):
+            self._cancel(s, "elect", "listen")
             s.state = YIELDED
             self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ClaimRoot(tent) {fmt_xid(m.xid)} from "
                             f"{src} strength={m.strength:08x}: yielding")
@@ -557,8 +577,8 @@ class Phone:
                 self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
 
     def _rx_root(self, s: Session, m: Message, src: str) -> None:
-        if s.state in (TENTATIVE, YIELDED):
-            self._cancel(s, "elect", "yield")
+        if s.state in (LISTENING, TENTATIVE, YIELDED):
+            self._cancel(s, "elect", "yield", "listen")
             self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ROOT {fmt_xid(m.xid)} from {src}"
                             f" m={m.model} {s.file}: joining")
             s.root_ip, s.root_xid = src, m.xid
@@ -678,7 +698,7 @@ class Phone:
             self._send_join(s)
 
     def _fallback(self, s: Session, why: str) -> None:
-        self._cancel(s, "silence", "join", "yield", "elect")
+        self._cancel(s, "silence", "join", "yield", "elect", "listen")
         if s.up_sid is not None:
             self.streams.pop(s.up_sid, None)
             self._out.append(Close(s.up_sid))
@@ -692,6 +712,12 @@ class Phone:
         if s.state == COMPLETE:
             return
         if data is not None and self._install(s, data, "tftp"):
+            return
+        s.fetch_fails += 1
+        if s.fetch_fails < self.t.fetch_tries:
+            self.log("WRN", f"{fmt_xid(s.hier_xid)} TFTP {s.file} failed ({s.fetch_fails} of "
+                            f"{self.t.fetch_tries}): trying again")
+            self._tftp(s.file)
             return
         s.state = FAILED
         self._cancel(s, "announce", "hold", "xfr")
