@@ -283,3 +283,28 @@ def test_hostile_datagrams_and_frames_are_dropped_not_fatal():
     p.on_stream_data(net.now, sid, b"GET / HTTP/1.0\r\n\r\n")
     out = p.pop_outputs()
     assert any(getattr(o, "sid", None) == sid for o in out)   # ABORT + close, no exception
+
+
+def test_listening_first_keeps_a_bulk_reset_from_flooding_offers():
+    """Phones listen 250..750 ms before their offer: most hear a stronger claim first and
+    never send one, so 100 phones send far fewer than 100 offers per file."""
+    net, phones, _ = run_site(100)
+    per_file = Counter()
+    for p in phones:
+        for f, s in p.sessions.items():
+            if any(f"{'XID%08X' % s.xid} TxBdcst ClaimRoot(tent):" in r.text
+                   for r in net.nodes[p.id.ip].logs):
+                per_file[f] += 1
+    assert per_file and max(per_file.values()) < 25, per_file
+
+
+def test_a_root_heard_before_the_file_is_reached_is_joined_without_election():
+    specs = scenario.phone_specs(1, 3, [MODEL])
+    net, phones = scenario.build(specs)
+    for i, p in enumerate(phones):
+        net.reset(p, at=0.0 if i < 2 else 20.0)
+    net.run()
+    assert_byte_identical(net, phones)
+    late = net.nodes[phones[2].id.ip].logs
+    joined_known = [r.text for r in late if "already known" in r.text]
+    assert joined_known, "the late phone ran elections it did not need"
