@@ -7,6 +7,7 @@ import pytest
 
 from pfslab import firmware
 from pfslab.protocol import codec
+from pfslab.protocol.codec import Message, MsgType
 from pfslab.protocol.phone import Phone
 from pfslab.sim import scenario
 
@@ -298,13 +299,29 @@ def test_listening_first_keeps_a_bulk_reset_from_flooding_offers():
     assert per_file and max(per_file.values()) < 25, per_file
 
 
-def test_a_root_heard_before_the_file_is_reached_is_joined_without_election():
+def test_late_phone_joins_existing_roots_without_sending_a_claim():
     specs = scenario.phone_specs(1, 3, [MODEL])
     net, phones = scenario.build(specs)
     for i, p in enumerate(phones):
         net.reset(p, at=0.0 if i < 2 else 20.0)
     net.run()
     assert_byte_identical(net, phones)
-    late = net.nodes[phones[2].id.ip].logs
-    joined_known = [r.text for r in late if "already known" in r.text]
-    assert joined_known, "the late phone ran elections it did not need"
+    late = phones[2]
+    comp_xids = {"XID%08X" % late.sessions[c.name].xid for c in late.load.components}
+    claims = [r.text for r in net.nodes[late.id.ip].logs if "TxBdcst ClaimRoot" in r.text]
+    assert not [c for c in claims if c.split()[0] in comp_xids]   # roots were announcing
+    assert all(i.source != "tftp" for i in late.installed.values())
+
+
+def test_a_root_heard_before_the_file_is_reached_is_joined_without_election():
+    net, phones, _ = run_site(2)
+    p, other = phones
+    root = Message(MsgType.ROOT, xid=0x1234, strength=codec.ROOT_BUMP | 5, map=p.map,
+                   model=p.id.model, file="later.sbn", server=net.server)
+    p.on_datagram(net.now, codec.encode(root), other.id.ip)
+    p.pop_outputs()
+    p._begin_file("later.sbn")
+    out = p.pop_outputs()
+    sends = [o for o in out if getattr(o, "dst", None) == other.id.ip]
+    assert sends and codec.decode(sends[0].data).type == MsgType.JOIN
+    assert not [o for o in out if getattr(o, "dst", None) == "<broadcast>"]

@@ -371,10 +371,13 @@ class Agent:
                 r.flush_log(self.log_dir)
 
 
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)   # Linux; Python 3.11 lacks the name
+
+
 def _big_rcvbuf(sock: socket.socket, size: int = 1 << 20) -> None:
     """Room for a burst of broadcasts while the one event loop serves other phones."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, size)   # root: no cap
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)   # root: past rmem_max
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 

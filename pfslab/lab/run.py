@@ -217,7 +217,8 @@ class Progress:
             self.files += 1
         if self.bar:
             self.bar.update(self.task, completed=self.done, files=self.files)
-        elif kind == "completed" or time.monotonic() - self.last_print > 10:
+        elif time.monotonic() - self.last_print > 5 or (kind == "completed"
+                                                          and self.done == self.total):
             self.last_print = time.monotonic()
             print(f"  {self.mode}: {self.done}/{self.total} phones done, {self.files} files "
                   f"installed, {time.monotonic() - self.t0:.0f}s", flush=True)

@@ -200,6 +200,7 @@ class Session:
     children: dict[int, str] = field(default_factory=dict)   # sid -> child ip (served)
     last_answer: float = -1e9
     fetch_fails: int = 0
+    rng: random.Random | None = None
 
     @property
     def hier_xid(self) -> int:
@@ -441,11 +442,18 @@ class Phone:
             self._send_join(s)
         elif self.pfs:
             s.state = LISTENING
-            self._set_timer(s, "listen", self.t.listen_min + rng.random() * self.t.listen_spread)
+            self._set_timer(s, "listen", self.t.listen_min + self._rng(s).random()
+                            * self.t.listen_spread)
         else:
             s.state = FALLBACK
             self.log("INF", f"TFTP {file} from {self.server} (traditional upgrade)")
             self._tftp(file)
+
+    def _rng(self, s: Session) -> random.Random:
+        """The session's own random stream (seeded: runs repeat)."""
+        if s.rng is None:
+            s.rng = random.Random(f"{self.seed}|{self.id.mac}|{s.file}|timers")
+        return s.rng
 
     def _expected_ok(self, file: str, data: bytes) -> bool:
         """The chain of trust: the .loads by its signature, components by its digests."""
@@ -526,8 +534,10 @@ class Phone:
             else:
                 self._confirm(s)
         elif kind == "yield" and s.state == YIELDED:
-            self.log("NOT", f"{fmt_xid(s.xid)} no ROOT heard: claiming again")
-            self._claim(s)
+            self.log("NOT", f"{fmt_xid(s.xid)} no ROOT heard: listening, then claiming again")
+            s.state = LISTENING
+            self._set_timer(s, "listen", self.t.listen_min + self._rng(s).random()
+                            * self.t.listen_spread)
         elif kind == "announce" and s.registrar is not None and s.state != FAILED:
             self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
             fast = s.state == ROOT_WAITING
@@ -565,7 +575,9 @@ class Phone:
         return (m.strength, _ipnum(src)) > (s.strength, _ipnum(self.id.ip))
 
     def _rx_claim(self, s: Session, m: Message, src: str) -> None:
-        if s.state in (LISTENING, TENTATIVE) and self._stronger(m, src, s):
+        if s.state == YIELDED and self._stronger(m, src, s):
+            self._set_timer(s, "yield", self.t.yield_wait)   # the election is still going on
+        elif s.state in (LISTENING, TENTATIVE) and self._stronger(m, src, s):
             self._cancel(s, "elect", "listen")
             s.state = YIELDED
             self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ClaimRoot(tent) {fmt_xid(m.xid)} from "
