@@ -98,7 +98,14 @@ def run(args) -> int:
         except asyncio.CancelledError:
             return [r.result() for r in agent.runners]
 
-    results = asyncio.run(main())
+    prof_path = os.environ.get("PFSLAB_AGENT_PROFILE")   # a cProfile dump, for tuning
+    if prof_path:
+        import cProfile
+        prof = cProfile.Profile()
+        results = prof.runcall(asyncio.run, main())
+        prof.dump_stats(prof_path)
+    else:
+        results = asyncio.run(main())
     if args.results:
         with open(args.results, "w") as f:
             json.dump(results, f, indent=1)

@@ -46,7 +46,6 @@ class Timers:
     root_wait: float = 10.0
     announce_fast: float = 1.0
     announce_slow: float = 5.0
-    answer_gap: float = 0.2      # at most one ROOT answer to CLAIMs per this interval
     yield_wait: float = 3.0
     join_retry: float = 1.0
     join_tries: int = 3
@@ -198,7 +197,6 @@ class Session:
     source: str = ""
     registrar: Registrar | None = None
     children: dict[int, str] = field(default_factory=dict)   # sid -> child ip (served)
-    last_answer: float = -1e9
     fetch_fails: int = 0
     rng: random.Random | None = None
 
@@ -584,9 +582,9 @@ class Phone:
                             f"{src} strength={m.strength:08x}: yielding")
             self._set_timer(s, "yield", self.t.yield_wait)
         elif s.registrar is not None and s.state != FAILED:
-            if self.now - s.last_answer >= self.t.answer_gap:   # answer claimers at once
-                s.last_answer = self.now
-                self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
+            # Answer a claim at once, and to the claimer alone: a broadcast answer to every
+            # offer costs every phone a reception, and under load that feeds on itself.
+            self._send(src, self._msg(s, MsgType.ROOT, server=self.server))
 
     def _rx_root(self, s: Session, m: Message, src: str) -> None:
         if s.state in (LISTENING, TENTATIVE, YIELDED):
