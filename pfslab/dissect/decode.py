@@ -92,6 +92,18 @@ def lab_subnet(ip: str) -> int | None:
     return None
 
 
+def _tftp_options(pkt) -> dict[str, str]:
+    """A TFTP RRQ's or OACK's options (lower-case names); {} when absent or mangled."""
+    opts = {}
+    try:
+        for o in (pkt.getlayer("TFTP_Options").options or []):
+            opts[bytes(o.oname).decode("ascii", "replace").lower()] = \
+                bytes(o.value).decode("ascii", "replace")
+    except Exception:
+        pass
+    return opts
+
+
 def _ip(endpoint: str) -> str:
     return endpoint.rsplit(":", 1)[0]
 
@@ -172,13 +184,7 @@ class TftpTracker:
         if tr is not None and tr["file"] == fname and not tr["complete"]:
             tr["requests"] += 1                  # a retransmitted RRQ
             return
-        opts = {}
-        try:
-            for o in (pkt.getlayer("TFTP_Options").options or []):
-                opts[bytes(o.oname).decode("ascii", "replace").lower()] = \
-                    bytes(o.value).decode("ascii", "replace")
-        except Exception:
-            pass
+        opts = _tftp_options(pkt)
         tr = {"client": ip.src, "port": udp.sport, "server": ip.dst, "file": fname,
               "op": "RRQ" if isinstance(req, TFTP_RRQ) else "WRQ", "requests": 1,
               "start": t, "tid": None, "blksize": 512, "asked": opts, "oack": None,
@@ -207,13 +213,7 @@ class TftpTracker:
                 tr["final_block"] = block
                 tr["end"] = tr["end"] or t
         elif pkt.haslayer(TFTP_OACK):
-            opts = {}
-            try:
-                for o in (pkt.getlayer("TFTP_Options").options or []):
-                    opts[bytes(o.oname).decode("ascii", "replace").lower()] = \
-                        bytes(o.value).decode("ascii", "replace")
-            except Exception:
-                pass
+            opts = _tftp_options(pkt)
             tr["oack"] = opts
             try:
                 tr["blksize"] = int(opts.get("blksize", 512))
