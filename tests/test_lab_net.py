@@ -218,7 +218,7 @@ def test_broadcast_stays_in_its_subnet_and_each_frame_is_captured_once(lab):
     assert conn.recv(100) == tmark
     for s in (cl, conn, srv, tx, rb, rc):
         s.close()
-    time.sleep(0.5)
+    time.sleep(1.5)   # margin for tcpdump's write after the last frame
     s1 = read_pcap(lab.captures["subnet-1"])
     s2 = read_pcap(lab.captures["subnet-2"])
     assert count(s1, marker) == 1
@@ -240,7 +240,7 @@ def test_wan_pcap_sees_cross_wan_traffic_once(lab):
         r.recvfrom(100)
     tx.close()
     r.close()
-    time.sleep(0.5)
+    time.sleep(1.5)
     assert count(read_pcap(lab.captures["wan"]), mark) == 4
     assert count(read_pcap(lab.captures["subnet-2"]), mark) == 4
     assert count(read_pcap(lab.captures["subnet-1"]), mark) == 0

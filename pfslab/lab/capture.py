@@ -75,8 +75,10 @@ class Capture:
         self.summary = ""
 
     def start(self) -> None:
-        argv = ["tcpdump", "-i", self.ifname, "-w", self.pcap, "-U", "-Z", "root", "-n",
-                "-B", "8192", "-s", "0"]
+        # --immediate-mode: no 1 s batching in the kernel's ring, so a pcap read while the
+        # lab runs (Wireshark, tests) already holds what was sent.
+        argv = ["tcpdump", "-i", self.ifname, "-w", self.pcap, "-U", "--immediate-mode",
+                "-Z", "root", "-n", "-B", "8192", "-s", "0"]
         if self.netns_pid:
             argv = ns_argv(self.netns_pid, argv)
         with open(self.errlog, "wb") as err:
