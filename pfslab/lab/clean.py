@@ -1,7 +1,8 @@
 """`pfslab clean`: remove what crashed lab runs left behind, found by their run records
 (/run/pfslab/<run-id>.json) and their name prefix, and nothing else.
 
-Never `mn -c`, `mininet.clean`, killall or pkill: those act on everything matching a name.
+No machine-wide clean-up (Mininet's own, or killing processes by name): those act on
+everything that matches a name.
 Here a process is signalled only if its recorded PID still has its recorded start time, and a
 link is deleted only if its name is <recorded prefix><upper-case letter>...
 """
