@@ -4,9 +4,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 
 from pyroute2 import netns as _netns
+
+from pfslab.agent.netns import socket_in  # noqa: F401  (one implementation, re-exported)
 
 from pfslab.errors import UserError
 
@@ -72,12 +73,6 @@ def in_netns(path: str):
             _netns.setns(back, flags=0)
     finally:
         os.close(back)
-
-
-def socket_in(path: str, family=socket.AF_INET, type=socket.SOCK_DGRAM, proto=0):
-    """A socket created inside the network namespace at `path`."""
-    with in_netns(path):
-        return socket.socket(family, type, proto)
 
 
 def proc_starttime(pid: int) -> int | None:

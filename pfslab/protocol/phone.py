@@ -223,7 +223,7 @@ class Phone:
     """One phone. See the module docstring for the input/output contract."""
 
     def __init__(self, ident: PhoneId, server: str, *, seed: int = 1,
-                 timers: Timers | None = None, blksize_hint: int = 0):
+                 timers: Timers | None = None):
         self.id = ident
         self.server = server
         self.seed = seed
