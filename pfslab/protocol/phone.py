@@ -30,6 +30,7 @@ from . import codec
 from .codec import (AbortReason, DecodeError, Frame, FrameReader, FrameType, Message, MsgType,
                     ReadySource, RefuseReason)
 from .logs import LogRecord, xid as fmt_xid
+from .states import DONE_STATES, ROOT_STATES, TRANSITIONS, Event, State, Timer
 
 BROADCAST = "<broadcast>"
 NO_IP = "0.0.0.0"
@@ -110,11 +111,6 @@ class PhoneId:
 
 # ----------------------------------------------------------------------------- states
 
-(LISTENING, TENTATIVE, YIELDED, ROOT_WAITING, FETCHING, JOINING, CHILD, FALLBACK, COMPLETE,
- FAILED) = ("LISTENING", "TENTATIVE", "YIELDED", "ROOT_WAITING", "FETCHING", "JOINING", "CHILD",
-            "FALLBACK", "COMPLETE", "FAILED")
-
-
 def _ipnum(ip: str) -> int:
     return int(ipaddress.IPv4Address(ip))
 
@@ -183,7 +179,7 @@ class Session:
     file: str
     xid: int
     strength: int
-    state: str = TENTATIVE
+    state: State = State.NEW
     ad: int = 0
     root_ip: str = NO_IP
     root_xid: int = 0
@@ -201,8 +197,12 @@ class Session:
     rng: random.Random | None = None
 
     @property
+    def is_root(self) -> bool:
+        return self.state in ROOT_STATES
+
+    @property
     def hier_xid(self) -> int:
-        return self.xid if self.registrar is not None else self.root_xid
+        return self.xid if self.is_root else self.root_xid
 
 
 @dataclass
@@ -230,8 +230,8 @@ class Phone:
         self.t = timers or Timers()
         self.now = 0.0
         self._out: list = []
-        self._timers: dict[tuple[str, str], float] = {}
-        self._heap: list[tuple[float, int, str, str]] = []
+        self._timers: dict[tuple[str, Timer], float] = {}
+        self._heap: list[tuple[float, int, str, Timer]] = []
         self._seq = 0
         self._sid = 0
         self.sessions: dict[str, Session] = {}
@@ -276,7 +276,9 @@ class Phone:
             del self._timers[(key, kind)]
             s = self.sessions.get(key)
             if s is not None:
-                self._session_timer(s, kind)
+                handler = _TIMER_HANDLERS.get((s.state, kind))
+                if handler is not None:
+                    handler(self, s)
 
     def on_datagram(self, now: float, data: bytes, src: str) -> None:
         self.now = now
@@ -294,11 +296,9 @@ class Phone:
             if m.type == MsgType.ROOT:                   # remember it for when we get there
                 self.heard_roots[m.file] = (src, m.xid, now)
             return
-        handler = {MsgType.CLAIM: self._rx_claim, MsgType.ROOT: self._rx_root,
-                   MsgType.JOIN: self._rx_join, MsgType.OFFER: self._rx_offer,
-                   MsgType.REFUSE: self._rx_refuse}.get(m.type)
-        if handler:
-            handler(s, m, src)
+        handler = _MSG_HANDLERS.get(m.type)
+        if handler is not None:
+            handler(self, s, m, src)
 
     def on_accept(self, now: float, peer: str) -> int:
         self.now = now
@@ -373,13 +373,19 @@ class Phone:
         self._sid += 1
         return self._sid
 
-    def _set_timer(self, s: Session, kind: str, delay: float) -> None:
+    def _goto(self, s: Session, to: State, why) -> None:
+        """Change state; every change must be one of states.TRANSITIONS (checked by tests)."""
+        if (s.state, why, to) not in TRANSITIONS:
+            self.log("ERR", f"internal: undeclared transition {s.state} --{why}--> {to}")
+        s.state = to
+
+    def _set_timer(self, s: Session, kind: Timer, delay: float) -> None:
         when = self.now + delay
         self._timers[(s.file, kind)] = when
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, s.file, kind))
 
-    def _cancel(self, s: Session, *kinds: str) -> None:
+    def _cancel(self, s: Session, *kinds: Timer) -> None:
         for k in kinds:
             self._timers.pop((s.file, k), None)
 
@@ -437,13 +443,11 @@ class Phone:
             s.root_ip, s.root_xid = heard[0], heard[1]
             self.log("INF", f"{fmt_xid(s.xid)} ROOT {fmt_xid(heard[1])} at {heard[0]} already "
                             f"known for {file}: joining")
-            self._send_join(s)
+            self._send_join(s, Event.BEGIN)
         elif self.pfs:
-            s.state = LISTENING
-            self._set_timer(s, "listen", self.t.listen_min + self._rng(s).random()
-                            * self.t.listen_spread)
+            self._listen(s, Event.BEGIN)
         else:
-            s.state = FALLBACK
+            self._goto(s, State.FALLBACK, Event.BEGIN)
             self.log("INF", f"TFTP {file} from {self.server} (traditional upgrade)")
             self._tftp(file)
 
@@ -474,8 +478,9 @@ class Phone:
             self.log("ERR", f"{fmt_xid(s.hier_xid)} {s.file}: digest check FAILED"
                             f" (from {source}): discarded")
             return False
-        s.data, s.source, s.state = data, source, COMPLETE
-        self._cancel(s, "silence", "join", "yield", "elect", "listen")
+        s.data, s.source = data, source
+        self._goto(s, State.ROOT_COMPLETE if s.is_root else State.COMPLETE, Event.FILE_OK)
+        self._cancel(s, Timer.SILENCE, Timer.JOIN, Timer.YIELD, Timer.ELECT, Timer.LISTEN)
         inst = Installed(s.file, source, True, self.now)
         self.installed[s.file] = inst
         self._out.append(inst)
@@ -509,112 +514,118 @@ class Phone:
 
     # ------------------------------------------------------------------ election
 
-    def _claim(self, s: Session) -> None:
-        s.state, s.ad = TENTATIVE, 0
+    def _listen(self, s: Session, why) -> None:
+        self._goto(s, State.LISTENING, why)
+        self._set_timer(s, Timer.LISTEN, self.t.listen_min + self._rng(s).random()
+                        * self.t.listen_spread)
+
+    def _t_listen(self, s: Session) -> None:
+        self._goto(s, State.TENTATIVE, Timer.LISTEN)
+        s.ad = 0
         self.log("NOT", "^.idl_protocol.c-sendBroadcastOffer")
         self.log("INF", f"{fmt_xid(s.xid)} TxBdcst ClaimRoot(tent): map={self.map:08x} "
                         f"strength={s.strength:08x}")
         self._send(BROADCAST, self._msg(s, MsgType.CLAIM, xid=s.xid, ad=0))
-        self._set_timer(s, "elect", self.t.ad_interval)
+        self._set_timer(s, Timer.ELECT, self.t.ad_interval)
 
-    def _session_timer(self, s: Session, kind: str) -> None:
-        if kind == "listen" and s.state == LISTENING:
-            self._claim(s)
-        elif kind == "elect" and s.state == TENTATIVE:
-            self.log("NOT", "^.idl_timeout.c-doTimeout")
-            self.log("DBG", f"Timeout {fmt_xid(s.xid)} hier=ClaimRoot(tent)")
-            if s.ad < self.t.ads:
-                s.ad += 1
-                self.log("NOT", "^.idl_protocol.c-sendBroadcastOffer")
-                self.log("INF", f"{fmt_xid(s.xid)} TxBdcst Ad {s.ad}: ClaimRoot(tent)")
-                self._send(BROADCAST, self._msg(s, MsgType.CLAIM, xid=s.xid, ad=s.ad))
-                self._set_timer(s, "elect", self.t.ad_interval)
-            else:
-                self._confirm(s)
-        elif kind == "yield" and s.state == YIELDED:
-            self.log("NOT", f"{fmt_xid(s.xid)} no ROOT heard: listening, then claiming again")
-            s.state = LISTENING
-            self._set_timer(s, "listen", self.t.listen_min + self._rng(s).random()
-                            * self.t.listen_spread)
-        elif kind == "announce" and s.registrar is not None and s.state != FAILED:
-            self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
-            fast = s.state == ROOT_WAITING
-            self._set_timer(s, "announce", self.t.announce_fast if fast else self.t.announce_slow)
-        elif kind == "xfr" and s.state == ROOT_WAITING:
-            self.log("INF", f"{fmt_xid(s.xid)} Root sending TFTP XfrCmd on ROOT_WAITING TO")
-            s.state = FETCHING
-            self._tftp(s.file)
-        elif kind == "join" and s.state == JOINING:
-            if s.join_tries < self.t.join_tries:
-                self._send_join(s)
-            else:
-                self._fallback(s, f"no answer from root {s.root_ip}")
-        elif kind == "silence" and s.state == CHILD:
-            st = self.streams.pop(s.up_sid, None) if s.up_sid is not None else None
-            if st is not None:
-                self._out.append(Close(st.sid))
-            self._parent_lost(s, f"parent {s.parent_ip} silent for {self.t.parent_silence:g}s")
-        elif kind == "hold":
-            self._send_holds(s)
+    def _t_elect(self, s: Session) -> None:
+        self.log("NOT", "^.idl_timeout.c-doTimeout")
+        self.log("DBG", f"Timeout {fmt_xid(s.xid)} hier=ClaimRoot(tent)")
+        if s.ad < self.t.ads:
+            s.ad += 1
+            self.log("NOT", "^.idl_protocol.c-sendBroadcastOffer")
+            self.log("INF", f"{fmt_xid(s.xid)} TxBdcst Ad {s.ad}: ClaimRoot(tent)")
+            self._send(BROADCAST, self._msg(s, MsgType.CLAIM, xid=s.xid, ad=s.ad))
+            self._set_timer(s, Timer.ELECT, self.t.ad_interval)
+        else:
+            self._confirm(s)
+
+    def _t_yield(self, s: Session) -> None:
+        self.log("NOT", f"{fmt_xid(s.xid)} no ROOT heard: listening, then claiming again")
+        self._listen(s, Timer.YIELD)
+
+    def _t_announce(self, s: Session) -> None:
+        self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
+        fast = s.state == State.ROOT_WAITING
+        self._set_timer(s, Timer.ANNOUNCE, self.t.announce_fast if fast else self.t.announce_slow)
+
+    def _t_xfr(self, s: Session) -> None:
+        self.log("INF", f"{fmt_xid(s.xid)} Root sending TFTP XfrCmd on ROOT_WAITING TO")
+        self._goto(s, State.ROOT_FETCHING, Timer.XFR)
+        self._tftp(s.file)
+
+    def _t_join(self, s: Session) -> None:
+        if s.join_tries < self.t.join_tries:
+            self._send_join(s, Timer.JOIN)
+        else:
+            self._fallback(s, f"no answer from root {s.root_ip}", Timer.JOIN)
+
+    def _t_silence(self, s: Session) -> None:
+        st = self.streams.pop(s.up_sid, None) if s.up_sid is not None else None
+        if st is not None:
+            self._out.append(Close(st.sid))
+        self._parent_lost(s, f"parent {s.parent_ip} silent for {self.t.parent_silence:g}s",
+                          Timer.SILENCE)
 
     def _confirm(self, s: Session) -> None:
         s.strength |= codec.ROOT_BUMP
-        s.state = ROOT_WAITING
+        self._goto(s, State.ROOT_WAITING, Timer.ELECT)
         s.root_ip, s.root_xid = self.id.ip, s.xid
         s.registrar = Registrar(self.id.ip)
         self.log("NOT", "UT:Confirmed root bumping strength")
         self.log("NOT", f"@@@HROOT:{fmt_xid(s.xid)} H={codec.name_hash(s.file):08x} "
                         f"m={self.id.model} ROOT={self.server} /dnld/{s.file}")
         self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
-        self._set_timer(s, "announce", self.t.announce_fast)
-        self._set_timer(s, "xfr", self.t.root_wait)
+        self._set_timer(s, Timer.ANNOUNCE, self.t.announce_fast)
+        self._set_timer(s, Timer.XFR, self.t.root_wait)
 
     def _stronger(self, m: Message, src: str, s: Session) -> bool:
         return (m.strength, _ipnum(src)) > (s.strength, _ipnum(self.id.ip))
 
     def _rx_claim(self, s: Session, m: Message, src: str) -> None:
-        if s.state == YIELDED and self._stronger(m, src, s):
-            self._set_timer(s, "yield", self.t.yield_wait)   # the election is still going on
-        elif s.state in (LISTENING, TENTATIVE) and self._stronger(m, src, s):
-            self._cancel(s, "elect", "listen")
-            s.state = YIELDED
+        if s.state == State.YIELDED and self._stronger(m, src, s):
+            self._set_timer(s, Timer.YIELD, self.t.yield_wait)   # the election is still going on
+        elif s.state in (State.LISTENING, State.TENTATIVE) and self._stronger(m, src, s):
+            self._cancel(s, Timer.ELECT, Timer.LISTEN)
+            self._goto(s, State.YIELDED, MsgType.CLAIM)
             self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ClaimRoot(tent) {fmt_xid(m.xid)} from "
                             f"{src} strength={m.strength:08x}: yielding")
-            self._set_timer(s, "yield", self.t.yield_wait)
-        elif s.registrar is not None and s.state != FAILED:
+            self._set_timer(s, Timer.YIELD, self.t.yield_wait)
+        elif s.is_root:
             # Answer a claim at once, and to the claimer alone: a broadcast answer to every
             # offer costs every phone a reception, and under load that feeds on itself.
             self._send(src, self._msg(s, MsgType.ROOT, server=self.server))
 
     def _rx_root(self, s: Session, m: Message, src: str) -> None:
-        if s.state in (LISTENING, TENTATIVE, YIELDED):
-            self._cancel(s, "elect", "yield", "listen")
+        if s.state in (State.LISTENING, State.TENTATIVE, State.YIELDED):
+            self._cancel(s, Timer.ELECT, Timer.YIELD, Timer.LISTEN)
             self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ROOT {fmt_xid(m.xid)} from {src}"
                             f" m={m.model} {s.file}: joining")
             s.root_ip, s.root_xid = src, m.xid
             s.join_tries = 0
-            self._send_join(s)
-        elif (s.state == ROOT_WAITING and s.registrar is not None
-              and len(s.registrar.parent) == 1 and self._stronger(m, src, s)):
+            self._send_join(s, MsgType.ROOT)
+        elif (s.state == State.ROOT_WAITING and len(s.registrar.parent) == 1
+              and self._stronger(m, src, s)):
             self.log("NOT", f"{fmt_xid(s.xid)} stronger root {fmt_xid(m.xid)} at {src}:"
                             f" demoting, joining it")
-            self._cancel(s, "announce", "xfr")
+            self._cancel(s, Timer.ANNOUNCE, Timer.XFR)
             s.registrar = None
             s.strength &= ~codec.ROOT_BUMP
             s.root_ip, s.root_xid = src, m.xid
             s.join_tries = 0
-            self._send_join(s)
+            self._send_join(s, MsgType.ROOT)
 
-    def _send_join(self, s: Session) -> None:
-        s.state = JOINING
+    def _send_join(self, s: Session, why) -> None:
+        if s.state != State.JOINING:
+            self._goto(s, State.JOINING, why)
         s.join_tries += 1
         self.log("INF", f"{fmt_xid(s.root_xid)} TxJoin to root {s.root_ip} try {s.join_tries}"
                         + (f" (lost parent {s.lost})" if s.lost != NO_IP else ""))
         self._send(s.root_ip, self._msg(s, MsgType.JOIN, lost_parent=s.lost))
-        self._set_timer(s, "join", self.t.join_retry)
+        self._set_timer(s, Timer.JOIN, self.t.join_retry)
 
     def _rx_join(self, s: Session, m: Message, src: str) -> None:
-        if s.registrar is None or m.xid != s.xid or s.state == FAILED:
+        if not s.is_root or m.xid != s.xid:
             self._send(src, self._msg(s, MsgType.REFUSE, xid=m.xid, reason=RefuseReason.NOT_ROOT))
             return
         placed = s.registrar.place(src, m.lost_parent)
@@ -627,26 +638,27 @@ class Phone:
         self._send(src, self._msg(s, MsgType.OFFER, parent=parent, slot=slot, depth=depth))
 
     def _rx_offer(self, s: Session, m: Message, src: str) -> None:
-        if s.state != JOINING or src != s.root_ip or m.xid != s.root_xid:
+        if s.state != State.JOINING or src != s.root_ip or m.xid != s.root_xid:
             return
-        self._cancel(s, "join")
+        self._cancel(s, Timer.JOIN)
         s.parent_ip, s.lost = m.parent, NO_IP
         sid = self._new_sid()
         st = Stream(sid, m.parent, up=True, file=s.file)
         self.streams[sid] = st
-        s.up_sid, s.state = sid, CHILD
+        s.up_sid = sid
+        self._goto(s, State.CHILD, MsgType.OFFER)
         self.log("INF", f"{fmt_xid(s.root_xid)} RxOffer parent={m.parent} slot={m.slot} "
                         f"depth={m.depth}: |parent={m.parent}")
         self._out.append(Connect(sid, m.parent))
         self._out.append(Write(sid, codec.encode_frame(Frame(
             FrameType.REQUEST, xid=s.root_xid, model=self.id.model, file=s.file))))
-        self._set_timer(s, "silence", self.t.parent_silence)
+        self._set_timer(s, Timer.SILENCE, self.t.parent_silence)
 
     def _rx_refuse(self, s: Session, m: Message, src: str) -> None:
-        if s.state == JOINING and src == s.root_ip:
+        if s.state == State.JOINING and src == s.root_ip:
             self._fallback(s, f"root {src} refused: {RefuseReason(m.reason).name}"
                            if m.reason in RefuseReason._value2member_map_ else
-                           f"root {src} refused ({m.reason})")
+                           f"root {src} refused ({m.reason})", MsgType.REFUSE)
 
     # ------------------------------------------------------------------ child side
 
@@ -654,7 +666,7 @@ class Phone:
         s = self.sessions.get(st.file)
         if s is None or s.up_sid != st.sid:
             return
-        self._set_timer(s, "silence", self.t.parent_silence)
+        self._set_timer(s, Timer.SILENCE, self.t.parent_silence)
         if f.type == FrameType.HOLD:
             pass                                   # the parent is alive, still fetching
         elif f.type == FrameType.HEADER:
@@ -674,14 +686,14 @@ class Phone:
             st.parts = []
             self.streams.pop(st.sid, None)
             self._out.append(Close(st.sid))
-            self._cancel(s, "silence")
+            self._cancel(s, Timer.SILENCE)
             s.up_sid = None
             if len(data) != st.size or hashlib.sha256(data).digest() != st.digest:
                 self.log("ERR", f"{fmt_xid(s.root_xid)} {s.file} from {st.peer}: size/sha256"
                                 f" differ from its header: discarded")
-                self._fallback(s, "bad transfer from parent")
+                self._fallback(s, "bad transfer from parent", Event.BAD_FILE)
             elif not self._install(s, data, st.peer):
-                self._fallback(s, "digest check failed")
+                self._fallback(s, "digest check failed", Event.BAD_FILE)
         elif f.type == FrameType.ABORT:
             why = AbortReason(f.reason).name if f.reason in AbortReason._value2member_map_ \
                 else str(f.reason)
@@ -692,34 +704,34 @@ class Phone:
             self._abort(st, AbortReason.PROTOCOL, f"unexpected {f.type.name}")
             self._parent_lost(s, f"parent {st.peer} sent {f.type.name}")
 
-    def _parent_lost(self, s: Session, why: str) -> None:
-        if s.state != CHILD:
+    def _parent_lost(self, s: Session, why: str, ev=Event.PARENT_LOST) -> None:
+        if s.state != State.CHILD:
             return
-        self._cancel(s, "silence")
+        self._cancel(s, Timer.SILENCE)
         lost, s.up_sid = s.parent_ip, None
         s.rejoins += 1
         self.log("WRN", f"{fmt_xid(s.root_xid)} {s.file}: {why}")
         if lost == s.root_ip:
-            self._fallback(s, "lost the root")
+            self._fallback(s, "lost the root", ev)
         elif s.rejoins > self.t.max_rejoins:
-            self._fallback(s, f"lost {s.rejoins} parents")
+            self._fallback(s, f"lost {s.rejoins} parents", ev)
         else:
             s.lost, s.join_tries = lost, 0
-            self._send_join(s)
+            self._send_join(s, ev)
 
-    def _fallback(self, s: Session, why: str) -> None:
-        self._cancel(s, "silence", "join", "yield", "elect", "listen")
+    def _fallback(self, s: Session, why: str, ev) -> None:
+        self._cancel(s, Timer.SILENCE, Timer.JOIN, Timer.YIELD, Timer.ELECT, Timer.LISTEN)
         if s.up_sid is not None:
             self.streams.pop(s.up_sid, None)
             self._out.append(Close(s.up_sid))
             s.up_sid = None
-        s.state = FALLBACK
+        self._goto(s, State.FALLBACK, ev)
         self.log("WRN", f"{fmt_xid(s.hier_xid)} PFS failed for {s.file} ({why}): fallback to"
                         f" TFTP {self.server}")
         self._tftp(s.file)
 
     def _got_tftp_file(self, s: Session, data: bytes | None, error: str) -> None:
-        if s.state == COMPLETE:
+        if s.state not in (State.FALLBACK, State.ROOT_FETCHING):
             return
         if data is not None and self._install(s, data, "tftp"):
             return
@@ -729,8 +741,8 @@ class Phone:
                             f"{self.t.fetch_tries}): trying again")
             self._tftp(s.file)
             return
-        s.state = FAILED
-        self._cancel(s, "announce", "hold", "xfr")
+        self._goto(s, State.FAILED, Event.TFTP_FAILED)
+        self._cancel(s, Timer.ANNOUNCE, Timer.HOLD, Timer.XFR)
         for sid in list(s.children):
             st = self.streams.get(sid)
             if st is not None:
@@ -751,7 +763,7 @@ class Phone:
             self._abort(st, AbortReason.PROTOCOL, f"unexpected {f.type.name}")
             return
         s = self.sessions.get(f.file) if self.pfs else None
-        if s is None or f.model != self.id.model or f.xid != s.hier_xid or s.state == FAILED:
+        if s is None or f.model != self.id.model or f.xid != s.hier_xid or s.state == State.FAILED:
             self.log("WRN", f"child {st.peer} asked for unknown {fmt_xid(f.xid)} {f.file}")
             self._abort(st, AbortReason.UNKNOWN, "no such hierarchy")
             return
@@ -764,13 +776,13 @@ class Phone:
         fds = list(s.children.values()) + ["-1"] * (2 - len(s.children))
         self.log("NOT", f"|parent={s.parent_ip if s.parent_ip != NO_IP else -1}><fd[0]={fds[0]}"
                         f" fd[1]={fds[1]} FULL={int(len(s.children) >= 2)} {s.file}")
-        if s.state == COMPLETE:
+        if s.data is not None:
             self._serve(s, st.sid)
         else:
             self._send_holds(s)
 
     def _send_holds(self, s: Session) -> None:
-        if s.state in (COMPLETE, FAILED) or not s.children:
+        if s.state in DONE_STATES or not s.children:
             return
         total = 0
         if self.load is not None and s.file != self.load.loads_file:
@@ -778,7 +790,7 @@ class Phone:
         hold = codec.encode_frame(Frame(FrameType.HOLD, have=s.have, total=total))
         for sid in s.children:
             self._out.append(Write(sid, hold))
-        self._set_timer(s, "hold", self.t.hold_interval)
+        self._set_timer(s, Timer.HOLD, self.t.hold_interval)
 
     def _serve(self, s: Session, sid: int) -> None:
         st = self.streams.get(sid)
@@ -805,3 +817,21 @@ class Phone:
         s = self.sessions.get(st.file)
         if s is not None:
             s.children.pop(st.sid, None)
+
+
+#: What a timer does in each state (a timer that fires in a state not listed does nothing).
+_TIMER_HANDLERS = {
+    (State.LISTENING, Timer.LISTEN): Phone._t_listen,
+    (State.TENTATIVE, Timer.ELECT): Phone._t_elect,
+    (State.YIELDED, Timer.YIELD): Phone._t_yield,
+    **{(st, Timer.ANNOUNCE): Phone._t_announce for st in ROOT_STATES},
+    (State.ROOT_WAITING, Timer.XFR): Phone._t_xfr,
+    (State.JOINING, Timer.JOIN): Phone._t_join,
+    (State.CHILD, Timer.SILENCE): Phone._t_silence,
+    **{(st, Timer.HOLD): Phone._send_holds for st in State if st not in DONE_STATES},
+}
+
+#: Which method handles each datagram kind (READY needs no handling).
+_MSG_HANDLERS = {MsgType.CLAIM: Phone._rx_claim, MsgType.ROOT: Phone._rx_root,
+                 MsgType.JOIN: Phone._rx_join, MsgType.OFFER: Phone._rx_offer,
+                 MsgType.REFUSE: Phone._rx_refuse}
