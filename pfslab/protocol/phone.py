@@ -55,6 +55,13 @@ class Timers:
     max_rejoins: int = 2
     config_tries: int = 3
     fetch_tries: int = 3         # whole-file TFTP attempts before a file counts as failed
+    child_slack: float = 60.0    # a child's progress budget: CHILD_SLACK + size / MIN_RATE
+    min_rate: float = 2048.0     # bytes/s; see budget()
+    max_loads_size: int = 65536  # a .loads (whose size no manifest gives yet) is at most this
+
+    def budget(self, size: int) -> float:
+        """How long a child waits on one parent for a file of ``size`` bytes, HOLDs or not."""
+        return self.child_slack + size / self.min_rate
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -480,7 +487,8 @@ class Phone:
             return False
         s.data, s.source = data, source
         self._goto(s, State.ROOT_COMPLETE if s.is_root else State.COMPLETE, Event.FILE_OK)
-        self._cancel(s, Timer.SILENCE, Timer.JOIN, Timer.YIELD, Timer.ELECT, Timer.LISTEN)
+        self._cancel(s, Timer.SILENCE, Timer.BUDGET, Timer.JOIN, Timer.YIELD, Timer.ELECT,
+                     Timer.LISTEN)
         inst = Installed(s.file, source, True, self.now)
         self.installed[s.file] = inst
         self._out.append(inst)
@@ -561,11 +569,28 @@ class Phone:
             self._fallback(s, f"no answer from root {s.root_ip}", Timer.JOIN)
 
     def _t_silence(self, s: Session) -> None:
+        self._drop_parent(s, f"parent {s.parent_ip} silent for {self.t.parent_silence:g}s",
+                          Timer.SILENCE)
+
+    def _t_budget(self, s: Session) -> None:
+        budget = self.t.budget(self._max_size(s.file))
+        self._drop_parent(s, f"no {s.file} from parent {s.parent_ip} within its budget of "
+                             f"{budget:g}s", Timer.BUDGET)
+
+    def _drop_parent(self, s: Session, why: str, ev) -> None:
         st = self.streams.pop(s.up_sid, None) if s.up_sid is not None else None
         if st is not None:
             self._out.append(Close(st.sid))
-        self._parent_lost(s, f"parent {s.parent_ip} silent for {self.t.parent_silence:g}s",
-                          Timer.SILENCE)
+        self._parent_lost(s, why, ev)
+
+    def _max_size(self, file: str) -> int:
+        """The size the signed manifest gives ``file``; for the .loads itself, a bound."""
+        if self.load is None:
+            return self.t.max_loads_size
+        try:
+            return self.load.component(file).size
+        except KeyError:
+            return 0
 
     def _confirm(self, s: Session) -> None:
         s.strength |= codec.ROOT_BUMP
@@ -647,6 +672,7 @@ class Phone:
         self.streams[sid] = st
         s.up_sid = sid
         self._goto(s, State.CHILD, MsgType.OFFER)
+        self._set_timer(s, Timer.BUDGET, self.t.budget(self._max_size(s.file)))
         self.log("INF", f"{fmt_xid(s.root_xid)} RxOffer parent={m.parent} slot={m.slot} "
                         f"depth={m.depth}: |parent={m.parent}")
         self._out.append(Connect(sid, m.parent))
@@ -670,6 +696,12 @@ class Phone:
         if f.type == FrameType.HOLD:
             pass                                   # the parent is alive, still fetching
         elif f.type == FrameType.HEADER:
+            want = self._max_size(s.file)
+            if f.size > want or (self.load is not None and f.size != want):
+                self._abort(st, AbortReason.PROTOCOL, "size differs from the manifest")
+                self._parent_lost(s, f"parent {st.peer} announced {f.size} bytes for {s.file}"
+                                     f", the manifest gives {want}: protocol error")
+                return
             st.size, st.digest = f.size, f.sha256
             self.log("INF", f"{fmt_xid(s.root_xid)} RxHeader {s.file} size={f.size} from "
                             f"{st.peer}")
@@ -686,7 +718,7 @@ class Phone:
             st.parts = []
             self.streams.pop(st.sid, None)
             self._out.append(Close(st.sid))
-            self._cancel(s, Timer.SILENCE)
+            self._cancel(s, Timer.SILENCE, Timer.BUDGET)
             s.up_sid = None
             if len(data) != st.size or hashlib.sha256(data).digest() != st.digest:
                 self.log("ERR", f"{fmt_xid(s.root_xid)} {s.file} from {st.peer}: size/sha256"
@@ -707,7 +739,7 @@ class Phone:
     def _parent_lost(self, s: Session, why: str, ev=Event.PARENT_LOST) -> None:
         if s.state != State.CHILD:
             return
-        self._cancel(s, Timer.SILENCE)
+        self._cancel(s, Timer.SILENCE, Timer.BUDGET)
         lost, s.up_sid = s.parent_ip, None
         s.rejoins += 1
         self.log("WRN", f"{fmt_xid(s.root_xid)} {s.file}: {why}")
@@ -720,7 +752,8 @@ class Phone:
             self._send_join(s, ev)
 
     def _fallback(self, s: Session, why: str, ev) -> None:
-        self._cancel(s, Timer.SILENCE, Timer.JOIN, Timer.YIELD, Timer.ELECT, Timer.LISTEN)
+        self._cancel(s, Timer.SILENCE, Timer.BUDGET, Timer.JOIN, Timer.YIELD, Timer.ELECT,
+                     Timer.LISTEN)
         if s.up_sid is not None:
             self.streams.pop(s.up_sid, None)
             self._out.append(Close(s.up_sid))
@@ -828,6 +861,7 @@ _TIMER_HANDLERS = {
     (State.ROOT_WAITING, Timer.XFR): Phone._t_xfr,
     (State.JOINING, Timer.JOIN): Phone._t_join,
     (State.CHILD, Timer.SILENCE): Phone._t_silence,
+    (State.CHILD, Timer.BUDGET): Phone._t_budget,
     **{(st, Timer.HOLD): Phone._send_holds for st in State if st not in DONE_STATES},
 }
 

@@ -90,6 +90,8 @@ TRANSITIONS: frozenset[tuple[State, object, State]] = frozenset({
     (S.CHILD, T.SILENCE, S.JOINING),
     (S.CHILD, E.PARENT_LOST, S.FALLBACK),       # lost the root, or MAX_REJOINS parents
     (S.CHILD, T.SILENCE, S.FALLBACK),
+    (S.CHILD, T.BUDGET, S.JOINING),             # the file did not come within its budget
+    (S.CHILD, T.BUDGET, S.FALLBACK),
     (S.CHILD, E.BAD_FILE, S.FALLBACK),
     (S.FALLBACK, E.FILE_OK, S.COMPLETE),
     (S.FALLBACK, E.TFTP_FAILED, S.FAILED),
