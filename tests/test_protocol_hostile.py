@@ -118,3 +118,83 @@ def test_header_beyond_the_manifest_size_is_a_protocol_error():
     text = "\n".join(t for p in honest for t in logs(net, p))
     assert "the manifest gives" in text, "the inflater served nobody"
     assert Metered.peak <= max(biggest_component(), T.max_loads_size)
+
+
+# --------------------------------------------------------------------- rogue hosts
+
+class Rogue(Phone):
+    """A host on the subnet that speaks 4051 as it likes. It announces itself as root of the
+    .loads hierarchy (max strength) every second, and answers each JOIN with ``offer()``."""
+
+    strength = 0xFFFFFFFF
+    announce_for = 60.0
+
+    def start(self, now):
+        self.now = now
+        load = firmware.model_load(MODEL)
+        self.rmap, self.rfile = codec.load_map(load), load + ".loads"
+        self.next_ad = now
+        self.joins = Counter()
+
+    def msg(self, mtype, **kw):
+        return codec.encode(codec.Message(mtype, xid=0xBAD, strength=self.strength,
+                                          map=self.rmap, model=MODEL, file=self.rfile, **kw))
+
+    def next_deadline(self):
+        return self.next_ad if self.next_ad is not None else None
+
+    def on_timer(self, now):
+        self.now = now
+        if self.next_ad is not None and now >= self.next_ad:
+            self._send("<broadcast>", self.msg(codec.MsgType.ROOT, server="10.0.0.10"))
+            self.next_ad = now + 1.0 if now < self.announce_for else None
+
+    def on_datagram(self, now, data, src):
+        self.now = now
+        try:
+            m = codec.decode(data)
+        except codec.DecodeError:
+            return
+        if m.type == codec.MsgType.JOIN and m.file == self.rfile:
+            self.joins[src] += 1
+            reply = self.offer(src)
+            if reply is not None:
+                self._send(src, reply)
+
+    def on_accept(self, now, peer):
+        return super().on_accept(now, peer)
+
+    def offer(self, src):
+        return None
+
+
+def run_with_rogue(rogue_cls, n=6, until=None):
+    net, phones = site(n, rogues={0: rogue_cls})
+    start(net, phones)
+    net.run(until=until or 3 * T.budget(T.max_loads_size) + 300)
+    return net, phones[0], phones[1:]
+
+
+def test_an_offer_naming_the_joiner_or_its_child_is_refused():
+    """A rogue root pairs joiners as each other's parents, and offers one phone itself."""
+    pairs = {}
+
+    class LoopMaker(Rogue):
+        def offer(self, src):
+            if src not in pairs:
+                ips = [ip for ip in net_ips if ip != src and ip not in pairs]
+                pairs[src] = ips[0] if ips and len(pairs) % 3 != 2 else src
+                pairs.setdefault(pairs[src], src)
+            return self.msg(codec.MsgType.OFFER, parent=pairs[src], slot=0, depth=1)
+
+    specs = scenario.phone_specs(1, 6, [MODEL])
+    net_ips = [sp.ip for sp in specs[1:]]
+    net, rogue, honest = run_with_rogue(LoopMaker)
+    assert rogue.joins, "nobody joined the rogue"
+    assert_all_verified(honest)
+    first_load = min(p.installed[rogue.rfile].t for p in honest)
+    edges = {(c, p) for t, c, p in net.connections if t < first_load}   # the .loads' edges
+    assert not [(c, p) for c, p in edges if c == p], "a phone connected to itself"
+    # a mutual pair may connect (both OFFERs cross), but is broken at once, far within the
+    # progress budget that would otherwise be the only way out
+    assert first_load < T.budget(0) / 2

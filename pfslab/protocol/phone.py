@@ -142,8 +142,8 @@ class Registrar:
 
     def place(self, ip: str, lost_parent: str = NO_IP) -> tuple[str, int, int] | None:
         """Where ``ip`` goes: (parent, slot, depth), or None when no parent is left."""
-        if lost_parent != NO_IP and lost_parent in self.parent and lost_parent != ip:
-            self.dead.add(lost_parent)
+        if lost_parent != NO_IP and self.parent.get(ip) == lost_parent:
+            self.dead.add(lost_parent)       # only the joiner's own parent can be reported
         if ip in self.offer:
             old_parent = self.offer[ip][0]
             if old_parent not in self.dead:
@@ -665,6 +665,12 @@ class Phone:
     def _rx_offer(self, s: Session, m: Message, src: str) -> None:
         if s.state != State.JOINING or src != s.root_ip or m.xid != s.root_xid:
             return
+        if m.parent in (self.id.ip, NO_IP) or m.parent in s.children.values():
+            # A placement that cannot exist: itself, or its own child (a loop). Ignored: the
+            # JOIN is retried, and JOIN_TRIES unanswered ones end this root's turn.
+            self.log("WRN", f"{fmt_xid(s.root_xid)} RxOffer from {src} names parent {m.parent}"
+                            f", which is this phone or its child: ignored")
+            return
         self._cancel(s, Timer.JOIN)
         s.parent_ip, s.lost = m.parent, NO_IP
         sid = self._new_sid()
@@ -799,6 +805,11 @@ class Phone:
         if s is None or f.model != self.id.model or f.xid != s.hier_xid or s.state == State.FAILED:
             self.log("WRN", f"child {st.peer} asked for unknown {fmt_xid(f.xid)} {f.file}")
             self._abort(st, AbortReason.UNKNOWN, "no such hierarchy")
+            return
+        if st.peer == s.parent_ip and s.state == State.CHILD:
+            self.log("WRN", f"{fmt_xid(s.hier_xid)} child {st.peer} is this phone's parent:"
+                            f" refused (a loop)")
+            self._abort(st, AbortReason.PROTOCOL, "you are my parent")
             return
         if len(s.children) >= 2:
             self.log("WRN", f"{fmt_xid(s.hier_xid)} child {st.peer} refused: FULL=1")
