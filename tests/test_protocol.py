@@ -255,7 +255,12 @@ def test_bad_digest_is_never_installed_nor_passed_on():
         bad = [r.text for r in net.nodes[p.id.ip].logs if "digest check FAILED" in r.text]
         for line in bad:
             f = line.split()[1].rstrip(":")
-            assert p.installed[f].source == "tftp"   # fell back; never installed the bad copy
+            assert p.installed[f].source != evil_ip   # never installed the bad copy
+            assert evil_ip in p.distrusted
+            # the root heard of it (JOIN naming it as lost) and never offers it again
+            root = next(r for r in phones if r.sessions[f].is_root)
+            if root is not phones[0]:
+                assert evil_ip in root.sessions[f].registrar.dead
     for p in phones:
         for f, inst in p.installed.items():
             assert hashlib.sha256(p.sessions[f].data).digest() == \

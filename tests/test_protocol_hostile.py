@@ -5,7 +5,8 @@ from collections import Counter
 from pfslab import firmware
 from pfslab.protocol import codec
 from pfslab.protocol.codec import Frame, FrameType
-from pfslab.protocol.phone import Phone, PhoneId, Timers, Write
+from pfslab.protocol.phone import Fetch, Phone, PhoneId, Send, Timers, Write
+from pfslab.protocol.states import ROOT_STATES, State
 from pfslab.sim import scenario
 
 MODEL = "CP-7961G"
@@ -52,10 +53,12 @@ class Staller(Phone):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.stalled: set[int] = set()
+        self.victims = 0
         self.hold_at = None
 
     def _serve(self, s, sid):
         self.stalled.add(sid)
+        self.victims += 1
         if self.hold_at is None:
             self.hold_at = self.now + 2.0
 
@@ -80,7 +83,7 @@ def test_holds_cannot_keep_a_child_past_its_budget():
     honest = phones[1:]
     bound = 3 * T.budget(biggest_component()) + 120
     net.run(until=bound)
-    assert phones[0].stalled, "the staller had no children"
+    assert phones[0].victims, "the staller had no children"
     assert_all_verified(honest)
     text = "\n".join(t for p in honest for t in logs(net, p))
     assert "within its budget" in text
@@ -198,3 +201,91 @@ def test_an_offer_naming_the_joiner_or_its_child_is_refused():
     # a mutual pair may connect (both OFFERs cross), but is broken at once, far within the
     # progress budget that would otherwise be the only way out
     assert first_load < T.budget(0) / 2
+
+
+# --------------------------------------------------------------------- one phone by hand
+
+ROGUE_IP = "10.1.0.200"
+
+
+class Drive:
+    """One phone driven by hand on a virtual clock; its TFTP fetches are answered at once."""
+
+    def __init__(self):
+        specs = scenario.phone_specs(1, 3, [MODEL])
+        self.files = scenario.server_files(specs, 0.01)
+        sp = specs[0]
+        self.p = Phone(PhoneId(sp.name, sp.ip, sp.mac, MODEL), "10.0.0.10")
+        self.now, self.out = 0.0, []
+        self.loads = firmware.model_load(MODEL) + ".loads"
+        self.p.start(0.0)
+        self.pump()
+
+    def pump(self):
+        while out := self.p.pop_outputs():
+            for o in out:
+                self.out.append(o)
+                if isinstance(o, Fetch):
+                    self.p.on_fetched(self.now, o.file, self.files.get(o.file), "")
+
+    def advance(self, dt):
+        end = self.now + dt
+        while (dl := self.p.next_deadline()) is not None and dl <= end:
+            self.now = dl
+            self.p.on_timer(dl)
+            self.pump()
+        self.now = end
+
+    def feed(self, mtype, src, file=None, **kw):
+        kw.setdefault("strength", codec.ROOT_BUMP | 7)
+        m = codec.Message(mtype, xid=kw.pop("xid", 0x51), map=self.p.map, model=MODEL,
+                          file=file or self.loads, **kw)
+        self.p.on_datagram(self.now, codec.encode(m), src)
+        self.pump()
+
+    @property
+    def state(self):
+        return self.p.sessions[self.loads].state
+
+    def tftp(self, file):
+        return sum(1 for o in self.out if isinstance(o, Fetch) and o.file == file)
+
+    def sent(self, mtype):
+        return [o for o in self.out if isinstance(o, Send) and codec.decode(o.data).type == mtype]
+
+
+def test_a_spoofed_refuse_does_not_send_a_phone_to_tftp():
+    d = Drive()
+    d.feed(codec.MsgType.ROOT, "10.1.0.50", server="10.0.0.10")
+    assert d.state == State.JOINING
+    d.feed(codec.MsgType.REFUSE, "10.1.0.50", reason=codec.RefuseReason.NOT_ROOT)
+    assert d.tftp(d.loads) == 0
+    assert d.state == State.LISTENING
+    d.feed(codec.MsgType.ROOT, "10.1.0.50", server="10.0.0.10")   # the real root, again
+    assert d.state == State.JOINING
+
+
+def test_an_unconfirmed_root_captures_nobody():
+    d = Drive()
+    d.feed(codec.MsgType.ROOT, ROGUE_IP, strength=0, server="10.0.0.10")
+    assert d.state == State.LISTENING and not d.sent(codec.MsgType.JOIN)
+
+
+def test_a_silent_max_strength_root_costs_a_re_election_not_a_fallback():
+    d = Drive()
+    d.feed(codec.MsgType.ROOT, ROGUE_IP, strength=0xFFFFFFFF, server="10.0.0.10")
+    assert d.state == State.JOINING
+    d.advance(T.join_retry * T.join_tries + 0.01)
+    assert d.state == State.LISTENING and d.tftp(d.loads) == 0
+    d.feed(codec.MsgType.ROOT, ROGUE_IP, strength=0xFFFFFFFF, server="10.0.0.10")
+    assert d.state == State.LISTENING                    # shunned for this file
+    d.advance(T.listen_min + T.listen_spread + T.ad_interval * (T.ads + 1) + 0.01)
+    assert d.state in ROOT_STATES                        # alone: it became the root itself
+
+
+def test_retried_refusals_end_in_a_fallback_eventually():
+    d = Drive()
+    for _ in range(T.max_attempts + 1):
+        d.feed(codec.MsgType.ROOT, "10.1.0.50", server="10.0.0.10")
+        d.feed(codec.MsgType.REFUSE, "10.1.0.50", reason=codec.RefuseReason.FULL)
+    assert d.tftp(d.loads) == 1 and d.p.installed[d.loads].source == "tftp"

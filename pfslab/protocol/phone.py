@@ -58,6 +58,9 @@ class Timers:
     child_slack: float = 60.0    # a child's progress budget: CHILD_SLACK + size / MIN_RATE
     min_rate: float = 2048.0     # bytes/s; see budget()
     max_loads_size: int = 65536  # a .loads (whose size no manifest gives yet) is at most this
+    max_attempts: int = 4        # re-listens (new elections, other roots) before a fallback
+    yield_limit: float = 10.0    # stronger claims re-arm YIELD_WAIT only this long
+    max_distrusted: int = 64     # peers remembered as bad for the run (oldest forgotten)
 
     def budget(self, size: int) -> float:
         """How long a child waits on one parent for a file of ``size`` bytes, HOLDs or not."""
@@ -202,6 +205,11 @@ class Session:
     children: dict[int, str] = field(default_factory=dict)   # sid -> child ip (served)
     fetch_fails: int = 0
     rng: random.Random | None = None
+    attempts: int = 0             # re-listens so far (Timers.max_attempts)
+    shunned: set[str] = field(default_factory=set)       # roots not to join again
+    no_shows: set[str] = field(default_factory=set)      # claimers that never confirmed
+    yielded_to: str = NO_IP
+    yield_since: float = 0.0
 
     @property
     def is_root(self) -> bool:
@@ -252,6 +260,7 @@ class Phone:
         self.config_tries = 0
         self.installed: dict[str, Installed] = {}
         self.heard_roots: dict[str, tuple[str, int, float]] = {}   # file -> (ip, xid, when)
+        self.distrusted: dict[str, str] = {}    # ip -> why: served bad bytes, or went silent
         self.completed: Completed | None = None
 
     # ------------------------------------------------------------------ driver API
@@ -300,7 +309,7 @@ class Phone:
             return                                   # another model's or load's hierarchy
         s = self.sessions.get(m.file)
         if s is None:
-            if m.type == MsgType.ROOT:                   # remember it for when we get there
+            if m.type == MsgType.ROOT and self._root_ok(m, src):   # for when we get there
                 self.heard_roots[m.file] = (src, m.xid, now)
             return
         handler = _MSG_HANDLERS.get(m.type)
@@ -446,7 +455,8 @@ class Phone:
         s = Session(file=file, xid=x, strength=rng.getrandbits(31))
         self.sessions[file] = s
         heard = self.heard_roots.pop(file, None)
-        if self.pfs and heard and self.now - heard[2] <= self.t.root_memory:
+        if (self.pfs and heard and self.now - heard[2] <= self.t.root_memory
+                and heard[0] not in self.distrusted):
             s.root_ip, s.root_xid = heard[0], heard[1]
             self.log("INF", f"{fmt_xid(s.xid)} ROOT {fmt_xid(heard[1])} at {heard[0]} already "
                             f"known for {file}: joining")
@@ -549,8 +559,41 @@ class Phone:
             self._confirm(s)
 
     def _t_yield(self, s: Session) -> None:
-        self.log("NOT", f"{fmt_xid(s.xid)} no ROOT heard: listening, then claiming again")
-        self._listen(s, Timer.YIELD)
+        s.no_shows.add(s.yielded_to)      # it never confirmed: its claims count no more
+        self._relisten(s, f"no ROOT heard after yielding to {s.yielded_to}", Timer.YIELD)
+
+    def _relisten(self, s: Session, why: str, ev, shun: str = NO_IP) -> None:
+        """Start this file's election again (bounded by MAX_ATTEMPTS, then fall back)."""
+        self._cancel(s, Timer.JOIN, Timer.SILENCE, Timer.BUDGET, Timer.YIELD, Timer.ELECT,
+                     Timer.LISTEN)
+        if s.up_sid is not None:
+            self.streams.pop(s.up_sid, None)
+            self._out.append(Close(s.up_sid))
+            s.up_sid = None
+        if shun != NO_IP:
+            s.shunned.add(shun)
+        s.attempts += 1
+        if s.attempts > self.t.max_attempts:
+            self._fallback(s, f"{why}; {s.attempts - 1} elections tried", ev)
+            return
+        s.root_ip, s.lost, s.join_tries = NO_IP, NO_IP, 0
+        self.log("WRN", f"{fmt_xid(s.xid)} {s.file}: {why}: listening again (attempt "
+                        f"{s.attempts} of {self.t.max_attempts})")
+        self._listen(s, ev)
+
+    def _distrust(self, ip: str, why: str) -> None:
+        """Remember a peer as bad for the run (bounded: the oldest is forgotten first)."""
+        if ip in (NO_IP, self.id.ip):
+            return
+        self.distrusted.pop(ip, None)
+        self.distrusted[ip] = why
+        while len(self.distrusted) > self.t.max_distrusted:
+            del self.distrusted[next(iter(self.distrusted))]
+
+    def _root_ok(self, m: Message, src: str, s: Session | None = None) -> bool:
+        """A ROOT worth following: confirmed (bumped strength), from a peer not known bad."""
+        return bool(m.strength & codec.ROOT_BUMP) and src not in self.distrusted and (
+            s is None or src not in s.shunned)
 
     def _t_announce(self, s: Session) -> None:
         self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
@@ -566,7 +609,7 @@ class Phone:
         if s.join_tries < self.t.join_tries:
             self._send_join(s, Timer.JOIN)
         else:
-            self._fallback(s, f"no answer from root {s.root_ip}", Timer.JOIN)
+            self._relisten(s, f"no answer from root {s.root_ip}", Timer.JOIN, shun=s.root_ip)
 
     def _t_silence(self, s: Session) -> None:
         self._drop_parent(s, f"parent {s.parent_ip} silent for {self.t.parent_silence:g}s",
@@ -574,6 +617,7 @@ class Phone:
 
     def _t_budget(self, s: Session) -> None:
         budget = self.t.budget(self._max_size(s.file))
+        self._distrust(s.parent_ip, "stalled past the budget")
         self._drop_parent(s, f"no {s.file} from parent {s.parent_ip} within its budget of "
                              f"{budget:g}s", Timer.BUDGET)
 
@@ -597,6 +641,8 @@ class Phone:
         self._goto(s, State.ROOT_WAITING, Timer.ELECT)
         s.root_ip, s.root_xid = self.id.ip, s.xid
         s.registrar = Registrar(self.id.ip)
+        for child in s.children.values():      # children it already had (a new root)
+            s.registrar.place(child)
         self.log("NOT", "UT:Confirmed root bumping strength")
         self.log("NOT", f"@@@HROOT:{fmt_xid(s.xid)} H={codec.name_hash(s.file):08x} "
                         f"m={self.id.model} ROOT={self.server} /dnld/{s.file}")
@@ -608,11 +654,15 @@ class Phone:
         return (m.strength, _ipnum(src)) > (s.strength, _ipnum(self.id.ip))
 
     def _rx_claim(self, s: Session, m: Message, src: str) -> None:
-        if s.state == State.YIELDED and self._stronger(m, src, s):
-            self._set_timer(s, Timer.YIELD, self.t.yield_wait)   # the election is still going on
+        if src in s.no_shows:
+            pass
+        elif s.state == State.YIELDED and self._stronger(m, src, s):
+            if self.now - s.yield_since < self.t.yield_limit:   # the election goes on
+                self._set_timer(s, Timer.YIELD, self.t.yield_wait)
         elif s.state in (State.LISTENING, State.TENTATIVE) and self._stronger(m, src, s):
             self._cancel(s, Timer.ELECT, Timer.LISTEN)
             self._goto(s, State.YIELDED, MsgType.CLAIM)
+            s.yielded_to, s.yield_since = src, self.now
             self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ClaimRoot(tent) {fmt_xid(m.xid)} from "
                             f"{src} strength={m.strength:08x}: yielding")
             self._set_timer(s, Timer.YIELD, self.t.yield_wait)
@@ -622,6 +672,8 @@ class Phone:
             self._send(src, self._msg(s, MsgType.ROOT, server=self.server))
 
     def _rx_root(self, s: Session, m: Message, src: str) -> None:
+        if not self._root_ok(m, src, s):
+            return
         if s.state in (State.LISTENING, State.TENTATIVE, State.YIELDED):
             self._cancel(s, Timer.ELECT, Timer.YIELD, Timer.LISTEN)
             self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ROOT {fmt_xid(m.xid)} from {src}"
@@ -665,6 +717,13 @@ class Phone:
     def _rx_offer(self, s: Session, m: Message, src: str) -> None:
         if s.state != State.JOINING or src != s.root_ip or m.xid != s.root_xid:
             return
+        if m.parent in self.distrusted:
+            self.log("WRN", f"{fmt_xid(s.root_xid)} RxOffer names parent {m.parent}, which "
+                            f"served bad bytes: asking again")
+            s.lost = m.parent
+            self._cancel(s, Timer.JOIN)
+            self._send_join(s, MsgType.OFFER)
+            return
         if m.parent in (self.id.ip, NO_IP) or m.parent in s.children.values():
             # A placement that cannot exist: itself, or its own child (a loop). Ignored: the
             # JOIN is retried, and JOIN_TRIES unanswered ones end this root's turn.
@@ -688,7 +747,9 @@ class Phone:
 
     def _rx_refuse(self, s: Session, m: Message, src: str) -> None:
         if s.state == State.JOINING and src == s.root_ip:
-            self._fallback(s, f"root {src} refused: {RefuseReason(m.reason).name}"
+            # Not a fallback: a REFUSE may be spoofed, or come from a root that just demoted
+            # itself. Listening again finds the root that is (it answers claims).
+            self._relisten(s, f"root {src} refused: {RefuseReason(m.reason).name}"
                            if m.reason in RefuseReason._value2member_map_ else
                            f"root {src} refused ({m.reason})", MsgType.REFUSE)
 
@@ -729,9 +790,9 @@ class Phone:
             if len(data) != st.size or hashlib.sha256(data).digest() != st.digest:
                 self.log("ERR", f"{fmt_xid(s.root_xid)} {s.file} from {st.peer}: size/sha256"
                                 f" differ from its header: discarded")
-                self._fallback(s, "bad transfer from parent", Event.BAD_FILE)
+                self._bad_parent(s, st.peer, "its bytes differ from its header")
             elif not self._install(s, data, st.peer):
-                self._fallback(s, "digest check failed", Event.BAD_FILE)
+                self._bad_parent(s, st.peer, "digest check failed")
         elif f.type == FrameType.ABORT:
             why = AbortReason(f.reason).name if f.reason in AbortReason._value2member_map_ \
                 else str(f.reason)
@@ -742,6 +803,13 @@ class Phone:
             self._abort(st, AbortReason.PROTOCOL, f"unexpected {f.type.name}")
             self._parent_lost(s, f"parent {st.peer} sent {f.type.name}")
 
+    def _bad_parent(self, s: Session, parent: str, why: str) -> None:
+        """Bad bytes: never trust that peer again this run, and tell the root (JOIN naming
+        it as lost: the registrar never offers it again)."""
+        self._distrust(parent, why)
+        self._parent_lost(s, f"{s.file} from {parent}: {why}: discarded, {parent} distrusted",
+                          Event.BAD_FILE)
+
     def _parent_lost(self, s: Session, why: str, ev=Event.PARENT_LOST) -> None:
         if s.state != State.CHILD:
             return
@@ -750,7 +818,7 @@ class Phone:
         s.rejoins += 1
         self.log("WRN", f"{fmt_xid(s.root_xid)} {s.file}: {why}")
         if lost == s.root_ip:
-            self._fallback(s, "lost the root", ev)
+            self._relisten(s, f"lost the root {lost}", ev, shun=lost)   # elect a new root
         elif s.rejoins > self.t.max_rejoins:
             self._fallback(s, f"lost {s.rejoins} parents", ev)
         else:

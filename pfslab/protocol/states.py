@@ -77,13 +77,16 @@ TRANSITIONS: frozenset[tuple[State, object, State]] = frozenset({
     (S.TENTATIVE, M.ROOT, S.JOINING),
     (S.YIELDED, M.ROOT, S.JOINING),
     (S.YIELDED, T.YIELD, S.LISTENING),          # no ROOT came: claim again
+    (S.YIELDED, T.YIELD, S.FALLBACK),           # ... MAX_ATTEMPTS times
     (S.TENTATIVE, T.ELECT, S.ROOT_WAITING),     # the 4th ad timed out: confirmed root
     (S.ROOT_WAITING, M.ROOT, S.JOINING),        # a stronger root, and no members: demote
     (S.ROOT_WAITING, T.XFR, S.ROOT_FETCHING),
     (S.ROOT_FETCHING, E.FILE_OK, S.ROOT_COMPLETE),
     (S.ROOT_FETCHING, E.TFTP_FAILED, S.FAILED),
     (S.JOINING, M.OFFER, S.CHILD),
-    (S.JOINING, T.JOIN, S.FALLBACK),            # JOIN unanswered JOIN_TRIES times
+    (S.JOINING, T.JOIN, S.LISTENING),           # JOIN unanswered JOIN_TRIES times: shun it
+    (S.JOINING, M.REFUSE, S.LISTENING),         # listen again: find the root that is
+    (S.JOINING, T.JOIN, S.FALLBACK),            # ... after MAX_ATTEMPTS re-listens
     (S.JOINING, M.REFUSE, S.FALLBACK),
     (S.CHILD, E.FILE_OK, S.COMPLETE),
     (S.CHILD, E.PARENT_LOST, S.JOINING),        # rejoin, naming the lost parent
@@ -92,7 +95,12 @@ TRANSITIONS: frozenset[tuple[State, object, State]] = frozenset({
     (S.CHILD, T.SILENCE, S.FALLBACK),
     (S.CHILD, T.BUDGET, S.JOINING),             # the file did not come within its budget
     (S.CHILD, T.BUDGET, S.FALLBACK),
+    (S.CHILD, E.BAD_FILE, S.JOINING),           # distrust that parent, rejoin naming it
     (S.CHILD, E.BAD_FILE, S.FALLBACK),
+    (S.CHILD, E.PARENT_LOST, S.LISTENING),      # the root itself is lost: elect a new one
+    (S.CHILD, T.SILENCE, S.LISTENING),
+    (S.CHILD, T.BUDGET, S.LISTENING),
+    (S.CHILD, E.BAD_FILE, S.LISTENING),
     (S.FALLBACK, E.FILE_OK, S.COMPLETE),
     (S.FALLBACK, E.TFTP_FAILED, S.FAILED),
 })
