@@ -1,5 +1,6 @@
 """Hostile and broken peers (issue 8): every honest phone ends verified or with an explicit
 failure, within a virtual-time bound, holding bounded state. In memory, on SimNet."""
+import hashlib
 from collections import Counter
 
 from pfslab import firmware
@@ -126,31 +127,44 @@ def test_header_beyond_the_manifest_size_is_a_protocol_error():
 # --------------------------------------------------------------------- rogue hosts
 
 class Rogue(Phone):
-    """A host on the subnet that speaks 4051 as it likes. It announces itself as root of the
-    .loads hierarchy (max strength) every second, and answers each JOIN with ``offer()``."""
+    """A host on the subnet that speaks 4051 as it likes. By default it announces itself as
+    root (max strength) of every file of the load every second for ``announce_for`` s, and
+    answers each JOIN with ``offer()``; ``garbage`` serves wrong bytes of the right size;
+    ``claims`` sends a stronger, never confirmed CLAIM for every file every 2.5 s instead."""
 
     strength = 0xFFFFFFFF
     announce_for = 60.0
+    garbage = False
+    claims = False
 
     def start(self, now):
         self.now = now
-        load = firmware.model_load(MODEL)
-        self.rmap, self.rfile = codec.load_map(load), load + ".loads"
+        name = firmware.model_load(MODEL)
+        self.rmap, self.rfile = codec.load_map(name), name + ".loads"
+        self.rload, _ = firmware.build_load(name, 0.01)
         self.next_ad = now
         self.joins = Counter()
 
-    def msg(self, mtype, **kw):
-        return codec.encode(codec.Message(mtype, xid=0xBAD, strength=self.strength,
-                                          map=self.rmap, model=MODEL, file=self.rfile, **kw))
+    def msg(self, mtype, file=None, **kw):
+        kw.setdefault("strength", self.strength)
+        return codec.encode(codec.Message(mtype, xid=0xBAD, map=self.rmap, model=MODEL,
+                                          file=file or self.rfile, **kw))
 
     def next_deadline(self):
-        return self.next_ad if self.next_ad is not None else None
+        return self.next_ad
 
     def on_timer(self, now):
         self.now = now
         if self.next_ad is not None and now >= self.next_ad:
-            self._send("<broadcast>", self.msg(codec.MsgType.ROOT, server="10.0.0.10"))
-            self.next_ad = now + 1.0 if now < self.announce_for else None
+            for f in self.rload.files():
+                if self.claims:
+                    self._send("<broadcast>", self.msg(codec.MsgType.CLAIM, f, ad=1,
+                                                       strength=0x7FFFFFFF))
+                else:
+                    self._send("<broadcast>", self.msg(codec.MsgType.ROOT, f, server="10.0.0.10"))
+            self.next_ad = now + (2.5 if self.claims else 1.0)
+            if now >= self.announce_for:
+                self.next_ad = None
 
     def on_datagram(self, now, data, src):
         self.now = now
@@ -158,17 +172,30 @@ class Rogue(Phone):
             m = codec.decode(data)
         except codec.DecodeError:
             return
-        if m.type == codec.MsgType.JOIN and m.file == self.rfile:
-            self.joins[src] += 1
-            reply = self.offer(src)
+        if m.type == codec.MsgType.JOIN and m.map == self.rmap:
+            self.joins[(m.file, src)] += 1
+            reply = self.offer(src, m.file)
             if reply is not None:
                 self._send(src, reply)
 
-    def on_accept(self, now, peer):
-        return super().on_accept(now, peer)
-
-    def offer(self, src):
+    def offer(self, src, file):
+        if self.garbage:
+            return self.msg(codec.MsgType.OFFER, file, parent=self.id.ip, slot=0, depth=1)
         return None
+
+    def on_stream_data(self, now, sid, data):
+        self.now = now
+        st = self.streams.get(sid)
+        if st is None or not self.garbage:
+            return
+        for f in st.reader.feed(data):
+            if f.type != FrameType.REQUEST:
+                continue
+            size = (self.rload.component(f.file).size if f.file != self.rfile else 600)
+            junk = bytes(size)
+            self._out.append(Write(sid, codec.encode_frame(Frame(
+                FrameType.HEADER, size=size, sha256=hashlib.sha256(junk).digest()))
+                + codec.encode_data(junk) + codec.encode_frame(Frame(FrameType.END))))
 
 
 def run_with_rogue(rogue_cls, n=6, until=None):
@@ -183,7 +210,9 @@ def test_an_offer_naming_the_joiner_or_its_child_is_refused():
     pairs = {}
 
     class LoopMaker(Rogue):
-        def offer(self, src):
+        def offer(self, src, file):
+            if file != self.rfile:
+                return None
             if src not in pairs:
                 ips = [ip for ip in net_ips if ip != src and ip not in pairs]
                 pairs[src] = ips[0] if ips and len(pairs) % 3 != 2 else src
@@ -289,3 +318,41 @@ def test_retried_refusals_end_in_a_fallback_eventually():
         d.feed(codec.MsgType.ROOT, "10.1.0.50", server="10.0.0.10")
         d.feed(codec.MsgType.REFUSE, "10.1.0.50", reason=codec.RefuseReason.FULL)
     assert d.tftp(d.loads) == 1 and d.p.installed[d.loads].source == "tftp"
+
+
+def tftp_by_file(net):
+    return Counter(f for _, _, f in net.tftp_requests if not f.endswith(".cnf.xml"))
+
+
+def test_a_claim_trickle_cannot_starve_the_election():
+    """A stronger claim every 2.5 s, never confirmed: phones stop yielding to that claimer
+    after one YIELD_WAIT and elect among themselves."""
+
+    class Trickler(Rogue):
+        claims = True
+        announce_for = 3600.0
+
+    net, rogue, honest = run_with_rogue(Trickler, n=8, until=200)
+    assert_all_verified(honest)
+    assert set(tftp_by_file(net).values()) == {1}          # one root per file, no fallback
+
+
+def test_a_root_serving_bad_bytes_is_distrusted_for_every_file():
+    """A max-strength rogue root answers every JOIN with itself as parent and serves wrong
+    bytes: no phone installs them, and after the first file nobody follows it again."""
+
+    class Poisoner(Rogue):
+        garbage = True
+        announce_for = 3600.0
+
+    net, rogue, honest = run_with_rogue(Poisoner, n=8, until=300)
+    assert_all_verified(honest)
+    assert not [p for p in honest for i in p.installed.values() if i.source == rogue.id.ip]
+    joined = {src for (f, src) in rogue.joins}
+    assert joined, "nobody joined the rogue"
+    for p in honest:
+        if p.id.ip in joined:
+            assert rogue.id.ip in p.distrusted
+    # each phone was caught at most once: no JOINs to the rogue after it served bad bytes
+    files_per_phone = Counter(src for (f, src) in rogue.joins)
+    assert max(files_per_phone.values()) == 1

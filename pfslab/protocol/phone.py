@@ -34,6 +34,7 @@ from .states import DONE_STATES, ROOT_STATES, TRANSITIONS, Event, State, Timer
 
 BROADCAST = "<broadcast>"
 NO_IP = "0.0.0.0"
+MAX_XIDS = 8          # other roots' XIDs a session accepts REQUESTs under
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ class Session:
     shunned: set[str] = field(default_factory=set)       # roots not to join again
     no_shows: set[str] = field(default_factory=set)      # claimers that never confirmed
     yielded_to: str = NO_IP
+    xids: set[int] = field(default_factory=set)   # other roots' XIDs heard (a rebuilt tree)
     yield_since: float = 0.0
 
     @property
@@ -576,7 +578,7 @@ class Phone:
         if s.attempts > self.t.max_attempts:
             self._fallback(s, f"{why}; {s.attempts - 1} elections tried", ev)
             return
-        s.root_ip, s.lost, s.join_tries = NO_IP, NO_IP, 0
+        s.root_ip, s.lost, s.join_tries, s.rejoins = NO_IP, NO_IP, 0, 0
         self.log("WRN", f"{fmt_xid(s.xid)} {s.file}: {why}: listening again (attempt "
                         f"{s.attempts} of {self.t.max_attempts})")
         self._listen(s, ev)
@@ -674,6 +676,8 @@ class Phone:
     def _rx_root(self, s: Session, m: Message, src: str) -> None:
         if not self._root_ok(m, src, s):
             return
+        if len(s.xids) < MAX_XIDS:
+            s.xids.add(m.xid)       # children of a new root may come to us under its XID
         if s.state in (State.LISTENING, State.TENTATIVE, State.YIELDED):
             self._cancel(s, Timer.ELECT, Timer.YIELD, Timer.LISTEN)
             self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ROOT {fmt_xid(m.xid)} from {src}"
@@ -870,7 +874,7 @@ class Phone:
             self._abort(st, AbortReason.PROTOCOL, f"unexpected {f.type.name}")
             return
         s = self.sessions.get(f.file) if self.pfs else None
-        if s is None or f.model != self.id.model or f.xid != s.hier_xid or s.state == State.FAILED:
+        if s is None or f.model != self.id.model or f.xid not in (s.hier_xid, *s.xids) or s.state == State.FAILED:
             self.log("WRN", f"child {st.peer} asked for unknown {fmt_xid(f.xid)} {f.file}")
             self._abort(st, AbortReason.UNKNOWN, "no such hierarchy")
             return
