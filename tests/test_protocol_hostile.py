@@ -240,11 +240,11 @@ ROGUE_IP = "10.1.0.200"
 class Drive:
     """One phone driven by hand on a virtual clock; its TFTP fetches are answered at once."""
 
-    def __init__(self):
+    def __init__(self, timers=None):
         specs = scenario.phone_specs(1, 3, [MODEL])
         self.files = scenario.server_files(specs, 0.01)
         sp = specs[0]
-        self.p = Phone(PhoneId(sp.name, sp.ip, sp.mac, MODEL), "10.0.0.10")
+        self.p = Phone(PhoneId(sp.name, sp.ip, sp.mac, MODEL), "10.0.0.10", timers=timers)
         self.now, self.out = 0.0, []
         self.loads = firmware.model_load(MODEL) + ".loads"
         self.p.start(0.0)
@@ -356,3 +356,42 @@ def test_a_root_serving_bad_bytes_is_distrusted_for_every_file():
     # each phone was caught at most once: no JOINs to the rogue after it served bad bytes
     files_per_phone = Counter(src for (f, src) in rogue.joins)
     assert max(files_per_phone.values()) == 1
+
+
+# --------------------------------------------------------------------- bounded tables
+
+def spoofed(i):
+    return f"10.2.{i // 250}.{i % 250 + 1}"
+
+
+def test_the_registrar_is_bounded_and_forgets_members_that_never_report():
+    d = Drive(Timers(max_members=64))
+    d.advance(3)
+    s = d.p.sessions[d.loads]
+    assert s.is_root
+    for i in range(5000):
+        d.feed(codec.MsgType.JOIN, spoofed(i), xid=s.xid, strength=0)
+    assert s.registrar.members == 64
+    assert len(d.sent(codec.MsgType.OFFER)) == 64          # the rest were refused FULL
+    d.advance(2 * T.budget(T.max_loads_size) + 10)          # nobody ever reported READY
+    assert s.registrar.members == 0
+
+
+def test_idle_connections_are_bounded_and_closed():
+    d = Drive()
+    for i in range(10000):
+        d.p.on_accept(d.now, spoofed(i))
+    d.pump()
+    assert len(d.p.streams) <= T.max_idle_streams
+    d.advance(T.request_wait + 0.1)
+    assert not [st for st in d.p.streams.values() if not st.up]
+
+
+def test_remembered_roots_are_bounded():
+    d = Drive()
+    for i in range(10000):
+        d.feed(codec.MsgType.ROOT, "10.1.0.60", file=f"made-up-{i}.sbn", server="10.0.0.10")
+    assert len(d.p.heard_roots) <= T.max_heard_roots
+    d.advance(T.root_memory + 1)
+    d.feed(codec.MsgType.ROOT, "10.1.0.60", file="one-more.sbn", server="10.0.0.10")
+    assert list(d.p.heard_roots) == ["one-more.sbn"]

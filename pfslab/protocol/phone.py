@@ -22,7 +22,7 @@ import heapq
 import ipaddress
 import random
 import zlib
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from .. import firmware, phoneconfig
@@ -30,11 +30,13 @@ from . import codec
 from .codec import (AbortReason, DecodeError, Frame, FrameReader, FrameType, Message, MsgType,
                     ReadySource, RefuseReason)
 from .logs import LogRecord, xid as fmt_xid
+from .registrar import Registrar
 from .states import DONE_STATES, ROOT_STATES, TRANSITIONS, Event, State, Timer
 
 BROADCAST = "<broadcast>"
 NO_IP = "0.0.0.0"
 MAX_XIDS = 8          # other roots' XIDs a session accepts REQUESTs under
+PHONE_KEY = ""        # the timer key of phone-wide timers (not a session's file)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class Timers:
     max_attempts: int = 4        # re-listens (new elections, other roots) before a fallback
     yield_limit: float = 10.0    # stronger claims re-arm YIELD_WAIT only this long
     max_distrusted: int = 64     # peers remembered as bad for the run (oldest forgotten)
+    max_members: int = 2048      # a root's registrar: members beyond are refused FULL
+    max_idle_streams: int = 16   # accepted connections that have not sent REQUEST yet
+    request_wait: float = 5.0    # ... and are closed after this long
+    max_heard_roots: int = 32    # ROOTs remembered for files not reached yet
 
     def budget(self, size: int) -> float:
         """How long a child waits on one parent for a file of ``size`` bytes, HOLDs or not."""
@@ -124,64 +130,6 @@ class PhoneId:
 
 def _ipnum(ip: str) -> int:
     return int(ipaddress.IPv4Address(ip))
-
-
-class Registrar:
-    """The root's record of its tree: breadth-first placement, O(1) per join."""
-
-    def __init__(self, root_ip: str):
-        self.parent: dict[str, str | None] = {root_ip: None}
-        self.depth: dict[str, int] = {root_ip: 0}
-        self.children: dict[str, list[str]] = {root_ip: []}
-        self.offer: dict[str, tuple[str, int, int]] = {}
-        self.free: deque[str] = deque([root_ip])   # members with a free slot, BFS order
-        self.dead: set[str] = set()
-
-    def _is_ancestor(self, a: str, node: str) -> bool:
-        while node is not None:
-            if node == a:
-                return True
-            node = self.parent.get(node)
-        return False
-
-    def place(self, ip: str, lost_parent: str = NO_IP) -> tuple[str, int, int] | None:
-        """Where ``ip`` goes: (parent, slot, depth), or None when no parent is left."""
-        if lost_parent != NO_IP and self.parent.get(ip) == lost_parent:
-            self.dead.add(lost_parent)       # only the joiner's own parent can be reported
-        if ip in self.offer:
-            old_parent = self.offer[ip][0]
-            if old_parent not in self.dead:
-                return self.offer[ip]              # a repeated JOIN: the same answer
-            self.children.get(old_parent, []).remove(ip) if ip in self.children.get(
-                old_parent, []) else None
-        skipped = []
-        choice = None
-        while self.free:
-            cand = self.free[0]
-            if cand in self.dead or len(self.children[cand]) >= 2:
-                self.free.popleft()
-                continue
-            if cand == ip or self._is_ancestor(ip, cand):   # never under its own subtree
-                skipped.append(self.free.popleft())
-                continue
-            choice = cand
-            break
-        for s in reversed(skipped):
-            self.free.appendleft(s)
-        if choice is None:
-            return None
-        slot = len(self.children[choice])
-        self.children[choice].append(ip)
-        if len(self.children[choice]) >= 2 and self.free and self.free[0] == choice:
-            self.free.popleft()
-        new = ip not in self.parent
-        self.parent[ip] = choice
-        self.depth[ip] = self.depth[choice] + 1
-        self.children.setdefault(ip, [])
-        if new:
-            self.free.append(ip)
-        self.offer[ip] = (choice, slot, self.depth[ip])
-        return self.offer[ip]
 
 
 @dataclass
@@ -263,6 +211,7 @@ class Phone:
         self.installed: dict[str, Installed] = {}
         self.heard_roots: dict[str, tuple[str, int, float]] = {}   # file -> (ip, xid, when)
         self.distrusted: dict[str, str] = {}    # ip -> why: served bad bytes, or went silent
+        self.idle: OrderedDict[int, float] = OrderedDict()   # accepted, no REQUEST: sid -> t
         self.completed: Completed | None = None
 
     # ------------------------------------------------------------------ driver API
@@ -292,6 +241,9 @@ class Phone:
             if self._timers.get((key, kind)) != when:
                 continue
             del self._timers[(key, kind)]
+            if kind == Timer.IDLE:
+                self._t_idle()
+                continue
             s = self.sessions.get(key)
             if s is not None:
                 handler = _TIMER_HANDLERS.get((s.state, kind))
@@ -312,7 +264,7 @@ class Phone:
         s = self.sessions.get(m.file)
         if s is None:
             if m.type == MsgType.ROOT and self._root_ok(m, src):   # for when we get there
-                self.heard_roots[m.file] = (src, m.xid, now)
+                self._remember_root(m, src)
             return
         handler = _MSG_HANDLERS.get(m.type)
         if handler is not None:
@@ -322,6 +274,14 @@ class Phone:
         self.now = now
         sid = self._new_sid()
         self.streams[sid] = Stream(sid, peer, up=False)
+        self.idle[sid] = now
+        while len(self.idle) > self.t.max_idle_streams:     # the oldest idle one goes
+            old = self.streams.get(next(iter(self.idle)))
+            self.idle.popitem(last=False)
+            if old is not None:
+                self._abort(old, AbortReason.FULL, "too many connections")
+        if (PHONE_KEY, Timer.IDLE) not in self._timers:
+            self._set_timer_at(PHONE_KEY, Timer.IDLE, self.t.request_wait)
         return sid
 
     def on_stream_data(self, now: float, sid: int, data: bytes) -> None:
@@ -343,6 +303,7 @@ class Phone:
     def on_stream_closed(self, now: float, sid: int, why: str = "closed") -> None:
         self.now = now
         st = self.streams.pop(sid, None)
+        self.idle.pop(sid, None)
         if st is None:
             return
         s = self.sessions.get(st.file)
@@ -398,10 +359,34 @@ class Phone:
         s.state = to
 
     def _set_timer(self, s: Session, kind: Timer, delay: float) -> None:
+        self._set_timer_at(s.file, kind, delay)
+
+    def _set_timer_at(self, key: str, kind: Timer, delay: float) -> None:
         when = self.now + delay
-        self._timers[(s.file, kind)] = when
+        self._timers[(key, kind)] = when
         self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, s.file, kind))
+        heapq.heappush(self._heap, (when, self._seq, key, kind))
+
+    def _t_idle(self) -> None:
+        """Close the accepted connections that sent no REQUEST within REQUEST_WAIT."""
+        while self.idle:
+            sid, t = next(iter(self.idle.items()))
+            if self.now - t < self.t.request_wait:
+                self._set_timer_at(PHONE_KEY, Timer.IDLE, t + self.t.request_wait - self.now)
+                return
+            self.idle.popitem(last=False)
+            st = self.streams.get(sid)
+            if st is not None:
+                self._abort(st, AbortReason.PROTOCOL, "no REQUEST")
+
+    def _remember_root(self, m: Message, src: str) -> None:
+        """A ROOT for a file not reached yet (bounded; entries expire after ROOT_MEMORY)."""
+        roots = self.heard_roots
+        roots.pop(m.file, None)
+        roots[m.file] = (src, m.xid, self.now)
+        while roots and (len(roots) > self.t.max_heard_roots or
+                         self.now - next(iter(roots.values()))[2] > self.t.root_memory):
+            del roots[next(iter(roots))]
 
     def _cancel(self, s: Session, *kinds: Timer) -> None:
         for k in kinds:
@@ -598,6 +583,7 @@ class Phone:
             s is None or src not in s.shunned)
 
     def _t_announce(self, s: Session) -> None:
+        s.registrar.expire(self.now)
         self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
         fast = s.state == State.ROOT_WAITING
         self._set_timer(s, Timer.ANNOUNCE, self.t.announce_fast if fast else self.t.announce_slow)
@@ -642,7 +628,8 @@ class Phone:
         s.strength |= codec.ROOT_BUMP
         self._goto(s, State.ROOT_WAITING, Timer.ELECT)
         s.root_ip, s.root_xid = self.id.ip, s.xid
-        s.registrar = Registrar(self.id.ip)
+        s.registrar = Registrar(self.id.ip, max_members=self.t.max_members,
+                                ttl=2 * self.t.budget(self._max_size(s.file)))
         for child in s.children.values():      # children it already had (a new root)
             s.registrar.place(child)
         self.log("NOT", "UT:Confirmed root bumping strength")
@@ -709,7 +696,7 @@ class Phone:
         if not s.is_root or m.xid != s.xid:
             self._send(src, self._msg(s, MsgType.REFUSE, xid=m.xid, reason=RefuseReason.NOT_ROOT))
             return
-        placed = s.registrar.place(src, m.lost_parent)
+        placed = s.registrar.place(src, m.lost_parent, self.now)
         if placed is None:
             self._send(src, self._msg(s, MsgType.REFUSE, reason=RefuseReason.FULL))
             return
@@ -748,6 +735,10 @@ class Phone:
         self._out.append(Write(sid, codec.encode_frame(Frame(
             FrameType.REQUEST, xid=s.root_xid, model=self.id.model, file=s.file))))
         self._set_timer(s, Timer.SILENCE, self.t.parent_silence)
+
+    def _rx_ready(self, s: Session, m: Message, src: str) -> None:
+        if s.is_root:
+            s.registrar.mark_ready(src)
 
     def _rx_refuse(self, s: Session, m: Message, src: str) -> None:
         if s.state == State.JOINING and src == s.root_ip:
@@ -863,6 +854,7 @@ class Phone:
     # ------------------------------------------------------------------ parent side
 
     def _down_frame(self, st: Stream, f: Frame) -> None:
+        self.idle.pop(st.sid, None)
         if f.type != FrameType.REQUEST or st.file:
             if f.type == FrameType.ABORT:
                 self.streams.pop(st.sid, None)
@@ -948,7 +940,7 @@ _TIMER_HANDLERS = {
     **{(st, Timer.HOLD): Phone._send_holds for st in State if st not in DONE_STATES},
 }
 
-#: Which method handles each datagram kind (READY needs no handling).
+#: Which method handles each datagram kind.
 _MSG_HANDLERS = {MsgType.CLAIM: Phone._rx_claim, MsgType.ROOT: Phone._rx_root,
                  MsgType.JOIN: Phone._rx_join, MsgType.OFFER: Phone._rx_offer,
-                 MsgType.REFUSE: Phone._rx_refuse}
+                 MsgType.REFUSE: Phone._rx_refuse, MsgType.READY: Phone._rx_ready}

@@ -45,6 +45,7 @@ class Timer(str, enum.Enum):
     SILENCE = "SILENCE"      # CHILD: the parent said nothing for PARENT_SILENCE
     BUDGET = "BUDGET"        # CHILD: the file did not come within the progress budget
     HOLD = "HOLD"            # any holder of waiting children: send them HOLD
+    IDLE = "IDLE"            # phone-wide: close accepted connections that sent no REQUEST
 
     def __str__(self) -> str:
         return self.value
