@@ -330,3 +330,28 @@ def test_a_root_heard_before_the_file_is_reached_is_joined_without_election():
     sends = [o for o in out if getattr(o, "dst", None) == other.id.ip]
     assert sends and codec.decode(sends[0].data).type == MsgType.JOIN
     assert not [o for o in out if getattr(o, "dst", None) == "<broadcast>"]
+
+
+def test_roots_fall_quiet_when_done_and_late_phones_still_join():
+    """Issue 7: once every member of a hierarchy holds the file, its root stops its ROOT
+    broadcasts, so the subnet's broadcast load falls to nothing; a phone reset later asks
+    (a CLAIM gets a unicast ROOT) and joins the existing trees."""
+    specs = scenario.phone_specs(1, 11, [MODEL])
+    net, phones = scenario.build(specs)
+    *early, late = phones
+    for p in early:
+        net.reset(p)
+    t_done = net.run()
+    assert all(p.completed and p.completed.ok for p in early)
+    net.reset(late, at=t_done + 120)
+    before = net.datagrams
+    net.run(until=t_done + 30)                     # let the last announcements drain
+    settled = net.datagrams
+    net.run(until=t_done + 119)
+    assert net.datagrams == settled, "roots keep broadcasting after completion"
+    assert settled - before < 10 * len(early)
+    net.run()
+    assert late.completed and late.completed.ok
+    assert all(i.source != "tftp" for i in late.installed.values())
+    fetched = Counter(f for _, _, f in net.tftp_requests if not f.endswith(".cnf.xml"))
+    assert set(fetched.values()) == {1}

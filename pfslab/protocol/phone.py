@@ -53,7 +53,7 @@ class Timers:
     yield_wait: float = 3.0
     join_retry: float = 1.0
     join_tries: int = 3
-    hold_interval: float = 2.0
+    hold_interval: float = 4.0   # PARENT_SILENCE / 2: a keepalive, not a progress feed
     parent_silence: float = 8.0
     max_rejoins: int = 2
     config_tries: int = 3
@@ -584,6 +584,13 @@ class Phone:
 
     def _t_announce(self, s: Session) -> None:
         s.registrar.expire(self.now)
+        if s.state == State.ROOT_COMPLETE and s.registrar.all_ready():
+            # Quiet when done: every member holds the file. A phone that comes later asks
+            # (its CLAIM or JOIN gets a unicast answer); a broadcast would only cost every
+            # phone of the subnet a reception.
+            self.log("INF", f"{fmt_xid(s.xid)} {s.file}: all {s.registrar.members} members "
+                            f"ready: no more ROOT broadcasts")
+            return
         self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
         fast = s.state == State.ROOT_WAITING
         self._set_timer(s, Timer.ANNOUNCE, self.t.announce_fast if fast else self.t.announce_slow)
