@@ -39,6 +39,12 @@ def biggest_component(scale=0.01):
     return max(c.size for c in load.components)
 
 
+def assert_declared(net):
+    """Every phone made only the state changes that states.TRANSITIONS lists."""
+    assert not [r.text for node in net.nodes.values() for r in node.logs
+                if "undeclared transition" in r.text]
+
+
 def assert_all_verified(phones):
     for p in phones:
         assert p.completed is not None, f"{p.id.name} hangs"
@@ -82,10 +88,12 @@ def test_holds_cannot_keep_a_child_past_its_budget():
     net, phones = site(10, rogues={0: Staller})
     start(net, phones)
     honest = phones[1:]
-    bound = 3 * T.budget(biggest_component()) + 120
+    # the .loads' and then a component's whole PFS wait (DEADLINE), and TFTP time after
+    bound = T.deadline(T.max_loads_size) + T.deadline(biggest_component()) + 60
     net.run(until=bound)
     assert phones[0].victims, "the staller had no children"
     assert_all_verified(honest)
+    assert_declared(net)
     text = "\n".join(t for p in honest for t in logs(net, p))
     assert "within its budget" in text
     # nobody got a file from the staller
@@ -117,8 +125,9 @@ def test_header_beyond_the_manifest_size_is_a_protocol_error():
     net, phones = site(10, rogues={0: Inflater}, phone_cls=Metered)
     start(net, phones)
     honest = phones[1:]
-    net.run(until=3 * T.budget(T.max_loads_size) + 120)
+    net.run(until=T.deadline(T.max_loads_size) + T.deadline(biggest_component()) + 60)
     assert_all_verified(honest)
+    assert_declared(net)
     text = "\n".join(t for p in honest for t in logs(net, p))
     assert "the manifest gives" in text, "the inflater served nobody"
     assert Metered.peak <= max(biggest_component(), T.max_loads_size)
@@ -224,6 +233,7 @@ def test_an_offer_naming_the_joiner_or_its_child_is_refused():
     net, rogue, honest = run_with_rogue(LoopMaker)
     assert rogue.joins, "nobody joined the rogue"
     assert_all_verified(honest)
+    assert_declared(net)
     first_load = min(p.installed[rogue.rfile].t for p in honest)
     edges = {(c, p) for t, c, p in net.connections if t < first_load}   # the .loads' edges
     assert not [(c, p) for c, p in edges if c == p], "a phone connected to itself"
@@ -334,6 +344,7 @@ def test_a_claim_trickle_cannot_starve_the_election():
 
     net, rogue, honest = run_with_rogue(Trickler, n=8, until=200)
     assert_all_verified(honest)
+    assert_declared(net)
     assert set(tftp_by_file(net).values()) == {1}          # one root per file, no fallback
 
 
@@ -347,6 +358,7 @@ def test_a_root_serving_bad_bytes_is_distrusted_for_every_file():
 
     net, rogue, honest = run_with_rogue(Poisoner, n=8, until=300)
     assert_all_verified(honest)
+    assert_declared(net)
     assert not [p for p in honest for i in p.installed.values() if i.source == rogue.id.ip]
     joined = {src for (f, src) in rogue.joins}
     assert joined, "nobody joined the rogue"

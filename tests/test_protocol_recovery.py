@@ -17,6 +17,12 @@ def tftp_by_file(net):
     return Counter(f for _, _, f in net.tftp_requests if not f.endswith(".cnf.xml"))
 
 
+def assert_declared(net):
+    """Every phone made only the state changes that states.TRANSITIONS lists."""
+    assert not [r.text for node in net.nodes.values() for r in node.logs
+                if "undeclared transition" in r.text]
+
+
 def assert_all_verified(phones):
     for p in phones:
         assert p.completed is not None, f"{p.id.name} hangs"
@@ -51,6 +57,7 @@ def test_a_lost_root_is_replaced_by_an_election(when, state, silent):
     net.run(until=net.now + 1800)
     survivors = [p for p in phones if p is not victim]
     assert_all_verified(survivors)
+    assert_declared(net)
     fetched = tftp_by_file(net)
     # the dead root's fetch (if it got that far) plus its successor's: not one per member
     assert fetched[file] <= 2 < members
@@ -119,6 +126,7 @@ def test_the_joiners_of_a_demoted_root_end_in_the_winners_tree():
         net.reset(p)
     net.run(until=600)
     assert_all_verified(phones)
+    assert_declared(net)
     a, b, c = phones
     loads = a.load.loads_file
     text = "\n".join(r.text for r in net.nodes[c_ip].logs)

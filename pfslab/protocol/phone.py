@@ -69,9 +69,15 @@ class Timers:
     request_wait: float = 5.0    # ... and are closed after this long
     max_heard_roots: int = 32    # ROOTs remembered for files not reached yet
 
+    deadline_budgets: float = 2.0  # a file's whole PFS wait: this many budget(size)
+
     def budget(self, size: int) -> float:
         """How long a child waits on one parent for a file of ``size`` bytes, HOLDs or not."""
         return self.child_slack + size / self.min_rate
+
+    def deadline(self, size: int) -> float:
+        """How long a phone (not a root) tries PFS for one file before it falls back."""
+        return self.deadline_budgets * self.budget(size)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -442,6 +448,8 @@ class Phone:
         s = Session(file=file, xid=x, strength=rng.getrandbits(31))
         self.sessions[file] = s
         heard = self.heard_roots.pop(file, None)
+        if self.pfs:
+            self._set_timer(s, Timer.DEADLINE, self.t.deadline(self._max_size(file)))
         if (self.pfs and heard and self.now - heard[2] <= self.t.root_memory
                 and heard[0] not in self.distrusted):
             s.root_ip, s.root_xid = heard[0], heard[1]
@@ -485,7 +493,7 @@ class Phone:
         s.data, s.source = data, source
         self._goto(s, State.ROOT_COMPLETE if s.is_root else State.COMPLETE, Event.FILE_OK)
         self._cancel(s, Timer.SILENCE, Timer.BUDGET, Timer.JOIN, Timer.YIELD, Timer.ELECT,
-                     Timer.LISTEN)
+                     Timer.LISTEN, Timer.DEADLINE)
         inst = Installed(s.file, source, True, self.now)
         self.installed[s.file] = inst
         self._out.append(inst)
@@ -610,6 +618,10 @@ class Phone:
         self._drop_parent(s, f"parent {s.parent_ip} silent for {self.t.parent_silence:g}s",
                           Timer.SILENCE)
 
+    def _t_deadline(self, s: Session) -> None:
+        self._fallback(s, f"no {s.file} through PFS within "
+                          f"{self.t.deadline(self._max_size(s.file)):g}s", Timer.DEADLINE)
+
     def _t_budget(self, s: Session) -> None:
         budget = self.t.budget(self._max_size(s.file))
         self._distrust(s.parent_ip, "stalled past the budget")
@@ -634,6 +646,7 @@ class Phone:
     def _confirm(self, s: Session) -> None:
         s.strength |= codec.ROOT_BUMP
         self._goto(s, State.ROOT_WAITING, Timer.ELECT)
+        self._cancel(s, Timer.DEADLINE)          # a root fetches the file itself
         s.root_ip, s.root_xid = self.id.ip, s.xid
         s.registrar = Registrar(self.id.ip, max_members=self.t.max_members,
                                 ttl=2 * self.t.budget(self._max_size(s.file)))
@@ -684,6 +697,7 @@ class Phone:
             self.log("NOT", f"{fmt_xid(s.xid)} stronger root {fmt_xid(m.xid)} at {src}:"
                             f" demoting, joining it")
             self._cancel(s, Timer.ANNOUNCE, Timer.XFR)
+            self._set_timer(s, Timer.DEADLINE, self.t.deadline(self._max_size(s.file)))
             s.registrar = None
             s.strength &= ~codec.ROOT_BUMP
             s.root_ip, s.root_xid = src, m.xid
@@ -829,7 +843,7 @@ class Phone:
 
     def _fallback(self, s: Session, why: str, ev) -> None:
         self._cancel(s, Timer.SILENCE, Timer.BUDGET, Timer.JOIN, Timer.YIELD, Timer.ELECT,
-                     Timer.LISTEN)
+                     Timer.LISTEN, Timer.DEADLINE)
         if s.up_sid is not None:
             self.streams.pop(s.up_sid, None)
             self._out.append(Close(s.up_sid))
@@ -944,6 +958,8 @@ _TIMER_HANDLERS = {
     (State.JOINING, Timer.JOIN): Phone._t_join,
     (State.CHILD, Timer.SILENCE): Phone._t_silence,
     (State.CHILD, Timer.BUDGET): Phone._t_budget,
+    **{(st, Timer.DEADLINE): Phone._t_deadline for st in (
+        State.LISTENING, State.TENTATIVE, State.YIELDED, State.JOINING, State.CHILD)},
     **{(st, Timer.HOLD): Phone._send_holds for st in State if st not in DONE_STATES},
 }
 

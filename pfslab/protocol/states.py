@@ -45,6 +45,7 @@ class Timer(str, enum.Enum):
     SILENCE = "SILENCE"      # CHILD: the parent said nothing for PARENT_SILENCE
     BUDGET = "BUDGET"        # CHILD: the file did not come within the progress budget
     HOLD = "HOLD"            # any holder of waiting children: send them HOLD
+    DEADLINE = "DEADLINE"    # not a root: the file's whole PFS wait is over: fall back
     IDLE = "IDLE"            # phone-wide: close accepted connections that sent no REQUEST
 
     def __str__(self) -> str:
@@ -103,6 +104,11 @@ TRANSITIONS: frozenset[tuple[State, object, State]] = frozenset({
     (S.CHILD, T.BUDGET, S.LISTENING),
     (S.CHILD, E.BAD_FILE, S.LISTENING),
     (S.FALLBACK, E.FILE_OK, S.COMPLETE),
+    (S.LISTENING, T.DEADLINE, S.FALLBACK),      # DEADLINE: PFS had its time for this file
+    (S.TENTATIVE, T.DEADLINE, S.FALLBACK),
+    (S.YIELDED, T.DEADLINE, S.FALLBACK),
+    (S.JOINING, T.DEADLINE, S.FALLBACK),
+    (S.CHILD, T.DEADLINE, S.FALLBACK),
     (S.FALLBACK, E.TFTP_FAILED, S.FAILED),
 })
 
