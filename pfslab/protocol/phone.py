@@ -17,6 +17,7 @@ timers are those of docs/protocol.md.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import ipaddress
@@ -134,6 +135,7 @@ class PhoneId:
 
 # ----------------------------------------------------------------------------- states
 
+@functools.lru_cache(maxsize=65536)
 def _ipnum(ip: str) -> int:
     return int(ipaddress.IPv4Address(ip))
 
@@ -692,7 +694,7 @@ class Phone:
             s.root_ip, s.root_xid = src, m.xid
             s.join_tries = 0
             self._send_join(s, MsgType.ROOT)
-        elif (s.state == State.ROOT_WAITING and len(s.registrar.parent) == 1
+        elif (s.state == State.ROOT_WAITING and s.registrar.members == 0
               and self._stronger(m, src, s)):
             self.log("NOT", f"{fmt_xid(s.xid)} stronger root {fmt_xid(m.xid)} at {src}:"
                             f" demoting, joining it")
