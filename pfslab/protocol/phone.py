@@ -626,7 +626,6 @@ class Phone:
 
     def _t_budget(self, s: Session) -> None:
         budget = self.t.budget(self._max_size(s.file))
-        self._distrust(s.parent_ip, "stalled past the budget")
         self._drop_parent(s, f"no {s.file} from parent {s.parent_ip} within its budget of "
                              f"{budget:g}s", Timer.BUDGET)
 
@@ -653,7 +652,7 @@ class Phone:
         s.registrar = Registrar(self.id.ip, max_members=self.t.max_members,
                                 ttl=2 * self.t.budget(self._max_size(s.file)))
         for child in s.children.values():      # children it already had (a new root)
-            s.registrar.place(child)
+            s.registrar.place(child, now=self.now)
         self.log("NOT", "UT:Confirmed root bumping strength")
         self.log("NOT", f"@@@HROOT:{fmt_xid(s.xid)} H={codec.name_hash(s.file):08x} "
                         f"m={self.id.model} ROOT={self.server} /dnld/{s.file}")
@@ -939,6 +938,8 @@ class Phone:
         self._out.append(Write(sid, b"".join(chunks)))
         self._out.append(Close(sid))
         st.done = True
+        if s.is_root:                 # it has the file now, whatever root it reports to
+            s.registrar.mark_ready(st.peer)
 
     def _abort(self, st: Stream, reason: AbortReason, text: str) -> None:
         self._out.append(Write(st.sid, codec.encode_frame(Frame(FrameType.ABORT, reason=reason,
