@@ -156,7 +156,8 @@ class Rogue(Phone):
 
     def msg(self, mtype, file=None, **kw):
         kw.setdefault("strength", self.strength)
-        return codec.encode(codec.Message(mtype, xid=0xBAD, map=self.rmap, model=MODEL,
+        kw.setdefault("xid", 0xBAD)
+        return codec.encode(codec.Message(mtype, map=self.rmap, model=MODEL,
                                           file=file or self.rfile, **kw))
 
     def next_deadline(self):
@@ -407,3 +408,61 @@ def test_remembered_roots_are_bounded():
     d.advance(T.root_memory + 1)
     d.feed(codec.MsgType.ROOT, "10.1.0.60", file="one-more.sbn", server="10.0.0.10")
     assert list(d.p.heard_roots) == ["one-more.sbn"]
+
+
+# --------------------------------------------------------------------- a noisy neighbour
+
+class Chaos(Rogue):
+    """Sends a random, well-formed datagram five times a second, for two minutes: every kind,
+    XIDs and addresses it overheard, random strengths and fields, broadcast or unicast."""
+
+    announce_for = 120.0
+
+    def start(self, now):
+        super().start(now)
+        import random
+        self.rng = random.Random(7)
+        self.xids, self.ips = {0xBAD}, set()
+
+    def on_datagram(self, now, data, src):
+        super().on_datagram(now, data, src)
+        try:
+            m = codec.decode(data)
+        except codec.DecodeError:
+            return
+        self.xids.add(m.xid)
+        self.ips.add(src)
+
+    def on_timer(self, now):
+        self.now = now
+        if self.next_ad is None or now < self.next_ad:
+            return
+        r, ips = self.rng, sorted(self.ips) or ["10.1.0.12"]
+        mtype = r.choice(list(codec.MsgType))
+        kw = {"xid": r.choice(sorted(self.xids)),
+              "strength": r.choice([0, 1, 0x7FFFFFFF, 0x80000001, 0xFFFFFFFF,
+                                    r.getrandbits(32)])}
+        if mtype == codec.MsgType.CLAIM:
+            kw["ad"] = r.randrange(6)
+        elif mtype == codec.MsgType.OFFER:
+            kw.update(parent=r.choice(ips + [self.id.ip, "0.0.0.0"]), slot=r.randrange(3),
+                      depth=r.randrange(9))
+        elif mtype == codec.MsgType.JOIN:
+            kw["lost_parent"] = r.choice(ips + ["0.0.0.0"])
+        elif mtype == codec.MsgType.REFUSE:
+            kw["reason"] = r.randrange(6)
+        elif mtype == codec.MsgType.ROOT:
+            kw["server"] = "10.0.0.10"
+        elif mtype == codec.MsgType.READY:
+            kw.update(source=r.randrange(2), size=r.getrandbits(32))
+        file = r.choice(self.rload.files())
+        self._send(r.choice(["<broadcast>"] * 3 + ips), self.msg(mtype, file, **kw))
+        self.next_ad = now + 0.2 if now < self.announce_for else None
+
+
+def test_a_noisy_neighbour_cannot_hang_or_break_anyone():
+    net, rogue, honest = run_with_rogue(Chaos, n=8, until=T.deadline(T.max_loads_size)
+                                        + T.deadline(biggest_component()) + 120)
+    assert rogue.ips, "the rogue heard nobody"
+    assert_all_verified(honest)
+    assert_declared(net)
