@@ -1,6 +1,7 @@
 """Hostile and broken peers (issue 8): every honest phone ends verified or with an explicit
 failure, within a virtual-time bound, holding bounded state. In memory, on SimNet."""
 import hashlib
+import random
 from collections import Counter
 
 from pfslab import firmware
@@ -420,7 +421,6 @@ class Chaos(Rogue):
 
     def start(self, now):
         super().start(now)
-        import random
         self.rng = random.Random(7)
         self.xids, self.ips = {0xBAD}, set()
 

@@ -888,7 +888,8 @@ class Phone:
             self._abort(st, AbortReason.PROTOCOL, f"unexpected {f.type.name}")
             return
         s = self.sessions.get(f.file) if self.pfs else None
-        if s is None or f.model != self.id.model or f.xid not in (s.hier_xid, *s.xids) or s.state == State.FAILED:
+        if (s is None or f.model != self.id.model or s.state == State.FAILED
+                or (f.xid != s.hier_xid and f.xid not in s.xids)):
             self.log("WRN", f"child {st.peer} asked for unknown {fmt_xid(f.xid)} {f.file}")
             self._abort(st, AbortReason.UNKNOWN, "no such hierarchy")
             return
