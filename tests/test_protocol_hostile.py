@@ -4,6 +4,8 @@ import hashlib
 import random
 from collections import Counter
 
+import pytest
+
 from pfslab import firmware
 from pfslab.protocol import codec
 from pfslab.protocol.codec import Frame, FrameType
@@ -57,36 +59,61 @@ def assert_all_verified(phones):
 
 class Staller(Phone):
     """Takes children and keeps them waiting with a HOLD every 2 s, never sending the file."""
+    every = 2.0
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.stalled: set[int] = set()
+        self.stalled: dict[int, bytes] = {}     # sid -> the file it pretends to send
         self.victims = 0
-        self.hold_at = None
+        self.tick_at = None
 
     def _serve(self, s, sid):
-        self.stalled.add(sid)
+        self.stalled[sid] = s.data
         self.victims += 1
-        if self.hold_at is None:
-            self.hold_at = self.now + 2.0
+        self.started(sid, s.data)
+        if self.tick_at is None:
+            self.tick_at = self.now + self.every
+
+    def started(self, sid, data):
+        pass
+
+    def tick(self, sid, data):
+        return codec.encode_frame(Frame(FrameType.HOLD, have=1, total=2))
 
     def next_deadline(self):
         dl = super().next_deadline()
-        return min(x for x in (dl, self.hold_at) if x is not None) if (
-            dl is not None or self.hold_at is not None) else None
+        return min(x for x in (dl, self.tick_at) if x is not None) if (
+            dl is not None or self.tick_at is not None) else None
 
     def on_timer(self, now):
         super().on_timer(now)
-        if self.hold_at is not None and now >= self.hold_at:
-            hold = codec.encode_frame(Frame(FrameType.HOLD, have=1, total=2))
-            self.stalled &= set(self.streams)
-            for sid in self.stalled:
-                self._out.append(Write(sid, hold))
-            self.hold_at = now + 2.0
+        if self.tick_at is not None and now >= self.tick_at:
+            for sid in [sid for sid in self.stalled if sid not in self.streams]:
+                del self.stalled[sid]
+            for sid, data in self.stalled.items():
+                self._out.append(Write(sid, self.tick(sid, data)))
+            self.tick_at = now + self.every
 
 
-def test_holds_cannot_keep_a_child_past_its_budget():
-    net, phones = site(10, rogues={0: Staller})
+class ByteTrickler(Staller):
+    """Sends the right HEADER, then one DATA byte every 7 s."""
+    every = 7.0
+
+    def started(self, sid, data):
+        self.sent = getattr(self, "sent", {})
+        self.sent[sid] = 0
+        self._out.append(Write(sid, codec.encode_frame(Frame(
+            FrameType.HEADER, size=len(data), sha256=hashlib.sha256(data).digest()))))
+
+    def tick(self, sid, data):
+        k = self.sent[sid]
+        self.sent[sid] = k + 1
+        return codec.encode_data(data[k:k + 1]) if k < len(data) - 1 else b""
+
+
+@pytest.mark.parametrize("staller", [Staller, ByteTrickler], ids=["holds", "byte-trickle"])
+def test_holds_cannot_keep_a_child_past_its_budget(staller):
+    net, phones = site(10, rogues={0: staller})
     start(net, phones)
     honest = phones[1:]
     # the .loads' and then a component's whole PFS wait (DEADLINE), and TFTP time after
