@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import os
@@ -18,6 +19,7 @@ import sys
 
 from ..errors import UserError
 from ..protocol.phone import Timers
+from ..settings import BLKSIZE
 from .driver import Agent, AgentPhone, Fault
 
 _FIELDS = ("name", "ip", "mac", "model", "broadcast")
@@ -31,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = sub.add_parser("one", help="one phone in the current network namespace")
     for f in _FIELDS:
         o.add_argument(f"--{f}", required=True)
+    o.add_argument("--subnet", type=int, default=0, help="its subnet number (default: 0)")
     o.add_argument("--server", required=True, help="the HQ TFTP server's address")
     o.add_argument("--seed", type=int, default=1)
     o.add_argument("--log-dir", default=".")
@@ -43,8 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _spec_phones(raw: dict) -> list[AgentPhone]:
+    names = {f.name for f in dataclasses.fields(AgentPhone)}
     try:
-        phones = [AgentPhone(**{k: p[k] for k in (*_FIELDS, "subnet", "netns", "host") if k in p})
+        phones = [AgentPhone(**{k: v for k, v in p.items() if k in names})
                   for p in raw["phones"]]
         for ph in phones:
             ipaddress.IPv4Address(ph.ip)
@@ -65,7 +69,7 @@ def run(args) -> int:
         server = raw.get("server")
         seed, log_dir = raw.get("seed", 1), raw.get("log_dir")
         timeout = float(raw.get("timeout_s", 900))
-        blksize = args.blksize or raw.get("blksize", 1428)
+        blksize = args.blksize or raw.get("blksize", BLKSIZE)
         stagger = args.stagger if args.stagger is not None else raw.get("stagger", 0.0)
         timers = Timers(**raw["timers"]) if raw.get("timers") else None
         try:
@@ -73,9 +77,9 @@ def run(args) -> int:
         except TypeError as e:
             raise UserError(f"bad fault in agent spec: {e}") from None
     else:
-        phones = [AgentPhone(**{f: getattr(args, f) for f in _FIELDS})]
+        phones = [AgentPhone(**{f: getattr(args, f) for f in _FIELDS}, subnet=args.subnet)]
         server, seed, log_dir, timeout = args.server, args.seed, args.log_dir, args.timeout
-        blksize, stagger, timers, faults = args.blksize or 1428, 0.0, None, []
+        blksize, stagger, timers, faults = args.blksize or BLKSIZE, 0.0, None, []
     if not server:
         raise UserError("no TFTP server address (spec field 'server' or --server)")
     if log_dir:
