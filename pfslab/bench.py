@@ -79,8 +79,12 @@ def parse_ns(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pfslab.bench",
-                                description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="bench/out", help="bench.json, bench.png and lab/ go here")
+                                description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example: sudo .venv/bin/python -m pfslab.bench --quick "
+                                       "--out bench/out   (sudo make bench: the full run)")
+    p.add_argument("--out", default="bench/out",
+                   help="bench.json, bench.png and lab/ go here (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
                    help=f"lab N={','.join(map(str, QUICK_LAB_NS))}, simulated up to "
                         f"{QUICK_SIM_NS[-1]}, one WAN setting (a few minutes)")
@@ -88,16 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
                                 f"{','.join(map(str, LAB_NS))})")
     p.add_argument("--sim-ns", help="simulated sweep, phones per subnet (default "
                                     f"{','.join(map(str, SIM_NS))})")
-    p.add_argument("--subnets", type=int, default=DEFAULTS["subnets"], metavar="K")
-    p.add_argument("--models", default=DEFAULTS["models"], help="comma list, cycled per subnet")
-    p.add_argument("--wan-bw", default=DEFAULTS["wan_bw"])
-    p.add_argument("--wan-delay", default=DEFAULTS["wan_delay"], help="one way")
-    p.add_argument("--wan-loss", default=DEFAULTS["wan_loss"], help="per direction")
+    p.add_argument("--subnets", type=int, default=DEFAULTS["subnets"], metavar="K",
+                   help="remote subnets (default: %(default)s)")
+    p.add_argument("--models", default=DEFAULTS["models"],
+                   help="comma list, cycled per subnet (default: %(default)s)")
+    p.add_argument("--wan-bw", default=DEFAULTS["wan_bw"], metavar="BW",
+                   help="WAN bandwidth (default: %(default)s)")
+    p.add_argument("--wan-delay", default=DEFAULTS["wan_delay"], metavar="T",
+                   help="WAN delay, one way (default: %(default)s)")
+    p.add_argument("--wan-loss", default=DEFAULTS["wan_loss"], metavar="P",
+                   help="WAN loss per direction (default: %(default)s)")
     p.add_argument("--firmware-scale", type=float, default=DEFAULTS["firmware_scale"],
-                   metavar="F")
+                   metavar="F", help="component sizes x F (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=DEFAULTS["timeout"], metavar="S",
-                   help="per lab run: give up on an upgrade after S seconds")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+                   help="per lab run: give up on an upgrade after S seconds "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                   help="random seed (default: %(default)s)")
     p.add_argument("--wan-grid", choices=("default", "full", "sweep"), default=None,
                    help="WAN check grid: default (2 bw x 2 delays), full (bench_wan's 4 x 4), "
                         "sweep (the sweep's setting only; the --quick default)")

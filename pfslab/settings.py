@@ -86,7 +86,7 @@ def add_options(p: argparse.ArgumentParser, command: str) -> None:
         flag = "--" + name.replace("_", "-")
         d = default(name, command)
         shown = "none" if d in (None, "", ()) else ",".join(d) if isinstance(d, tuple) else d
-        kw = dict(help=f"{o.help} (default: {shown})", metavar=o.metavar)
+        kw = dict(help=f"{o.help} (default: {shown})".replace("%", "%%"), metavar=o.metavar)
         if isinstance(o.default, tuple):
             kw.update(action="append", default=[])
         else:

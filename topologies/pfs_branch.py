@@ -37,7 +37,9 @@ from mininet.topo import Topo
 
 # pfslab's site (phones, address plan) is pure Python: importable from the checkout even under
 # Debian's /usr/bin/python3 that `mn` runs on
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# (`mn --custom` exec()s this file without __file__; the code object still knows its file)
+_HERE = globals().get("__file__") or sys._getframe().f_code.co_filename
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(_HERE))))
 from pfslab.site import Site  # noqa: E402
 
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,5}$")
@@ -63,6 +65,21 @@ def check_prefix(prefix):
         raise ValueError(
             "prefix %r: use 1-6 lower-case letters or digits, starting with a letter" % (prefix,))
     return prefix
+
+
+class LabBridge(LinuxBridge):
+    """A Linux bridge that turns bridge netfilter off (bridge-nf-call-{arp,ip,ip6}tables = 0,
+    which exist once br_netfilter is loaded) before Mininet checks it, so bridged frames are
+    not filtered and Mininet has nothing to warn about."""
+
+    @classmethod
+    def setup(cls):
+        for table in ("arp", "ip", "ip6"):
+            path = "/proc/sys/net/bridge/bridge-nf-call-%stables" % table
+            if os.path.exists(path):
+                with open(path, "w") as f:
+                    f.write("0")
+        LinuxBridge.setup()
 
 
 class LabHost(Node):
@@ -137,7 +154,7 @@ class BranchTopo(Topo):
         rh, rb, hq = P + "RH", P + "RB", P + "HQ"
 
         # HQ side
-        s0 = self.addSwitch(P + "S0", cls=LinuxBridge)
+        s0 = self.addSwitch(P + "S0", cls=LabBridge)
         self.addNode(rh, cls=LabRouter, ip=None,
                      routes=[(n, WAN_BRANCH_IP) for n in site.networks])
         self.addNode(rb, cls=LabRouter, ip=None, routes=[(HQ_NET, WAN_HQ_IP)])
@@ -157,7 +174,7 @@ class BranchTopo(Topo):
                      "hq_switch": s0, "subnets": []}
         index = 0
         for k, net in enumerate(site.networks, start=1):
-            sw = self.addSwitch("%sS%d" % (P, k), cls=LinuxBridge)
+            sw = self.addSwitch("%sS%d" % (P, k), cls=LabBridge)
             plen = ipaddress.ip_network(net).prefixlen
             gw = str(ipaddress.ip_network(net).network_address + 1)
             self.addLink(rb, sw, intfName1="%s-%d" % (rb, k), intfName2="%s-r" % sw,

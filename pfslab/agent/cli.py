@@ -27,22 +27,31 @@ _FIELDS = ("name", "ip", "mac", "model", "broadcast")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="how", metavar="many|one", required=True)
-    m = sub.add_parser("many", help="many phones in one process, from a spec file")
+    m = sub.add_parser("many", help="many phones in one process, from a spec file",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example: pfslab phone many pcaps/RUN/pfs/agent-spec.json")
     m.add_argument("spec", help="JSON: {server, seed, log_dir, timeout_s, phones: [...]}")
-    m.add_argument("--results", help="write the per-phone results here (JSON)")
-    o = sub.add_parser("one", help="one phone in the current network namespace")
+    m.add_argument("--results", help="write the per-phone results here (JSON; default: none)")
+    o = sub.add_parser("one", help="one phone in the current network namespace",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example: mininet> p1 pfslab phone one --name p1-1 --ip 10.1.1.10 "
+                              "--mac 02:50:46:01:00:00 --model CP-7961G --broadcast 10.1.1.255 "
+                              "--server 10.0.0.10")
     for f in _FIELDS:
         o.add_argument(f"--{f}", required=True)
     o.add_argument("--subnet", type=int, default=0, help="its subnet number (default: 0)")
     o.add_argument("--server", required=True, help="the HQ TFTP server's address")
-    o.add_argument("--seed", type=int, default=1)
-    o.add_argument("--log-dir", default=".")
-    o.add_argument("--timeout", type=float, default=900.0)
-    o.add_argument("--results")
+    o.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    o.add_argument("--log-dir", default=".", help="its log goes here (default: .)")
+    o.add_argument("--timeout", type=float, default=900.0,
+                   help="give up after S seconds (default: 900.0)", metavar="S")
+    o.add_argument("--results", help="write its result here (JSON; default: none)")
     for q in (m, o):
-        q.add_argument("--blksize", type=int, default=None, help="TFTP blksize to ask for")
+        q.add_argument("--blksize", type=int, default=None,
+                       help=f"TFTP blksize to ask for (default: the spec's, else {BLKSIZE})")
         q.add_argument("--stagger", type=float, default=None,
-                       help="seconds between phone resets (0: all at once)")
+                       help="seconds between phone resets (default: the spec's, else 0: all "
+                            "at once)")
 
 
 def _spec_phones(raw: dict) -> list[AgentPhone]:

@@ -245,6 +245,13 @@ class LabNet:
 
         setLogLevel("warning")
         t = time.monotonic()
+        # bridges: no netfilter on bridged frames, set before Mininet checks it (the sysctls
+        # exist once br_netfilter loads; topologies/pfs_branch.py's LabBridge does the same)
+        for table in ("arp", "ip", "ip6"):
+            p = f"/proc/sys/net/bridge/bridge-nf-call-{table}tables"
+            if os.path.exists(p):
+                with open(p, "w") as f:
+                    f.write("0")
         self.mn = Mininet(topo=self.topo, switch=LinuxBridge, controller=None, build=False,
                           autoSetMacs=False, autoStaticArp=False, waitConnected=False)
         self.mn.build()
@@ -252,12 +259,6 @@ class LabNet:
         self.mn.start()
         t = self._step("build", t)
 
-        # bridges: no netfilter on bridged frames (the sysctls exist once br_netfilter loads)
-        for table in ("arp", "ip", "ip6"):
-            p = f"/proc/sys/net/bridge/bridge-nf-call-{table}tables"
-            if os.path.exists(p):
-                with open(p, "w") as f:
-                    f.write("0")
         root_names = []
         for sw in self.mn.switches:
             root_names.append(sw.name)

@@ -9,8 +9,6 @@ One mode is a pipeline (``run_mode``), the same topology, seed and settings each
 Output: <out>/<mode>/{wan.pcap, subnet-<k>.pcap, tftpd.log, logs/, agent-*.json*} and
 <out>/results.json (a list of one dict per mode when both ran; docs/results.md), then a
 summary table.
-
-Example: sudo .venv/bin/pfslab lab --subnets 1 --phones-per-subnet 4 --mode pfs
 """
 from __future__ import annotations
 
@@ -29,9 +27,6 @@ from pfslab.settings import Settings, add_options
 
 from .net import REPO_ROOT, LabNet
 from .records import new_prefix
-
-EXAMPLE = "sudo .venv/bin/pfslab lab --subnets 1 --phones-per-subnet 4 --mode pfs"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_options(p, "lab")

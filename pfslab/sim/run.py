@@ -4,8 +4,6 @@ The WAN model is simple: every TFTP transfer is lock-step (one block per round t
 share the WAN bandwidth fairly; no loss, no TCP dynamics on the LAN. It shows the protocol's
 behaviour (elections, trees, who fetches what) at any scale; the Mininet lab measures timings.
 Same site, same settings and same flags (same units) as `pfslab lab`; results.json's schema.
-
-Example: .venv/bin/pfslab sim --subnets 4 --phones-per-subnet 200 --wan-bw 384kbit
 """
 from __future__ import annotations
 
@@ -17,9 +15,6 @@ from .. import results as res
 from ..settings import Settings, add_options, deprecated
 from ..site import Site
 from . import scenario
-
-EXAMPLE = ".venv/bin/pfslab sim --subnets 4 --phones-per-subnet 200 --wan-bw 384kbit"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_options(p, "sim")
