@@ -38,6 +38,13 @@ def hierarchies(phones: list[dict]) -> list[dict]:
             for (s, m, f), g in sorted(groups.items()) if g["roots"] or g["edges"]]
 
 
+def wan_dict(bw_bps: int | None, delay_s: float, loss: float) -> dict:
+    """results' ``wan``: the settings, as typed and in base units (lab and sim alike)."""
+    from pfslab.lab.units import format_bandwidth
+    return {"bw": format_bandwidth(bw_bps), "bw_bps": bw_bps, "delay": f"{delay_s * 1000:g}ms",
+            "delay_s": delay_s, "loss": f"{loss * 100:g}%", "loss_ratio": loss}
+
+
 # ---------------------------------------------------------------- the lab's figures
 def pcap_bytes(path: str) -> tuple[int, int]:
     """(frames, bytes on the wire) of a classic pcap file."""

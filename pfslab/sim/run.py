@@ -33,7 +33,7 @@ def simulate(site: Site, mode: str, *, seed: int, wan_delay_s: float, wan_bps: f
     out = [{**vars(sp), **p.outcome()} for sp, p in zip(site.phones, phones)]
     tftp = [{"client": ip, "file": f, "t": round(t, 3)} for t, ip, f in net.tftp_requests]
     return res.ModeResult(
-        mode=mode, wan={"rtt_s": net.wan_rtt, "bw_bps": net.wan_bps, "emulation": "simulated"},
+        mode=mode, wan={**res.wan_dict(wan_bps, wan_delay_s, 0.0), "emulation": "simulated"},
         phones=out, tftp_requests=tftp,
         wan_bytes=sum(len(net.files.get(r["file"], b"")) for r in tftp),
         hierarchies=res.hierarchies(out)).to_dict()
