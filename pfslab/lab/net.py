@@ -206,8 +206,14 @@ class LabNet:
         return netns_path(self.mn.get(name).pid)
 
     def cli(self):
+        """The Mininet CLI, its commands' output shown (the lab keeps Mininet's log quiet)."""
         from mininet.cli import CLI
-        CLI(self.mn)
+        from mininet.log import setLogLevel
+        setLogLevel("output")
+        try:
+            CLI(self.mn)
+        finally:
+            setLogLevel("warning")
 
     # ------------------------------------------------------------ setup
     def __enter__(self) -> "LabNet":
