@@ -388,7 +388,9 @@ def test_not_root_is_a_user_error():
 def test_mn_custom_loads_the_topology(tmp_path):
     """`mn --custom topologies/pfs_branch.py --topo small,prefix=P` builds and tears down."""
     from pfslab.lab.records import new_prefix
+    from test_lab_first_minutes import check_mn_can_load
     prefix = new_prefix()
+    check_mn_can_load("small", prefix=prefix)   # before mn: its failure cleans up globally
     r = subprocess.run(["mn", "--custom", os.path.join(REPO, "topologies", "pfs_branch.py"),
                         "--topo", f"small,prefix={prefix}", "--switch", "lxbr",
                         "--controller", "none", "--test", "build"],
