@@ -22,8 +22,8 @@ Three parts, each printed as it runs and all written to ``<out>/bench.json`` and
 
 Defaults (chosen so the whole run takes about 20-25 minutes on a 2-core machine):
 2 subnets; models CP-7961G,CP-7941G (both PFS-capable: the sweep compares sharing with not
-sharing; `--models` can add the CP-7960G); WAN 512kbit, 75 ms one way, no loss (the lab's
-defaults); firmware scale 0.02 (163 kB per SCCP41 load set, so traditional mode at N=64, 128
+sharing; `--models` can add the CP-7960G); WAN 512kbit (`pfslab lab` defaults to 384kbit;
+the sweep keeps the setting of its measured runs), 75 ms one way, no loss; firmware scale 0.02 (163 kB per SCCP41 load set, so traditional mode at N=64, 128
 phones, moves about 21 MB through 512 kbit/s); agent timeout 600 s per mode; seed 1.
 
 Measured: ``sudo make bench`` on 2026-11-25 took 15.3 min on this machine (2 cores, kernel

@@ -193,7 +193,8 @@ class BranchTopo(Topo):
 
 
 class SmallTopo(BranchTopo):
-    """The lab tests' net: 2 subnets x 2 phones (CP-7961G, CP-7960G) (drawing: BranchTopo)."""
+    """2 subnets x 2 phones (CP-7961G, CP-7960G) for `mn` (drawing: BranchTopo); given a
+    `site` (as `pfslab lab --topo small` gives it), the site's phones."""
 
     def build(self, prefix=None, **kw):
         kw.setdefault("subnets", 2)
