@@ -1,8 +1,9 @@
 """`pfslab lab`: build the lab, run a PFS and/or a traditional upgrade, capture, tear down.
 
 One mode is a pipeline (``run_mode``), the same topology, seed and settings each time:
-  site (pfslab.site: the phones, their three configuration levels, ``Site.files(mode)``)
-  -> settings (pfslab.settings: one table of defaults, validated once)
+  settings (pfslab.settings: one table of defaults, validated once)
+  -> site (``settings.site()``, pfslab.site: the phones, their three configuration levels,
+     ``Site.files(mode)``)
   -> ``LabNet(site, settings)`` (Mininet, WAN, captures, in.tftpd serving the site's files)
   -> the phone agent (``python -m pfslab.agent many SPEC.json``, all phones in one process)
   -> results (pfslab.results: per-phone outcomes, pcap figures, the wire check).
@@ -27,6 +28,7 @@ from pfslab.settings import Settings, add_options
 
 from .net import REPO_ROOT, LabNet
 from .records import new_prefix
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_options(p, "lab")
@@ -72,7 +74,7 @@ class Progress:
 
 
 def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = False) -> dict:
-    """One mode: site -> settings -> LabNet -> agent -> results (one results.json entry)."""
+    """One mode: settings -> site -> LabNet -> agent -> results (one results.json entry)."""
     site = settings.site()
     net = LabNet(site, settings, out_dir=out, prefix=prefix, tftp_files=site.files(mode),
                  log=lambda m: print(f"  {mode}: {m}", flush=True))
@@ -86,9 +88,9 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
             net.cli()
         t_agent = time.time()
         agent_rc = run_agent(net, settings, mode, out)
-        tftp_log = net.tftp_requests()
+        tftp_log, wan = net.tftp_requests(), net.wan.describe()
     # torn down: captures are complete
-    return collect(net, mode, agent_rc, tftp_log, t_agent).to_dict()
+    return collect(net, mode, agent_rc, tftp_log, t_agent, wan).to_dict()
 
 
 def run_agent(net: LabNet, settings: Settings, mode: str, out: str) -> int:
@@ -135,8 +137,8 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str) -> int:
     return rc
 
 
-def collect(net: LabNet, mode: str, agent_rc: int, tftp_log: list[dict],
-            t_agent: float) -> res.ModeResult:
+def collect(net: LabNet, mode: str, agent_rc: int, tftp_log: list[dict], t_agent: float,
+            wan: dict) -> res.ModeResult:
     """The agents' per-phone results, the pcaps' figures and the wire check."""
     out = net.out_dir
     try:
@@ -150,7 +152,7 @@ def collect(net: LabNet, mode: str, agent_rc: int, tftp_log: list[dict],
         p["pfs_configured"] = pfs_of.get(p["name"])
     frames, wan_bytes = res.pcap_bytes(os.path.join(out, "wan.pcap"))
     check = res.wire_check(out, res.hierarchies(phones), tftp_log)
-    return res.ModeResult(mode=mode, wan=net.wan.describe(), phones=phones,
+    return res.ModeResult(mode=mode, wan=wan, phones=phones,
                           tftp_requests=res.tftp_requests_since(tftp_log, t_agent),
                           wan_bytes=wan_bytes, wan_frames=frames, run_id=net.run_id,
                           out_dir=out, agent_exit=agent_rc, **check)
