@@ -100,3 +100,19 @@ def test_sim_takes_the_labs_units_and_old_flags_with_a_warning(tmp_path):
     wan, err = sim("--wan-bw", "512e3", "--wan-rtt", "0.2")
     assert (wan["bw_bps"], wan["delay_s"]) == (512000, 0.1)
     assert err.count("deprecated") == 2 and len(err.strip().splitlines()) == 2
+
+
+def test_the_agent_reads_what_the_lab_writes():
+    """LabPhone (lab) -> SPEC.json phones[] -> AgentPhone (agent): the site's PhoneSpec plus
+    its namespace, nothing renamed on the way."""
+    import dataclasses
+
+    from pfslab.agent.cli import _spec_phones
+    from pfslab.lab.net import LabPhone
+    site = Site.branch(1, 2, "CP-7961G", device_pfs_off={2})
+    lab = [LabPhone(**vars(p), host=f"pxP{i}", netns=f"/proc/{i}/ns/net")
+           for i, p in enumerate(site.phones, 1)]
+    agent = _spec_phones({"phones": [p.agent_entry() for p in lab]})
+    for a, spec, lp in zip(agent, site.phones, lab):
+        assert {k: v for k, v in dataclasses.asdict(a).items() if k != "netns"} == vars(spec)
+        assert a.netns == lp.netns
