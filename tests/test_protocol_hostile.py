@@ -12,6 +12,7 @@ from pfslab.protocol.codec import Frame, FrameType
 from pfslab.protocol.phone import Fetch, Phone, PhoneId, Send, Timers, Write
 from pfslab.protocol.states import ROOT_STATES, State
 from pfslab.sim import scenario
+from pfslab.site import Site
 
 MODEL = "CP-7961G"
 T = Timers()
@@ -281,7 +282,7 @@ class Drive:
 
     def __init__(self, timers=None):
         specs = scenario.phone_specs(1, 3, [MODEL])
-        self.files = scenario.server_files(specs, 0.01)
+        self.files = Site(specs, firmware_scale=0.01).files("pfs")
         sp = specs[0]
         self.p = Phone(PhoneId(sp.name, sp.ip, sp.mac, MODEL), "10.0.0.10", timers=timers)
         self.now, self.out = 0.0, []
