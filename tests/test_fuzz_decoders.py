@@ -4,7 +4,7 @@
 - the Scapy layers dissect anything without raising, lose no byte, and call malformed exactly
   what the codec rejects; ``fuzz(CPPDP())`` builds and dissects;
 - tshark with the Lua dissector reads ~300 mutated port-4051 packets, exits 0 without Lua
-  errors, and flags exactly the malformed ones (expert info ``pfs.malformed``).
+  errors, and flags exactly the malformed ones (expert info ``cppdp.malformed``).
 """
 import json
 import pathlib
@@ -237,7 +237,7 @@ def test_tshark_lua_marks_malformed_and_never_errors(tmp_path):
     lua = pathlib.Path(__file__).resolve().parent.parent / "pfslab" / "dissect" / "cppdp.lua"
     p = subprocess.run(["tshark", "-n", "-X", f"lua_script:{lua}", "-r", str(path),
                         "-T", "fields", "-E", "occurrence=a", "-e", "frame.number",
-                        "-e", "cppdp", "-e", "pfs.malformed", "-e", "pfs.internal_error",
+                        "-e", "cppdp", "-e", "cppdp.malformed", "-e", "cppdp.internal_error",
                         "-e", "_ws.malformed", "-e", "_ws.col.Info"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr

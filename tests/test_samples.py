@@ -74,7 +74,7 @@ def test_tshark_lua_decodes_every_4051_frame(pcap):
     assert not undecoded, f"frames on 4051 not decoded as cppdp: {undecoded[:20]}"
     if pcap.name.startswith("subnet") and pcap.parent.name != "traditional":
         assert rows, "a PFS subnet capture without port-4051 traffic"
-    flagged = _tshark(pcap, "-Y", "pfs.malformed || pfs.internal_error || _ws.malformed",
+    flagged = _tshark(pcap, "-Y", "cppdp.malformed || cppdp.internal_error || _ws.malformed",
                       "-T", "fields", "-e", "frame.number").split()
     assert not flagged, f"frames flagged malformed: {flagged[:20]}"
 
