@@ -225,7 +225,7 @@ def test_decode_rebuilds_election_and_tree(tmp_path, capsys):
     from pfslab.dissect import decode
     path = tmp_path / "subnet-1.pcap"
     _exchange_pcap(path)
-    [h] = decode.decode_pcap(path)
+    [h] = decode.decode_paths([path])["hierarchies"]
     assert (h["model"], h["file"], h["xid"], h["root"]) == \
         ("CP-7961G", "apps41.9-4-2ES26.sbn", "0x00000100", "10.1.1.11")
     claims = h["election"]["claims"]
