@@ -2,23 +2,29 @@
 terminal escapes print as they are, output grows linearly with the capture, and a file that
 is not a capture is one line and exit 2 (issue 8 item 7)."""
 import json
-import subprocess
-import sys
 
 from scapy.layers.inet import IP, UDP  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 from scapy.layers.tftp import TFTP, TFTP_RRQ  # noqa: E402
 from scapy.utils import wrpcap  # noqa: E402
 
+from pfslab import cli
 from pfslab.dissect import decode
 from pfslab.dissect.scapy_cppdp import CPPDP
 
 BCAST = "10.1.1.255"
 
 
-def pfslab(*args):
-    return subprocess.run([sys.executable, "-m", "pfslab.cli", *args], capture_output=True,
-                          text=True, timeout=300)
+class Ran:
+    def __init__(self, returncode, out):
+        self.returncode, self.stdout, self.stderr = returncode, out.out, out.err
+
+
+def pfslab(capsys, *args):
+    """`pfslab ARGS` in this process (the CLI's own main: exit code, stdout, stderr)."""
+    capsys.readouterr()
+    rc = cli.main(list(args))
+    return Ran(rc, capsys.readouterr())
 
 
 def udp(src, dst, payload, t):
@@ -39,7 +45,7 @@ def election(model: bytes, file: bytes, t0=0.0):
 MARKUP = [b"[/]", b"[bold]x[/bold]", b"[link=http://e]a", b":smile:", b"[red"]
 
 
-def test_names_that_read_like_markup_print_as_they_are(tmp_path):
+def test_names_that_read_like_markup_print_as_they_are(tmp_path, capsys):
     pk = []
     for i, name in enumerate(MARKUP):
         pk += election(b"CP-" + name, b"f" + name + b".sbn", t0=i)
@@ -51,7 +57,7 @@ def test_names_that_read_like_markup_print_as_they_are(tmp_path):
     wrpcap(str(path / "subnet-1.pcap"), pk)
     wrpcap(str(path / "wan.pcap"), [rrq])
     for flag in ("--tree", "--table", None):
-        p = pfslab("decode", str(path), "--width", "250", *([flag] if flag else []))
+        p = pfslab(capsys, "decode", str(path), "--width", "250", *([flag] if flag else []))
         assert p.returncode == 0, p.stderr
         assert p.stderr == ""
         for name in MARKUP:
@@ -60,7 +66,7 @@ def test_names_that_read_like_markup_print_as_they_are(tmp_path):
         assert "\x1b" not in p.stdout and "\x07" not in p.stdout
         if flag != "--tree":
             assert "[/]\\x1b[31mred\\x07.sbn" in p.stdout   # shown, escaped, not obeyed
-    rep = json.loads(pfslab("decode", str(path), "--json").stdout)
+    rep = json.loads(pfslab(capsys, "decode", str(path), "--json").stdout)
     assert {h["file"] for h in rep["hierarchies"]} == {f"f{n.decode()}.sbn" for n in MARKUP}
 
 
@@ -92,14 +98,14 @@ def test_output_grows_linearly_with_the_capture(tmp_path):
     assert sizes[300] < 2.2 * sizes[150], sizes
 
 
-def test_not_a_capture_is_one_line_and_exit_2(tmp_path):
+def test_not_a_capture_is_one_line_and_exit_2(tmp_path, capsys):
     bad = tmp_path / "notes.txt"
     bad.write_text("these are not packets\n")
     empty = tmp_path / "empty.pcap"
     empty.write_bytes(b"")
     for path, says in ((bad, "starts with"), (empty, "is empty"),
                        (tmp_path / "missing.pcap", "no such pcap")):
-        p = pfslab("decode", str(path))
+        p = pfslab(capsys, "decode", str(path))
         assert p.returncode == 2, p
         assert p.stdout == "" and p.stderr.count("\n") == 1, p.stderr
         assert p.stderr.startswith("pfslab: ") and says in p.stderr
