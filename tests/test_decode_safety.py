@@ -6,7 +6,7 @@ import json
 from scapy.layers.inet import IP, UDP  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 from scapy.layers.tftp import TFTP, TFTP_RRQ  # noqa: E402
-from scapy.utils import wrpcap  # noqa: E402
+from scapy.utils import wrpcap, wrpcapng  # noqa: E402
 
 from pfslab import cli
 from pfslab.dissect import decode
@@ -110,3 +110,15 @@ def test_not_a_capture_is_one_line_and_exit_2(tmp_path, capsys):
         assert p.stdout == "" and p.stderr.count("\n") == 1, p.stderr
         assert p.stderr.startswith("pfslab: ") and says in p.stderr
         assert "Traceback" not in p.stderr
+
+
+def test_pcapng_decodes_like_pcap(tmp_path):
+    pk = election(b"CP-7961G", b"apps41.9-4-2ES26.sbn")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    wrpcap(str(tmp_path / "a" / "subnet-1.pcap"), pk)
+    wrpcapng(str(tmp_path / "b" / "subnet-1.pcapng"), pk)
+    a, b = decode.decode_paths([tmp_path / "a"]), decode.decode_paths([tmp_path / "b"])
+    strip = lambda hs: [{k: v for k, v in h.items() if k != "pcap"} for h in hs]  # noqa: E731
+    assert a["hierarchies"] and strip(a["hierarchies"]) == strip(b["hierarchies"])
+    assert b["pcaps"][0]["kind"] == "subnet" and b["pcaps"][0]["subnet"] == 1

@@ -70,9 +70,9 @@ def expand_paths(args) -> list[pathlib.Path]:
 def kind_by_name(path) -> tuple[str | None, int | None]:
     """("wan", None), ("subnet", k), or (None, None) when the name says nothing."""
     name = pathlib.Path(path).name
-    if re.fullmatch(r"wan.*\.pcap", name):
+    if re.fullmatch(r"wan.*\.pcap(ng)?", name):
         return "wan", None
-    m = re.fullmatch(r"subnet-(\d+)\.pcap", name)
+    m = re.fullmatch(r"subnet-(\d+)\.pcap(ng)?", name)
     if m:
         return "subnet", int(m.group(1))
     return None, None
