@@ -47,7 +47,9 @@ filler up to its size::
 The signature is Ed25519 over the header bytes before it and the SHA-256 of the filler,
 so it covers the whole image.
 
-Everything here is pure (no I/O). Bad input raises :class:`FirmwareError` only.
+Everything here is pure (no I/O) except the key files (:func:`load_signer`,
+:meth:`Signer.write`). Bad input raises :class:`FirmwareError` only, and a bad key file
+:class:`KeyFileError` (a UserError: one line, exit 2).
 """
 from __future__ import annotations
 
