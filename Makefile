@@ -12,18 +12,21 @@ PY         := $(VENV)/bin/python
 # ping, ip, tcpdump, tftp and nc: what a user types inside a lab host (`pingall` needs ping)
 APT_PKGS   := mininet bridge-utils iproute2 iptables tcpdump tshark tftpd-hpa tftp-hpa \
               iputils-ping netcat-openbsd \
-              libnetfilter-queue-dev python3-venv python3-dev gcc ethtool procps
+              libnetfilter-queue-dev python3-venv python3-dev gcc ethtool procps \
+              python3-cryptography
 STAMP      := $(VENV)/.pfslab-installed
 LAB_ARGS   ?=
 PYTEST_ARGS ?=
+FUZZ_ARGS  ?= --cases 100000
 
-.PHONY: all deps apt venv test test-fast lab bench wireshark-plugin samples clean-venv help
+.PHONY: all deps apt venv test test-fast lab bench fuzz wireshark-plugin samples clean-venv help
 
 help:
 	@echo "sudo make lab      run the default lab (PFS vs traditional), captures in pcaps/"
 	@echo "sudo make test     run all tests (installs what is missing)"
 	@echo "make test-fast     the tests that need no root"
 	@echo "sudo make bench    WAN check and phones-per-subnet sweep, JSON + PNG in bench/out/"
+	@echo "make fuzz          10^5 hostile cases against each of the four decoders (FUZZ_ARGS)"
 	@echo "make wireshark-plugin   install the Lua dissector for Wireshark"
 	@echo "sudo make samples  regenerate pcaps/samples/ (reference captures + golden decodes)"
 
@@ -60,6 +63,10 @@ lab: deps
 
 bench: deps
 	$(PY) -m pfslab.bench --out bench/out
+
+# Counts per decoder (codec, Scapy, Lua under tshark, pfslab decode); exit 1 on any crash.
+fuzz: deps
+	$(PY) -m pfslab.dissect.fuzz $(FUZZ_ARGS)
 
 # Wireshark's personal Lua plugin folder is ~/.local/lib/wireshark/plugins/ (not under
 # XDG_CONFIG_HOME). Under sudo it goes to the invoking user's home, owned by that user.

@@ -7,37 +7,49 @@ scaled down (:func:`build_load`), so a lab run is repeatable and needs no Cisco 
 
 How pfslab stands in for Cisco's signatures
 -------------------------------------------
-Real ``.loads`` and ``.sbn`` files carry an RSA signature (256 bytes) from Cisco's signing CA,
-and phones only accept signed images. pfslab replaces RSA with **HMAC-SHA256 under a fixed,
-public lab key** (:data:`LAB_KEY`): "signed by the lab CA" means "carries a valid HMAC under
-the lab key". This is not security (the key is in the source); it gives the emulation the same
-*shape* of checks: a manifest that was tampered with, truncated or signed by someone else is
-refused.
+Real ``.loads`` and ``.sbn`` files carry an RSA signature from Cisco's signing key, and a
+phone only accepts images that verify against the certificates it trusts. pfslab does the
+same with **Ed25519** (from ``cryptography``): a :class:`Signer` holds the private key and
+exists only at HQ (made per run, or loaded from a PEM file the user names:
+:func:`load_signer`); a phone holds only a :class:`Trust`, the public key, the stand-in for
+its trust list. A peer cannot forge a ``.loads`` or a component: it has no private key.
 
-The chain of trust is pfslab's addition: the signed ``.loads`` body lists every component
-with its size and SHA-256 digest. A phone checks the manifest signature (:func:`parse_loads`),
-then verifies every component against its manifest digest (:func:`verify`) **before installing
-it or passing it on** to a PFS child. A peer that serves bad bytes is therefore caught by the
-child, whatever its source.
+:data:`FIXTURE_SIGNER` is a **test fixture key**: its private key is derived from a constant in
+this file, so anyone can sign with it. It is the default of :func:`build_load` and of the
+phone's ``trust`` only so that tests and callers that do not yet make a per-run signer keep
+working; a lab run must use its own :class:`Signer` and give the phones ``signer.trust``.
+
+The chain of trust: the signed ``.loads`` body lists every component with its size and
+SHA-256 digest. A phone checks the manifest signature (:func:`parse_loads`), then verifies
+every component against its manifest digest (:func:`verify`) **before installing it or
+passing it on** to a PFS child. A peer that serves bad bytes is therefore caught by the
+child, whatever its source. Each component also carries its own signed header
+(:func:`read_component_header`), as Cisco's images do.
 
 ``.loads`` layout (all integers big-endian; names are a length byte then ASCII)::
 
     magic     4    b"PFSL"
-    version   1    1
-    signer    1+n  e.g. "CN=pfslab lab signer"
-    ca        1+n  e.g. "CN=pfslab lab CA"
+    version   1    2
+    signer    1+n  the signer's name, e.g. "CN=pfslab HQ signer;OU=pfslab;O=pfslab lab"
+    ca        1+n  e.g. "CN=pfslab lab CA;OU=pfslab;O=pfslab lab"
     serial    8    first 8 bytes of SHA-256 of the load name
-    signature 32   HMAC-SHA256(LAB_KEY, every byte of the file except these 32)
+    key id    8    first 8 bytes of SHA-256 of the signer's raw public key
+    signature 64   Ed25519 over every byte of the file except these 64
     file      1+n  the file name, "<load>.loads"
     body_len  4    length of the body, which must end the file exactly
     body           CRLF text, one line per component in order: "<name> <size> <sha256 hex>"
 
-Each synthetic component starts with a small signed header, then deterministic pseudo-random
+Each synthetic component starts with a signed header, then deterministic pseudo-random
 filler up to its size::
 
-    magic 4 b"PFSB" | version 1 | name 1+n | size 4 | HMAC-SHA256 over the preceding bytes 32
+    magic 4 b"PFSB" | version 1 (2) | name 1+n | size 4 | key id 8 | signature 64
 
-Everything here is pure (no I/O). Bad input raises :class:`FirmwareError` only.
+The signature is Ed25519 over the header bytes before it and the SHA-256 of the filler,
+so it covers the whole image.
+
+Everything here is pure (no I/O) except the key files (:func:`load_signer`,
+:meth:`Signer.write`). Bad input raises :class:`FirmwareError` only, and a bad key file
+:class:`KeyFileError` (a UserError: one line, exit 2).
 """
 from __future__ import annotations
 
@@ -45,24 +57,33 @@ import functools
 import hashlib
 import hmac
 import math
+import os
 import re
 import struct
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (Ed25519PrivateKey,
+                                                               Ed25519PublicKey)
+
+from .errors import UserError
+
 __all__ = [
-    "FirmwareError", "Component", "LoadSet", "build_load", "encode_loads", "parse_loads",
+    "FirmwareError", "KeyFileError", "Signer", "Trust", "load_signer", "FIXTURE_SIGNER",
+    "FIXTURE_TRUST", "Component", "LoadSet", "build_load", "encode_loads", "parse_loads",
     "verify", "read_component_header", "model_load", "KNOWN_LOADS", "MODEL_LOAD",
-    "PFS_CAPABLE", "LAB_KEY", "SIGNER", "CA",
+    "PFS_CAPABLE", "CA",
 ]
 
-#: The lab CA's "private key". Public on purpose: see the module docstring.
-LAB_KEY = b"pfslab lab CA key: stands in for Cisco's RSA signing key; not a secret"
-SIGNER = "CN=pfslab lab signer;OU=pfslab;O=pfslab lab"
+SIGNER_NAME = "CN=pfslab HQ signer;OU=pfslab;O=pfslab lab"
 CA = "CN=pfslab lab CA;OU=pfslab;O=pfslab lab"
 
 LOADS_MAGIC = b"PFSL"
 IMAGE_MAGIC = b"PFSB"
-VERSION = 1
+VERSION = 2                # 1 was pfslab's shared-key HMAC: refused now
+KEY_ID_LEN = 8
+SIG_LEN = 64               # Ed25519
 LOADS_SUFFIX = ".loads"
 MIN_SIZE = 1024            # smallest synthetic component, bytes (whatever the scale)
 MAX_SIZE = 256 * 2**20     # largest synthetic component (guards against a runaway scale)
@@ -79,6 +100,150 @@ _SIZE_RE = re.compile(r"[1-9][0-9]{0,9}")
 
 class FirmwareError(ValueError):
     """A bad, unsigned or truncated ``.loads`` or component, or an unknown load or model."""
+
+
+class KeyFileError(UserError):
+    """A signing-key file that cannot be used: one line saying why and how to fix it."""
+
+
+# --------------------------------------------------------------------------- keys
+
+def _key_id(raw_public: bytes) -> bytes:
+    return hashlib.sha256(raw_public).digest()[:KEY_ID_LEN]
+
+
+class Trust:
+    """What a phone trusts: one Ed25519 public key (the stand-in for its trust list).
+
+    It can check signatures and nothing else. ``hex()`` / ``from_hex()`` carry it in the
+    agent's spec.
+    """
+
+    __slots__ = ("_key", "raw", "key_id")
+
+    def __init__(self, public_key: Ed25519PublicKey):
+        if not isinstance(public_key, Ed25519PublicKey):
+            raise FirmwareError("a Trust holds an Ed25519 public key")
+        self._key = public_key
+        self.raw = public_key.public_bytes(serialization.Encoding.Raw,
+                                           serialization.PublicFormat.Raw)
+        self.key_id = _key_id(self.raw)
+
+    @classmethod
+    def from_hex(cls, text: str) -> "Trust":
+        """The trust of a public key written as 64 hex digits (see :meth:`hex`)."""
+        try:
+            raw = bytes.fromhex(text)
+            if len(raw) != 32:
+                raise ValueError
+            return cls(Ed25519PublicKey.from_public_bytes(raw))
+        except (TypeError, ValueError):
+            raise FirmwareError(f"bad trusted public key {str(text)[:80]!r}: want 64 hex"
+                                " digits (an Ed25519 public key)") from None
+
+    def hex(self) -> str:
+        return self.raw.hex()
+
+    def verify(self, signature: bytes, data: bytes) -> bool:
+        try:
+            self._key.verify(signature, data)
+            return True
+        except InvalidSignature:
+            return False
+
+    def __eq__(self, other):
+        return isinstance(other, Trust) and other.raw == self.raw
+
+    def __hash__(self):
+        return hash(self.raw)
+
+    def __repr__(self):
+        return f"Trust(key id {self.key_id.hex()})"
+
+
+class Signer:
+    """HQ's signing key (Ed25519, private). Only the lab's HQ side ever holds one."""
+
+    __slots__ = ("_key", "name", "trust")
+
+    def __init__(self, private_key: Ed25519PrivateKey, name: str = SIGNER_NAME):
+        if not isinstance(private_key, Ed25519PrivateKey):
+            raise FirmwareError("a Signer holds an Ed25519 private key")
+        self._key = private_key
+        self.name = name
+        self.trust = Trust(private_key.public_key())   # what the phones are given
+
+    @classmethod
+    def generate(cls) -> "Signer":
+        """A fresh key, e.g. one per lab run."""
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes, name: str = SIGNER_NAME) -> "Signer":
+        """A deterministic key from ``seed`` (anyone who knows the seed can sign)."""
+        return cls(Ed25519PrivateKey.from_private_bytes(hashlib.sha256(seed).digest()), name)
+
+    @classmethod
+    def from_pem(cls, data: bytes, where: str = "signing key") -> "Signer":
+        """The signer of an unencrypted PEM Ed25519 private key; KeyFileError if it is not."""
+        fix = ("make one with: openssl genpkey -algorithm ed25519 -out KEY.pem")
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except TypeError:
+            raise KeyFileError(f"{where} is encrypted: pfslab needs an unencrypted key ({fix})"
+                               ) from None
+        except (ValueError, UnsupportedAlgorithm):
+            raise KeyFileError(f"{where} is not a PEM private key ({fix})") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            kind = type(key).__name__.lstrip("_").replace("PrivateKey", "")
+            raise KeyFileError(f"{where} holds a key of type {kind}, not an Ed25519 key"
+                               f" ({fix})")
+        return cls(key)
+
+    def private_pem(self) -> bytes:
+        return self._key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption())
+
+    def write(self, path: str) -> None:
+        """Save the private key as PEM, readable by its owner only (mode 0600)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.private_pem())
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+    def __repr__(self):
+        return f"Signer({self.name!r}, key id {self.trust.key_id.hex()})"
+
+
+MAX_KEY_FILE = 64 * 1024
+
+
+def load_signer(path: str | None) -> Signer:
+    """HQ's signer: the key in PEM file ``path``, or a fresh one when ``path`` is None.
+
+    Raises :class:`KeyFileError` (a :class:`~pfslab.errors.UserError`: one line, exit 2)
+    for a missing, unreadable, encrypted or wrong-kind key file.
+    """
+    if path is None:
+        return Signer.generate()
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_KEY_FILE + 1)
+    except OSError as e:
+        raise KeyFileError(f"cannot read signing key file {path}: {e.strerror or e}") from None
+    if len(data) > MAX_KEY_FILE:
+        raise KeyFileError(f"signing key file {path} is too large to be a PEM key")
+    return Signer.from_pem(data, f"signing key file {path}")
+
+
+#: TEST FIXTURE KEY. Its private key comes from this constant, so it proves nothing: it is the
+#: transitional default for callers that do not make a per-run :class:`Signer` yet.
+#: It signs under the same name as any HQ signer, so a load's file sizes do not depend on the key.
+FIXTURE_SIGNER = Signer.from_seed(b"pfslab test fixture key: public, never a lab run's key")
+FIXTURE_TRUST = FIXTURE_SIGNER.trust
 
 
 # --------------------------------------------------------------------------- load sets
@@ -239,47 +404,72 @@ _PERIOD = 65521
 
 
 @functools.lru_cache(maxsize=32)
-def _image(name: str, size: int) -> bytes:
-    """The deterministic synthetic image of component ``name`` with ``size`` bytes."""
-    head = IMAGE_MAGIC + bytes([VERSION]) + _lp(name) + struct.pack(">I", size)
-    head += hmac.new(LAB_KEY, head, hashlib.sha256).digest()
+def _filler(name: str, need: int) -> tuple[bytes, bytes]:
+    """The deterministic filler of component ``name`` (``need`` bytes) and its SHA-256."""
     seed = hashlib.sha256(b"pfslab image\0" + name.encode("ascii")).digest()
     block = b"".join(hashlib.sha256(seed + struct.pack(">I", i)).digest()
                      for i in range(_PERIOD // 32 + 1))[:_PERIOD]
-    need = size - len(head)
-    filler = block * (need // _PERIOD + 1)
-    return head + filler[:need]
+    filler = (block * (need // _PERIOD + 1))[:need]
+    return filler, hashlib.sha256(filler).digest()
 
 
-def read_component_header(data: bytes) -> tuple[str, int]:
-    """The (name, size) from a component's signed header; FirmwareError if bad or unsigned."""
-    try:
-        mv = bytes(data[:4 + 1 + 256 + 4 + 32])
-    except TypeError:
-        raise FirmwareError("component data must be bytes") from None
+def _image(name: str, size: int, signer: Signer) -> bytes:
+    """The synthetic image of component ``name`` with ``size`` bytes, signed by ``signer``."""
+    head = (IMAGE_MAGIC + bytes([VERSION]) + _lp(name) + struct.pack(">I", size)
+            + signer.trust.key_id)
+    filler, digest = _filler(name, size - len(head) - SIG_LEN)
+    return head + signer.sign(head + digest) + filler
+
+
+def read_component_header(data: bytes, trust: Trust) -> tuple[str, int]:
+    """The (name, size) from a whole component image whose signature ``trust`` accepts.
+
+    The signature covers the header and the SHA-256 of the rest of the image, so ``data``
+    must be the whole image. FirmwareError if it is bad, truncated or signed by another key.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FirmwareError("component data must be bytes")
+    mv = bytes(data[:4 + 1 + 256 + 4 + KEY_ID_LEN + SIG_LEN])
     if mv[:4] != IMAGE_MAGIC:
         raise FirmwareError("not a pfslab component image (bad magic)")
     if len(mv) < 6 or mv[4] != VERSION:
         raise FirmwareError("unsupported or truncated component header")
     n = mv[5]
-    end = 6 + n + 4
-    if len(mv) < end + 32:
+    end = 6 + n + 4 + KEY_ID_LEN
+    if len(mv) < end + SIG_LEN:
         raise FirmwareError("truncated component header")
-    if not hmac.compare_digest(hmac.new(LAB_KEY, mv[:end], hashlib.sha256).digest(),
-                               mv[end:end + 32]):
-        raise FirmwareError("component header is not signed by the lab CA")
     name = mv[6:6 + n].decode("ascii", "replace")
-    (size,) = struct.unpack(">I", mv[6 + n:end])
+    (size,) = struct.unpack(">I", mv[6 + n:6 + n + 4])
+    if size != len(data):
+        raise FirmwareError(f"component header says {size} bytes, the image has {len(data)}")
+    _check_signed(trust, mv[end - KEY_ID_LEN:end], mv[end:end + SIG_LEN],
+                  mv[:end] + hashlib.sha256(data[end + SIG_LEN:]).digest(), "component")
     return name, size
 
 
-def build_load(name: str, scale: float = 1.0) -> tuple[LoadSet, dict[str, bytes]]:
-    """Build load ``name`` from :data:`KNOWN_LOADS`: its LoadSet and every file's bytes.
+def _check_signed(trust: Trust, key_id: bytes, sig: bytes, signed: bytes, what: str) -> None:
+    """FirmwareError unless ``sig`` is ``trust``'s signature over ``signed``."""
+    if not isinstance(trust, Trust):
+        raise FirmwareError(f"checking a {what} needs a Trust (the trusted public key)")
+    if key_id != trust.key_id:
+        raise FirmwareError(f"{what} is signed by key {key_id.hex()}, not by the trusted"
+                            f" key {trust.key_id.hex()}")
+    if not trust.verify(sig, signed):
+        raise FirmwareError(f"bad {what} signature: altered, or not signed by the trusted key")
+
+
+def build_load(name: str, scale: float = 1.0, signer: Signer = FIXTURE_SIGNER
+               ) -> tuple[LoadSet, dict[str, bytes]]:
+    """Build load ``name`` from :data:`KNOWN_LOADS`, signed by ``signer``: its LoadSet and
+    every file's bytes.
 
     Component sizes are the real sizes times ``scale``, rounded, at least 1 KiB. The bytes
-    are deterministic (same name and scale, same bytes). The dict maps each file name,
-    the ``.loads`` included, to its content.
+    are deterministic (same name, scale and key, same bytes). The dict maps each file name,
+    the ``.loads`` included, to its content. The default signer is the test fixture key
+    (:data:`FIXTURE_SIGNER`); a lab run passes its own.
     """
+    if not isinstance(signer, Signer):
+        raise FirmwareError("build_load needs a Signer (HQ's signing key)")
     if name not in KNOWN_LOADS:
         raise FirmwareError(f"unknown load {name!r}; known loads: "
                             + ", ".join(sorted(KNOWN_LOADS)))
@@ -293,11 +483,11 @@ def build_load(name: str, scale: float = 1.0) -> tuple[LoadSet, dict[str, bytes]
         if size > MAX_SIZE:
             raise FirmwareError(f"scale {scale} makes {fname} {size} bytes"
                                 f" (at most {MAX_SIZE})")
-        data = _image(fname, size)
+        data = _image(fname, size, signer)
         files[fname] = data
         comps.append(Component(fname, size, hashlib.sha256(data).hexdigest()))
     load = LoadSet(name, tuple(comps))
-    return load, {load.loads_file: encode_loads(load), **files}
+    return load, {load.loads_file: encode_loads(load, signer), **files}
 
 
 def verify(component: Component, data: bytes) -> bool:
@@ -315,15 +505,17 @@ def _serial(name: str) -> bytes:
     return hashlib.sha256(b"pfslab serial\0" + name.encode("ascii")).digest()[:8]
 
 
-def encode_loads(load: LoadSet) -> bytes:
-    """The signed ``.loads`` manifest of ``load``."""
+def encode_loads(load: LoadSet, signer: Signer) -> bytes:
+    """The ``.loads`` manifest of ``load``, signed by ``signer``."""
     if not isinstance(load, LoadSet):
         raise FirmwareError("encode_loads wants a LoadSet")
+    if not isinstance(signer, Signer):
+        raise FirmwareError("encode_loads needs a Signer (HQ's signing key)")
     body = "".join(f"{c.name} {c.size} {c.sha256}\r\n" for c in load.components).encode("ascii")
-    before = LOADS_MAGIC + bytes([VERSION]) + _lp(SIGNER) + _lp(CA) + _serial(load.name)
+    before = (LOADS_MAGIC + bytes([VERSION]) + _lp(signer.name) + _lp(CA) + _serial(load.name)
+              + signer.trust.key_id)
     after = _lp(load.loads_file) + struct.pack(">I", len(body)) + body
-    sig = hmac.new(LAB_KEY, before + after, hashlib.sha256).digest()
-    return before + sig + after
+    return before + signer.sign(before + after) + after
 
 
 class _Reader:
@@ -345,11 +537,11 @@ class _Reader:
         return raw.decode("ascii")
 
 
-def parse_loads(data: bytes) -> LoadSet:
-    """Check the signature of a ``.loads`` file and return the load it describes.
+def parse_loads(data: bytes, trust: Trust) -> LoadSet:
+    """Check the signature of a ``.loads`` file against ``trust`` and return its load.
 
     Raises FirmwareError, and nothing else, for anything that is not a well-formed ``.loads``
-    signed by the lab CA.
+    signed by the trusted key.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FirmwareError(".loads data must be bytes")
@@ -364,16 +556,15 @@ def parse_loads(data: bytes) -> LoadSet:
     r.name("signer")
     r.name("CA name")
     r.take(8, "serial")
+    key_id = r.take(KEY_ID_LEN, "key id")
     sig_at = r.pos
-    sig = r.take(32, "signature")
+    sig = r.take(SIG_LEN, "signature")
     fname = r.name("file name")
     (body_len,) = struct.unpack(">I", r.take(4, "body length"))
     body = r.take(body_len, "body")
     if r.pos != len(data):
         raise FirmwareError("trailing bytes after the .loads body")
-    want = hmac.new(LAB_KEY, data[:sig_at] + data[sig_at + 32:], hashlib.sha256).digest()
-    if not hmac.compare_digest(sig, want):
-        raise FirmwareError("bad .loads signature: not signed by the lab CA, or altered")
+    _check_signed(trust, key_id, sig, data[:sig_at] + data[sig_at + SIG_LEN:], ".loads")
     if not fname.endswith(LOADS_SUFFIX):
         raise FirmwareError(f"file name {fname!r} in the .loads header does not end in .loads")
     try:

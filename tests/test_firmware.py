@@ -1,17 +1,26 @@
 """pfslab.firmware: load sets, synthetic images, the signed .loads manifest."""
 import hashlib
-import hmac
+import os
 import struct
+import subprocess
 import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from pfslab import firmware as fw
-from pfslab.firmware import (KNOWN_LOADS, MODEL_LOAD, PFS_CAPABLE, Component, FirmwareError,
-                             LoadSet, build_load, encode_loads, model_load, parse_loads, verify)
+from pfslab.errors import UserError
+from pfslab.firmware import (FIXTURE_SIGNER, FIXTURE_TRUST, KNOWN_LOADS, MODEL_LOAD,
+                             PFS_CAPABLE, Component, FirmwareError, KeyFileError, LoadSet,
+                             Signer, Trust, build_load, encode_loads, load_signer, model_load,
+                             verify)
 
 SCCP41 = "SCCP41.9-4-2SR3-1S"
+T = FIXTURE_TRUST
+
+
+def parse_loads(data, trust=T):
+    return fw.parse_loads(data, trust)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +92,7 @@ def test_every_known_load_builds_and_roundtrips(name):
     load, files = build_load(name, scale=0.01)
     assert parse_loads(files[load.loads_file]) == load
     assert all(verify(c, files[c.name]) for c in load.components)
-    assert fw.read_component_header(files[load.components[0].name]) == (
+    assert fw.read_component_header(files[load.components[0].name], T) == (
         load.components[0].name, load.components[0].size)
 
 
@@ -105,15 +114,16 @@ def test_bad_scale(scale):
 
 
 def test_deterministic(sccp41):
-    fw._image.cache_clear()
+    fw._filler.cache_clear()
     again = build_load(SCCP41)
     assert again == sccp41
-    # Pinned: the synthetic bytes are part of the lab's repeatability; change on purpose only.
+    # Pinned (fixture key): the synthetic bytes are part of the lab's repeatability; change
+    # on purpose only.
     load, files = build_load(SCCP41, scale=1e-9)
     assert hashlib.sha256(files["cnu41.9-4-2ES26.sbn"]).hexdigest() == PINNED_CNU41_1K
 
 
-PINNED_CNU41_1K = "ec60ff7c664f1d2097dd83012d43767920c68e7434a6507018e209d3f0258e98"
+PINNED_CNU41_1K = "84c3949ebab252d39ad6c00dbc5cda52d146ab98ac5a4ef0501e1c0662fa3c30"
 
 
 def test_components_differ_and_do_not_repeat_at_block_offsets(sccp41):
@@ -126,7 +136,7 @@ def test_components_differ_and_do_not_repeat_at_block_offsets(sccp41):
 
 
 def test_full_size_build_is_fast():
-    fw._image.cache_clear()
+    fw._filler.cache_clear()
     t = time.perf_counter()
     build_load(SCCP41)
     assert time.perf_counter() - t < 1.0
@@ -150,14 +160,14 @@ def test_loads_size_is_close_to_the_real_one(sccp41):
     load, files = sccp41
     # The real SCCP41.9-4-2SR3-1S.loads is 652 bytes (256-byte RSA signature, no digests).
     assert 300 < len(files[load.loads_file]) < 1000
-    assert files[load.loads_file] == encode_loads(load)
+    assert files[load.loads_file] == encode_loads(load, FIXTURE_SIGNER)
 
 
 def test_roundtrip_handmade_load():
     load = LoadSet("X1.0", [Component("a.sbn", 1, "0" * 64), Component("b.sbn", 2**32 - 1,
                                                                         "f" * 64)])
     assert isinstance(load.components, tuple)
-    assert parse_loads(encode_loads(load)) == load
+    assert parse_loads(encode_loads(load, FIXTURE_SIGNER)) == load
 
 
 @pytest.mark.parametrize("make", [
@@ -176,22 +186,27 @@ def test_invalid_objects(make):
         make()
 
 
+ROGUE = Signer.generate()
+
+
 def _resign(data: bytes) -> bytes:
     """Recompute the signature of a .loads image (to reach the checks past it)."""
-    return _sign(data, fw.LAB_KEY)
+    return _sign(data, FIXTURE_SIGNER)
 
 
-def _sign(data: bytes, key: bytes) -> bytes:
-    """Sign a .loads image with ``key`` (unchanged if too short to hold a signature)."""
+def _sign(data: bytes, signer: Signer, key_id: bytes | None = None) -> bytes:
+    """Sign a .loads image with ``signer``, naming ``key_id`` (default: the signer's own);
+    unchanged if too short to hold a signature."""
     if len(data) < 7 or len(data) < 7 + data[5]:
         return data
     n1 = data[5]
     n2 = data[6 + n1]
-    at = 5 + 1 + n1 + 1 + n2 + 8
-    if len(data) < at + 32:
+    kid = 5 + 1 + n1 + 1 + n2 + 8
+    at = kid + 8
+    if len(data) < at + 64:
         return data
-    body = data[:at] + data[at + 32:]
-    return data[:at] + hmac.new(key, body, "sha256").digest() + data[at + 32:]
+    data = data[:kid] + (key_id or signer.trust.key_id) + data[at:]
+    return data[:at] + signer.sign(data[:at] + data[at + 64:]) + data[at + 64:]
 
 
 def test_bad_signature_is_refused(sccp41):
@@ -213,8 +228,13 @@ def test_foreign_signer_and_trailing_bytes_are_refused(sccp41):
     load, files = sccp41
     good = files[load.loads_file]
     assert parse_loads(_resign(good)) == load
-    with pytest.raises(FirmwareError, match="signature"):
-        parse_loads(_sign(good, b"someone else's key"))
+    rogue = _sign(good, ROGUE)
+    with pytest.raises(FirmwareError, match="not by the trusted key"):
+        parse_loads(rogue)
+    assert parse_loads(rogue, ROGUE.trust) == load       # that key's own phones would take it
+    # naming the trusted key's id does not help: the signature does not verify under it
+    with pytest.raises(FirmwareError, match="bad .loads signature"):
+        parse_loads(_sign(good, ROGUE, key_id=T.key_id))
     with pytest.raises(FirmwareError, match="trailing"):
         parse_loads(good + b"\0")
 
@@ -277,7 +297,7 @@ def test_fuzz_roundtrip(comps, name):
         return
     load = LoadSet(name, tuple(Component(n, s, hashlib.sha256(b).hexdigest())
                                for n, s, b in comps))
-    assert parse_loads(encode_loads(load)) == load
+    assert parse_loads(encode_loads(load, FIXTURE_SIGNER)) == load
 
 
 @pytest.mark.parametrize("data", [None, "text", 12])
@@ -289,7 +309,109 @@ def test_parse_loads_wrong_type(data):
 def test_component_header_checks():
     load, files = build_load(SCCP41, scale=0.001)
     img = files["apps41.9-4-2ES26.sbn"]
-    assert fw.read_component_header(img) == ("apps41.9-4-2ES26.sbn", len(img))
-    for bad in (b"", img[:20], b"XXXX" + img[4:], img[:10] + b"\xff" + img[11:], None):
+    assert fw.read_component_header(img, T) == ("apps41.9-4-2ES26.sbn", len(img))
+    flipped_filler = img[:-1] + bytes([img[-1] ^ 1])
+    for bad in (b"", img[:20], b"XXXX" + img[4:], img[:10] + b"\xff" + img[11:], None,
+                img[:-1], flipped_filler):
         with pytest.raises(FirmwareError):
-            fw.read_component_header(bad)
+            fw.read_component_header(bad, T)
+    with pytest.raises(FirmwareError, match="not by the trusted key"):
+        fw.read_component_header(img, ROGUE.trust)
+
+
+
+# --------------------------------------------------------------------------- keys
+
+def test_a_per_run_signer_and_its_trust():
+    signer = Signer.generate()
+    load, files = build_load(SCCP41, 0.001, signer)
+    assert parse_loads(files[load.loads_file], signer.trust) == load
+    assert fw.read_component_header(files[load.components[0].name], signer.trust)[0] == \
+        load.components[0].name
+    with pytest.raises(FirmwareError, match="not by the trusted key"):
+        parse_loads(files[load.loads_file], T)
+    assert signer.trust != T and Signer.generate().trust != signer.trust
+    # what a phone holds can check signatures and do nothing else
+    assert not hasattr(signer.trust, "sign") and not hasattr(signer.trust, "private_pem")
+
+
+def test_trust_travels_as_hex():
+    signer = Signer.generate()
+    assert Trust.from_hex(signer.trust.hex()) == signer.trust
+    for bad in ("", "00" * 31, "zz" * 32, None, 12):
+        with pytest.raises(FirmwareError, match="64 hex"):
+            Trust.from_hex(bad)
+
+
+def test_fixture_key_is_the_default_and_sizes_do_not_depend_on_the_key():
+    load, files = build_load(SCCP41, 0.001)               # the transitional default
+    assert parse_loads(files[load.loads_file], FIXTURE_TRUST) == load
+    run = load_signer(None)                               # a run without a key file
+    assert run.trust != FIXTURE_TRUST
+    again, other = build_load(SCCP41, 0.001, run)
+    assert {k: len(v) for k, v in other.items()} == {k: len(v) for k, v in files.items()}
+    assert other != files
+
+
+def test_key_file_round_trip(tmp_path):
+    signer = Signer.generate()
+    path = tmp_path / "hq.pem"
+    signer.write(str(path))
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert load_signer(str(path)).trust == signer.trust
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/openssl"), reason="needs openssl")
+def test_openssl_made_keys(tmp_path):
+    """The key that the error messages tell users to make is accepted; others are not."""
+    good, rsa = tmp_path / "ed.pem", tmp_path / "rsa.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(good)],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "genpkey", "-algorithm", "rsa", "-pkeyopt",
+                    "rsa_keygen_bits:1024", "-out", str(rsa)], check=True, capture_output=True)
+    load, files = build_load(SCCP41, 0.001, load_signer(str(good)))
+    assert parse_loads(files[load.loads_file], load_signer(str(good)).trust) == load
+    with pytest.raises(KeyFileError, match="not an Ed25519 key"):
+        load_signer(str(rsa))
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "cannot read signing key file .*: No such file or directory"),
+    (b"", "is not a PEM private key"),
+    (b"-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n",
+     "is not a PEM private key"),
+    (b"\x00\xff" * 50_000, "too large"),
+    ("encrypted", "is encrypted"),
+    ("public", "is not a PEM private key"),
+    ("dir", "cannot read signing key file"),
+])
+def test_bad_key_files_get_one_clear_line(tmp_path, content, match):
+    from cryptography.hazmat.primitives import serialization as ser
+    path = tmp_path / "key.pem"
+    key = Signer.generate()
+    if content == "encrypted":
+        content = key._key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8,
+                                         ser.BestAvailableEncryption(b"pw"))
+    elif content == "public":
+        content = key._key.public_key().public_bytes(ser.Encoding.PEM,
+                                                     ser.PublicFormat.SubjectPublicKeyInfo)
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(KeyFileError, match=match) as e:
+        load_signer(str(path))
+    assert isinstance(e.value, UserError)           # the CLI: one line on stderr, exit 2
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg
+    if content not in (None, "dir") and "large" not in match:
+        assert "openssl genpkey -algorithm ed25519" in msg
+
+
+def test_old_shared_key_manifests_are_refused(sccp41):
+    """pfslab's version-1 manifests (HMAC under a key every phone held) are not accepted."""
+    load, files = sccp41
+    old = bytearray(files[load.loads_file])
+    old[4] = 1
+    with pytest.raises(FirmwareError, match="unsupported .loads version"):
+        parse_loads(bytes(old))

@@ -4,7 +4,7 @@
 - the Scapy layers dissect anything without raising, lose no byte, and call malformed exactly
   what the codec rejects; ``fuzz(CPPDP())`` builds and dissects;
 - tshark with the Lua dissector reads ~300 mutated port-4051 packets, exits 0 without Lua
-  errors, and flags exactly the malformed ones (expert info ``pfs.malformed``).
+  errors, and flags exactly the malformed ones (expert info ``cppdp.malformed``).
 """
 import json
 import pathlib
@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pfslab.dissect.fuzz import mutate
 from pfslab.protocol import codec
 
 VECTORS = json.loads((pathlib.Path(__file__).parent / "vectors" / "cppdp.json").read_text())
@@ -24,32 +25,6 @@ UDP_RAW = [bytes.fromhex(v["hex"]) for v in VECTORS["udp"]]
 TCP_RAW = [bytes.fromhex(v["hex"]) for v in VECTORS["tcp"]]
 SETTINGS = settings(max_examples=400, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
-
-
-def mutate(raw: bytes, rnd: random.Random) -> bytes:
-    """One to three random edits: truncate, flip, overwrite, insert, delete, or a new value
-    for the length field."""
-    b = bytearray(raw)
-    for _ in range(rnd.randint(1, 3)):
-        op = rnd.randrange(6)
-        i = rnd.randrange(len(b) + 1)
-        if op == 0:
-            del b[i:]
-        elif op == 1 and b:
-            b[min(i, len(b) - 1)] ^= 1 << rnd.randrange(8)
-        elif op == 2 and b:
-            b[min(i, len(b) - 1)] = rnd.randrange(256)
-        elif op == 3:
-            b[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 8)))
-        elif op == 4:
-            del b[i:i + rnd.randint(1, 8)]
-        elif op == 5 and len(b) >= 10:
-            if raw[5] < 0x10:   # UDP: 16-bit length at 6
-                b[6:8] = rnd.randrange(1 << 16).to_bytes(2, "big")
-            else:               # TCP: 32-bit payload length at 6
-                b[6:10] = rnd.choice([rnd.randrange(1 << 32), rnd.randrange(80)]).to_bytes(
-                    4, "big")
-    return bytes(b)
 
 
 @st.composite
@@ -192,7 +167,7 @@ def test_iter_cppdp_and_decode_survive_hostile_pcaps(tmp_path):
     for r in recs:
         _exercise(r.decoded)
     from pfslab.dissect import decode
-    decode.render_text(decode.decode_pcap(path))   # pfslab decode survives them too
+    decode.render(decode.decode_paths([path]))   # pfslab decode survives them too
 
 
 # --------------------------------------------------------------------------------- tshark
@@ -237,7 +212,7 @@ def test_tshark_lua_marks_malformed_and_never_errors(tmp_path):
     lua = pathlib.Path(__file__).resolve().parent.parent / "pfslab" / "dissect" / "cppdp.lua"
     p = subprocess.run(["tshark", "-n", "-X", f"lua_script:{lua}", "-r", str(path),
                         "-T", "fields", "-E", "occurrence=a", "-e", "frame.number",
-                        "-e", "cppdp", "-e", "pfs.malformed", "-e", "pfs.internal_error",
+                        "-e", "cppdp", "-e", "cppdp.malformed", "-e", "cppdp.internal_error",
                         "-e", "_ws.malformed", "-e", "_ws.col.Info"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -261,3 +236,27 @@ def test_tshark_lua_marks_malformed_and_never_errors(tmp_path):
         checked += 1
         flagged += is_malformed
     assert checked > 60 and flagged > 30, (checked, flagged)
+
+
+# ------------------------------------------------------------------------------ make fuzz
+
+def test_make_fuzz_small_run_counts_every_decoder(capsys):
+    """`make fuzz` at 10^5 cases is a command, not a CI test: here, 400 cases per decoder."""
+    from pfslab.dissect import fuzz
+    only = "codec,scapy,decode" + (",lua" if shutil.which("tshark") else "")
+    assert fuzz.main(["--cases", "400", "--seed", "7", "--only", only]) == 0
+    out = capsys.readouterr().out
+    rows = {ln.split()[0]: ln.split()[1:] for ln in out.splitlines()
+            if ln.split() and ln.split()[0] in fuzz.DECODERS}
+    assert set(rows) == set(only.split(","))
+    for name, (cases, decoded, rejected, crashes, disagree) in rows.items():
+        assert int(cases.replace(",", "")) >= 400
+        assert int(decoded.replace(",", "")) > 0 and int(rejected.replace(",", "")) > 0
+        assert (crashes, disagree) == ("0", "0"), name
+    assert "no crash" in out
+
+
+def test_make_fuzz_bad_flags(capsys):
+    from pfslab.dissect import fuzz
+    assert fuzz.main(["--only", "nope"]) == 2
+    assert "--only takes" in capsys.readouterr().err

@@ -132,10 +132,10 @@ def test_device_level_off_behaves_traditionally(run):
 
 
 def test_no_phone_serves_more_than_two_children_on_the_wire(run):
-    from pfslab.dissect.decode import decode_pcap
+    from pfslab.dissect.decode import decode_paths
     seen = 0
     for k in (1, 2):
-        for h in decode_pcap(str(run["out"] / "pfs" / f"subnet-{k}.pcap")):
+        for h in decode_paths([run["out"] / "pfs" / f"subnet-{k}.pcap"])["hierarchies"]:
             kids = defaultdict(set)
             for tr in h["transfers"]:
                 kids[tr["parent"]].add(tr["child"])

@@ -35,7 +35,7 @@ def tshark(pcap, *args):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert not lua_errors(p.stderr), p.stderr
-    assert "pfs.internal_error" not in p.stdout
+    assert "cppdp.internal_error" not in p.stdout
     return p.stdout
 
 
@@ -68,11 +68,12 @@ def norm(key, value):
 
 
 def lua_fields(cppdp, expected, tcp):
+    names = VECTORS["wireshark_fields"]["tcp" if tcp else "udp"]
     got = {}
     for k in expected:
         if k == "type_name":
             continue
-        name = "pfs.frame.type" if (tcp and k == "type") else f"pfs.{k}"
+        name = names[k]
         assert name in cppdp, f"{name} missing in {cppdp}"
         got[k] = norm(k, cppdp[name])
     return got
@@ -129,6 +130,26 @@ def vector_pcap(tmp_path_factory):
     return pcap, expect
 
 
+def registered_fields():
+    """{field name: protocol} of every field that tshark knows with the script loaded."""
+    p = subprocess.run([TSHARK, "-G", "fields", "-X", f"lua_script:{LUA}"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return {r[2]: r[4] for r in (ln.split("\t") for ln in p.stdout.splitlines())
+            if r[0] == "F" and len(r) > 4}
+
+
+def test_fields_take_the_protocols_filter_name():
+    """Like Wireshark's own dissectors: every field of protocol cppdp is cppdp.<something>,
+    and the vectors' Wireshark names are exactly the fields that the script registers."""
+    fields = registered_fields()
+    ours = {name for name, proto in fields.items() if proto == "cppdp"}
+    assert ours and all(name.startswith("cppdp.") for name in ours), sorted(ours)
+    named = {n for kind in VECTORS["wireshark_fields"].values() for n in kind.values()}
+    assert named <= ours, sorted(named - ours)
+    assert not any(name.startswith("pfs.") for name in fields)
+
+
 def test_every_vector_decodes_to_its_fields(vector_pcap):
     pcap, expect = vector_pcap
     layers = packets_json(pcap)
@@ -170,14 +191,14 @@ def test_split_data_frame_is_reassembled(vector_pcap):
     first = next(n for n, e in expect.items() if e == "segment")
     assert "cppdp" not in layers[first]              # the first half alone is not a frame
     cppdp = layers[first + 1]["cppdp"]
-    assert cppdp["pfs.data"].replace(":", "") == b"hello world".hex()
+    assert cppdp["cppdp.data"].replace(":", "") == b"hello world".hex()
 
 
 def test_three_frames_in_one_segment(vector_pcap):
     pcap, expect = vector_pcap
     num = next(n for n, e in expect.items() if isinstance(e, tuple) and e[0] == "stack")
     out = tshark(pcap, "-Y", f"frame.number == {num}", "-T", "fields", "-E", "occurrence=a",
-                 "-e", "pfs.frame.type")
+                 "-e", "cppdp.frame.type")
     assert out.strip().split(",") == ["0x13", "0x14", "0x15"]
 
 
@@ -196,10 +217,10 @@ def test_display_filters(vector_pcap):
 
     def count(flt):
         return len(tshark(pcap, "-Y", flt).splitlines())
-    assert count("pfs.type == 1") == 2
-    assert count("pfs.xid == 0x080027f8") == len(VECTORS["udp"]) + 1
+    assert count("cppdp.type == 1") == 2
+    assert count("cppdp.xid == 0x080027f8") == len(VECTORS["udp"]) + 1
     assert count("cppdp && tcp") == len(VECTORS["tcp"]) + 1
-    assert count("pfs.malformed") == 0
+    assert count("cppdp.malformed") == 0
 
 
 def test_malformed_datagram_gets_expert_info(tmp_path):
@@ -212,6 +233,6 @@ def test_malformed_datagram_gets_expert_info(tmp_path):
     info = info_column(pcap)
     for num, raw in enumerate(bad, 1):
         cppdp = layers[num]["cppdp"]
-        assert "pfs.malformed" in cppdp["_ws.expert"]
+        assert "cppdp.malformed" in cppdp["_ws.expert"]
         # the same words as Scapy's "[malformed: ...]"
         assert info[num][0] == CPPDP(raw).mysummary()[0]

@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("scapy")
 
 from pfslab.dissect import decode  # noqa: E402
+from pfslab.errors import UserError  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "pcaps" / "samples"
@@ -74,7 +75,7 @@ def test_tshark_lua_decodes_every_4051_frame(pcap):
     assert not undecoded, f"frames on 4051 not decoded as cppdp: {undecoded[:20]}"
     if pcap.name.startswith("subnet") and pcap.parent.name != "traditional":
         assert rows, "a PFS subnet capture without port-4051 traffic"
-    flagged = _tshark(pcap, "-Y", "pfs.malformed || pfs.internal_error || _ws.malformed",
+    flagged = _tshark(pcap, "-Y", "cppdp.malformed || cppdp.internal_error || _ws.malformed",
                       "-T", "fields", "-e", "frame.number").split()
     assert not flagged, f"frames flagged malformed: {flagged[:20]}"
 
@@ -261,9 +262,12 @@ def test_decode_survives_truncated_and_mangled_pcaps(tmp_path):
     (tmp_path / "m").mkdir()
     wrpcap(str(tmp_path / "m" / "subnet-1.pcap"), pkts)
     (tmp_path / "m" / "wan.pcap").write_bytes(b"not a pcap at all")
+    with pytest.raises(UserError, match="wan.pcap is not a pcap or pcapng capture"):
+        decode.decode_paths([str(tmp_path / "m")])     # checked before anything is read
+    (tmp_path / "m" / "wan.pcap").write_bytes(raw[:24] + b"\xff" * 16)   # a corrupt record
     rep = decode.decode_paths([str(tmp_path / "m")])
     by = {x["pcap"]: x for x in rep["pcaps"]}
-    assert by["wan.pcap"]["error"] and rep["errors"] == 1
+    assert "claims" in by["wan.pcap"]["error"] and rep["errors"] == 1
     assert by["subnet-1.pcap"]["frames"] == len(pkts)
     assert by["subnet-1.pcap"]["malformed"] > 10 and by["subnet-1.pcap"]["malformed_examples"]
     assert "malformed" in decode.render(rep)

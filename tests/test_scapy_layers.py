@@ -55,6 +55,16 @@ def test_tcp_vector(vec):
     assert bytes(CPPDPFrame(**_kwargs(vec["fields"]))) == raw
 
 
+def test_field_names_mirror_the_wireshark_fields():
+    """A vector field x is Scapy's field x and Wireshark's cppdp.x (cppdp.frame.type for a
+    frame's type): one name for one field in all three decoders."""
+    for layer, kind in ((CPPDP, "udp"), (CPPDPFrame, "tcp")):
+        names = {f.name for f in layer.fields_desc}
+        for field, ws in VECTORS["wireshark_fields"][kind].items():
+            assert field in names, (layer.__name__, field)
+            assert ws in (f"cppdp.{field}", f"cppdp.frame.{field}"), ws
+
+
 def test_bound_to_port_4051_both_ways():
     claim = bytes.fromhex(UDPV[1]["hex"])
     for sport, dport in ((4051, 4051), (4051, 1234), (1234, 4051)):
@@ -215,7 +225,7 @@ def test_decode_rebuilds_election_and_tree(tmp_path, capsys):
     from pfslab.dissect import decode
     path = tmp_path / "subnet-1.pcap"
     _exchange_pcap(path)
-    [h] = decode.decode_pcap(path)
+    [h] = decode.decode_paths([path])["hierarchies"]
     assert (h["model"], h["file"], h["xid"], h["root"]) == \
         ("CP-7961G", "apps41.9-4-2ES26.sbn", "0x00000100", "10.1.1.11")
     claims = h["election"]["claims"]

@@ -9,12 +9,12 @@
 
   Install:  make wireshark-plugin   (copies it to ~/.local/lib/wireshark/plugins/)
   One-off:  tshark -X lua_script:pfslab/dissect/cppdp.lua -r capture.pcap
-  Filters:  cppdp   pfs.type == 1   pfs.xid == 0x080027f8   cppdp && tcp   pfs.malformed
+  Filters:  cppdp   cppdp.type == 1   cppdp.xid == 0x080027f8   cppdp && tcp   cppdp.malformed
 
   UDP datagrams and TCP frames that do not start with the magic "CPDP" are foreign: the
   dissector returns 0 so Wireshark shows them as data (or lets another dissector try).
   Anything else that breaks the format is dissected as far as it goes and flagged with the
-  expert info pfs.malformed; the Info column then ends in "[malformed: why]".
+  expert info cppdp.malformed; the Info column then ends in "[malformed: why]".
 ]]
 
 local PORT = 4051
@@ -38,44 +38,44 @@ local FRAME_FIXED = { [0x12] = 8, [0x13] = 36, [0x15] = 0 }
 local cppdp = Proto("CPPDP", "Cisco Peer to Peer Distribution Protocol (pfslab reconstruction)")
 
 local f = {
-    magic       = ProtoField.string("pfs.magic", "Magic"),
-    version     = ProtoField.uint8("pfs.version", "Version", base.DEC),
-    type        = ProtoField.uint8("pfs.type", "Type", base.DEC, MSG_TYPES),
-    length      = ProtoField.uint16("pfs.length", "Length", base.DEC),
-    xid         = ProtoField.uint32("pfs.xid", "XID", base.HEX),
-    strength    = ProtoField.uint32("pfs.strength", "Strength", base.HEX),
-    map         = ProtoField.uint32("pfs.map", "Map (CRC-32 of the load name)", base.HEX),
-    hash        = ProtoField.uint32("pfs.hash", "H (CRC-32 of the file name)", base.HEX),
-    model       = ProtoField.string("pfs.model", "Model"),
-    file        = ProtoField.string("pfs.file", "File"),
-    name_len    = ProtoField.uint8("pfs.name_length", "Name length", base.DEC),
-    ad          = ProtoField.uint8("pfs.ad", "Ad (0 = the offer)", base.DEC),
-    server      = ProtoField.ipv4("pfs.server", "TFTP server"),
-    lost_parent = ProtoField.ipv4("pfs.lost_parent", "Lost parent"),
-    parent      = ProtoField.ipv4("pfs.parent", "Parent"),
-    slot        = ProtoField.uint8("pfs.slot", "Slot", base.DEC),
-    depth       = ProtoField.uint8("pfs.depth", "Depth", base.DEC),
+    magic       = ProtoField.string("cppdp.magic", "Magic"),
+    version     = ProtoField.uint8("cppdp.version", "Version", base.DEC),
+    type        = ProtoField.uint8("cppdp.type", "Type", base.DEC, MSG_TYPES),
+    length      = ProtoField.uint16("cppdp.length", "Length", base.DEC),
+    xid         = ProtoField.uint32("cppdp.xid", "XID", base.HEX),
+    strength    = ProtoField.uint32("cppdp.strength", "Strength", base.HEX),
+    map         = ProtoField.uint32("cppdp.map", "Map (CRC-32 of the load name)", base.HEX),
+    hash        = ProtoField.uint32("cppdp.hash", "H (CRC-32 of the file name)", base.HEX),
+    model       = ProtoField.string("cppdp.model", "Model"),
+    file        = ProtoField.string("cppdp.file", "File"),
+    name_len    = ProtoField.uint8("cppdp.name_length", "Name length", base.DEC),
+    ad          = ProtoField.uint8("cppdp.ad", "Ad (0 = the offer)", base.DEC),
+    server      = ProtoField.ipv4("cppdp.server", "TFTP server"),
+    lost_parent = ProtoField.ipv4("cppdp.lost_parent", "Lost parent"),
+    parent      = ProtoField.ipv4("cppdp.parent", "Parent"),
+    slot        = ProtoField.uint8("cppdp.slot", "Slot", base.DEC),
+    depth       = ProtoField.uint8("cppdp.depth", "Depth", base.DEC),
     -- REFUSE and ABORT reasons differ: the name is appended to the item's text
-    reason      = ProtoField.uint8("pfs.reason", "Reason", base.DEC),
-    source      = ProtoField.uint8("pfs.source", "Source", base.DEC, READY_SOURCES),
-    size        = ProtoField.uint32("pfs.size", "Size", base.DEC),
-    extra       = ProtoField.bytes("pfs.extra", "Unexpected bytes"),
-    frame_type  = ProtoField.uint8("pfs.frame.type", "Frame type", base.HEX, FRAME_TYPES),
-    frame_len   = ProtoField.uint32("pfs.frame.length", "Frame payload length", base.DEC),
-    have        = ProtoField.uint32("pfs.have", "Have (bytes)", base.DEC),
-    total       = ProtoField.uint32("pfs.total", "Total (bytes, 0 = unknown)", base.DEC),
-    sha256      = ProtoField.bytes("pfs.sha256", "SHA-256"),
-    data        = ProtoField.bytes("pfs.data", "Data"),
-    text        = ProtoField.string("pfs.text", "Text"),
+    reason      = ProtoField.uint8("cppdp.reason", "Reason", base.DEC),
+    source      = ProtoField.uint8("cppdp.source", "Source", base.DEC, READY_SOURCES),
+    size        = ProtoField.uint32("cppdp.size", "Size", base.DEC),
+    extra       = ProtoField.bytes("cppdp.extra", "Unexpected bytes"),
+    frame_type  = ProtoField.uint8("cppdp.frame.type", "Frame type", base.HEX, FRAME_TYPES),
+    frame_len   = ProtoField.uint32("cppdp.frame.length", "Frame payload length", base.DEC),
+    have        = ProtoField.uint32("cppdp.have", "Have (bytes)", base.DEC),
+    total       = ProtoField.uint32("cppdp.total", "Total (bytes, 0 = unknown)", base.DEC),
+    sha256      = ProtoField.bytes("cppdp.sha256", "SHA-256"),
+    data        = ProtoField.bytes("cppdp.data", "Data"),
+    text        = ProtoField.string("cppdp.text", "Text"),
 }
 cppdp.fields = { f.magic, f.version, f.type, f.length, f.xid, f.strength, f.map, f.hash,
                  f.model, f.file, f.name_len, f.ad, f.server, f.lost_parent, f.parent, f.slot,
                  f.depth, f.reason, f.source, f.size, f.extra, f.frame_type, f.frame_len,
                  f.have, f.total, f.sha256, f.data, f.text }
 
-local ef_malformed = ProtoExpert.new("pfs.malformed", "Malformed CPPDP message",
+local ef_malformed = ProtoExpert.new("cppdp.malformed", "Malformed CPPDP message",
                                      expert.group.MALFORMED, expert.severity.ERROR)
-local ef_internal = ProtoExpert.new("pfs.internal_error", "pfslab Lua dissector error",
+local ef_internal = ProtoExpert.new("cppdp.internal_error", "pfslab Lua dissector error",
                                     expert.group.MALFORMED, expert.severity.ERROR)
 cppdp.experts = { ef_malformed, ef_internal }
 

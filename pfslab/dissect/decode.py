@@ -25,6 +25,7 @@ import struct
 from collections import Counter, defaultdict
 
 from ..errors import UserError
+from .pcapfile import Capture
 
 #: how many examples of malformed messages a pcap's report keeps
 MAX_EXAMPLES = 5
@@ -49,7 +50,7 @@ def expand_paths(args) -> list[pathlib.Path]:
     for a in args:
         p = pathlib.Path(a)
         if p.is_dir():
-            found = sorted(p.glob("*.pcap"))
+            found = sorted([*p.glob("*.pcap"), *p.glob("*.pcapng")])
             if not found:
                 raise UserError(f"no *.pcap in {p} (give a run's mode directory, "
                                 f"e.g. pcaps/<run>/pfs)")
@@ -69,9 +70,9 @@ def expand_paths(args) -> list[pathlib.Path]:
 def kind_by_name(path) -> tuple[str | None, int | None]:
     """("wan", None), ("subnet", k), or (None, None) when the name says nothing."""
     name = pathlib.Path(path).name
-    if re.fullmatch(r"wan.*\.pcap", name):
+    if re.fullmatch(r"wan.*\.pcap(ng)?", name):
         return "wan", None
-    m = re.fullmatch(r"subnet-(\d+)\.pcap", name)
+    m = re.fullmatch(r"subnet-(\d+)\.pcap(ng)?", name)
     if m:
         return "subnet", int(m.group(1))
     return None, None
@@ -293,88 +294,58 @@ def _ipkey(ip):
 
 # ------------------------------------------------------------------------------ one pcap
 
-def pcap_truncated(path) -> bool:
-    """Whether a classic pcap ends inside a record (its header or its data). pcapng and
-    unreadable files: False (the reader reports those)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-            if len(head) < 24 or head[:4] not in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4",
-                                                   b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"):
-                return False
-            e = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-            size = f.seek(0, 2)
-            pos = 24
-            while pos < size:
-                f.seek(pos)
-                rec = f.read(16)
-                if len(rec) < 16:
-                    return True
-                incl = struct.unpack(e + "IIII", rec)[2]
-                pos += 16 + incl
-            return pos > size
-    except OSError:
-        return False
-
-
 class PcapScan:
-    """Everything one pass over one pcap collects: CPPDP messages and TFTP transfers."""
+    """Everything one pass over one capture collects: CPPDP messages and TFTP transfers."""
 
     def __init__(self, path):
         self.path = pathlib.Path(path)
-        self.frames = 0
+        self.capture = Capture(path)     # NotACapture (exit 2) before any work
         self.first = None
-        self.error = None
         self.cppdp: list = []          # (time, src, dst, proto, layer), valid messages only
         self.malformed = 0
         self.examples: list[str] = []
         self.tftp = TftpTracker()
-        self.truncated = False
+
+    @property
+    def frames(self) -> int:
+        return self.capture.frames
+
+    @property
+    def truncated(self) -> bool:
+        return self.capture.truncated
+
+    @property
+    def error(self) -> str | None:
+        return self.capture.error
 
     def run(self) -> "PcapScan":
-        import logging
-
-        from scapy.utils import PcapReader
-        self.truncated = pcap_truncated(self.path)
-        log = logging.getLogger("scapy.runtime")
-        level = log.level
-        log.setLevel(logging.ERROR)     # "packet has been truncated": reported by us instead
-        try:
-            return self._run(PcapReader)
-        finally:
-            log.setLevel(level)
-
-    def _run(self, PcapReader) -> "PcapScan":
-
         from .scapy_cppdp import CPPDP, CPPDPFrame, iter_cppdp_packets
 
-        def packets(reader):
-            for pkt in reader:
-                self.frames += 1
-                t = float(pkt.time)
-                self.first = t if self.first is None else min(self.first, t)
-                try:
-                    self.tftp.feed(pkt, t)
-                except Exception as e:      # a frame Scapy half-dissected: count it
-                    self.tftp._bad(f"frame {self.frames}: {type(e).__name__}")
-                yield pkt
-
-        try:
-            with PcapReader(str(self.path)) as reader:
-                for rec in iter_cppdp_packets(packets(reader)):
-                    p = rec.decoded
-                    why = p.malformed() if isinstance(p, (CPPDP, CPPDPFrame)) \
-                        else "foreign bytes (no CPDP magic)"
-                    if why:
-                        self.malformed += 1
-                        if len(self.examples) < MAX_EXAMPLES:
-                            self.examples.append(f"frame {self.frames} {rec.proto} "
-                                                 f"{rec.src} -> {rec.dst}: {why}")
-                        continue
-                    self.cppdp.append(rec)
-        except Exception as e:   # not a pcap, or it ends mid-record: keep what was read
-            self.error = f"{type(e).__name__}: {e}"[:200]
+        for rec in iter_cppdp_packets(self._packets()):
+            p = rec.decoded
+            why = p.malformed() if isinstance(p, (CPPDP, CPPDPFrame)) \
+                else "foreign bytes (no CPDP magic)"
+            if why:
+                self.malformed += 1
+                if len(self.examples) < MAX_EXAMPLES:
+                    self.examples.append(f"frame {self.frames} {rec.proto} "
+                                         f"{rec.src} -> {rec.dst}: {why}")
+                continue
+            self.cppdp.append(rec)
         return self
+
+    def _packets(self):
+        """The capture's frames as Scapy packets; TFTP is tracked on the way."""
+        from .scapy_cppdp import packet_of
+        for rec in self.capture.records():
+            pkt = packet_of(rec)
+            t = rec.time
+            self.first = t if self.first is None else min(self.first, t)
+            try:
+                self.tftp.feed(pkt, t)
+            except Exception as e:      # a frame Scapy half-dissected: count it
+                self.tftp._bad(f"frame {self.frames}: {type(e).__name__}")
+            yield pkt
 
     def guess(self) -> tuple[str, int | None]:
         kind, k = kind_by_name(self.path)
@@ -456,24 +427,43 @@ def hierarchies_of(scan: PcapScan, subnet, rel) -> list[dict]:
                 tr["abort"] = f"{ABORT_REASONS.get(p.reason, p.reason)} by {who}"
 
     from .scapy_cppdp import READY_SOURCES, REFUSE_REASONS
+    # Every record goes to exactly one hierarchy, found through a dict: output and work stay
+    # linear in the capture, however many roots a hostile capture announces.
+    owner: dict = {}                 # (model, file, xid) or (model, file) -> group key
+    for key, g in groups.items():
+        owner.setdefault(key[:2], key)
+        for x in g["roots"]:
+            owner.setdefault((*key[:2], x), key)
+    group_trs: dict = defaultdict(list)
+    for tr in transfers:
+        k = owner.get((tr["model"], tr["file"], tr["xid"])) or owner.get((tr["model"], tr["file"]))
+        if k is not None:
+            group_trs[k].append(tr)
     out = []
-    for (model, file, lmap), g in groups.items():
+    for key, g in groups.items():
+        model, file, lmap = key
         xids = sorted(g["roots"], key=lambda x: (g["roots"][x]["first"], x)) or [None]
-        for i, xid in enumerate(xids):
-            def mine(x, _xid=xid, _first=(i == 0)):
-                return x == _xid or (_first and x not in g["roots"])
+
+        def split(items, _roots=g["roots"], _first=xids[0]):
+            """Records by hierarchy: their XID's, else (losers' claims, strays) the first."""
+            by = defaultdict(list)
+            for it in items:
+                by[it["xid"] if it["xid"] in _roots else _first].append(it)
+            return by
+        b_trs, b_offers, b_joins = split(group_trs[key]), split(g["offers"]), split(g["joins"])
+        b_refused, b_claims = split(g["refused"]), split(g["claims"].values())
+        b_ready = split(g["ready"].values())
+        for xid in xids:
             root = g["roots"].get(xid)
             root_ip = root["ip"] if root else None
-            trs = [tr for tr in transfers if (tr["model"], tr["file"]) == (model, file)
-                   and mine(tr["xid"])]
+            trs = b_trs[xid]
             ended = {}
             for tr in trs:
                 if tr["end"] is not None:
                     ended[tr["child"]] = tr
             placed: dict = {}
-            for o in sorted(g["offers"], key=lambda o: o["time"]):
-                if mine(o["xid"]):
-                    placed[o["phone"]] = o      # the last OFFER wins (re-joins move a phone)
+            for o in sorted(b_offers[xid], key=lambda o: o["time"]):
+                placed[o["phone"]] = o          # the last OFFER wins (re-joins move a phone)
             tree = []
             for ph, o in placed.items():
                 tr = ended.get(ph)
@@ -483,7 +473,7 @@ def hierarchies_of(scan: PcapScan, subnet, rel) -> list[dict]:
             tree.sort(key=lambda e: (e["depth"], _ipkey(e["parent"]), e["slot"]))
             edges = sorted([[tr["parent"], c] for c, tr in ended.items()],
                            key=lambda e: (_ipkey(e[0]), _ipkey(e[1])))
-            readies = {ph: r for ph, r in g["ready"].items() if mine(r["xid"])}
+            readies = {r["phone"]: r for r in b_ready[xid]}
             members = set(placed) | set(readies) | set(ended) | ({root_ip} if root_ip else set())
             completion = []
             for ph in members:
@@ -501,7 +491,7 @@ def hierarchies_of(scan: PcapScan, subnet, rel) -> list[dict]:
                                        "source": None, "size": None})
             completion.sort(key=lambda c: _ipkey(c["phone"]))
             claims = []
-            for c in sorted(g["claims"].values(), key=lambda c: (c["first"], _ipkey(c["ip"]))):
+            for c in sorted(b_claims[xid], key=lambda c: (c["first"], _ipkey(c["ip"]))):
                 claims.append({"ip": c["ip"], "xid": f"0x{c['xid']:08x}",
                                "strength": f"0x{c['strength']:08x}", "ads": sorted(c["ads"]),
                                "first_s": rel(c["first"]), "last_s": rel(c["last"]),
@@ -522,12 +512,12 @@ def hierarchies_of(scan: PcapScan, subnet, rel) -> list[dict]:
                     "root_broadcasts": root["count"] if root else 0},
                 "tree": tree, "depth": depth,
                 "rejoins": sorted(({"phone": j["phone"], "lost_parent": j["lost_parent"],
-                                    "time_s": rel(j["time"])} for j in g["joins"]
-                                   if mine(j["xid"]) and j["lost_parent"] != "0.0.0.0"),
+                                    "time_s": rel(j["time"])} for j in b_joins[xid]
+                                   if j["lost_parent"] != "0.0.0.0"),
                                   key=lambda j: (j["time_s"], _ipkey(j["phone"]))),
                 "refused": sorted(({"phone": r["phone"], "time_s": rel(r["time"]),
                                     "reason": REFUSE_REASONS.get(r["reason"], r["reason"])}
-                                   for r in g["refused"] if mine(r["xid"])),
+                                   for r in b_refused[xid]),
                                   key=lambda r: (r["time_s"], _ipkey(r["phone"]))),
                 "transfers": sorted(({"parent": tr["parent"], "child": tr["child"],
                                       "request_s": rel(tr["request"]), "holds": tr["holds"],
@@ -548,8 +538,12 @@ def hierarchies_of(scan: PcapScan, subnet, rel) -> list[dict]:
 
 def decode_paths(paths) -> dict:
     """Decode a run's pcaps (files or directories). The whole report as plain data."""
-    files = expand_paths(paths)
-    scans = [PcapScan(p).run() for p in files]
+    scans = [PcapScan(p) for p in expand_paths(paths)]   # all checked before any is read
+    return decode_scans([s.run() for s in scans])
+
+
+def decode_scans(scans: list[PcapScan]) -> dict:
+    """The report of captures already scanned (:meth:`PcapScan.run`)."""
     firsts = [s.first for s in scans if s.first is not None]
     t0 = min(firsts) if firsts else 0.0
 
@@ -608,11 +602,6 @@ def phone_summary(hier: list[dict], tftp: dict) -> list[dict]:
     for d in ph.values():
         d["models"] = sorted(d["models"])
     return [ph[k] for k in sorted(ph, key=_ipkey)]
-
-
-def decode_pcap(path) -> list[dict]:
-    """The hierarchies of one subnet capture (kept for callers of the first cut)."""
-    return decode_paths([path])["hierarchies"]
 
 
 # ------------------------------------------------------------------------------ lab use
@@ -675,9 +664,18 @@ def _t(x) -> str:
     return "-" if x is None else f"{x:.3f}s"
 
 
+def shown(x) -> str:
+    """A name from a capture, safe to print: control characters as escapes. (The console
+    below has rich markup and emoji codes off, so ``[/]`` or ``:x:`` print as they are.)"""
+    s = "" if x is None else str(x)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in s)
+
+
 def hierarchy_trees(report: dict) -> list:
     """One rich Tree per hierarchy: root (TFTP) and children, each with its completion."""
-    from rich.markup import escape
     from rich.tree import Tree
     trees = []
     for h in report["hierarchies"]:
@@ -691,14 +689,14 @@ def hierarchy_trees(report: dict) -> list:
             c = comp.get(ip)
             done = f" done {_t(c['time_s'])} ({c['via']}, {c['source']})" \
                 if c and c["time_s"] is not None else " not done"
-            return escape(f"{ip}{extra}{done}")
+            return shown(f"{ip}{extra}{done}")
 
-        head = (f"[bold]subnet {h['subnet']} {escape(h['model'])} "
-                f"{escape(h['file'])}[/] XID{(h['xid'] or '0x-')[2:].upper()}\n"
+        head = (f"subnet {h['subnet']} {shown(h['model'])} {shown(h['file'])}"
+                f" XID{(h['xid'] or '0x-')[2:].upper()}\n"
                 f"election: {len(el['claims'])} claimant(s), ")
         if h["root"]:
-            head += (f"root {h['root']} confirmed {_t(el['confirmed_s'])}, "
-                     f"TFTP from {el['server']}")
+            head += (f"root {shown(h['root'])} confirmed {_t(el['confirmed_s'])}, "
+                     f"TFTP from {shown(el['server'])}")
         else:
             head += "no ROOT seen"
         top = Tree(head)
@@ -722,8 +720,8 @@ def hierarchy_trees(report: dict) -> list:
                         seen.add(e["phone"])
                         stack.append((c, e["phone"]))
         for j in h["rejoins"]:
-            top.add(escape(f"re-join {j['phone']} at {_t(j['time_s'])}: "
-                           f"lost parent {j['lost_parent']}"))
+            top.add(shown(f"re-join {j['phone']} at {_t(j['time_s'])}: "
+                          f"lost parent {j['lost_parent']}"))
         trees.append(top)
     return trees
 
@@ -737,8 +735,8 @@ def tables(report: dict) -> list:
         t.add_column(col, justify="left" if col in ("pcap", "kind", "error") else "right")
     for p in report["pcaps"]:
         kind = p["kind"] + (f" {p['subnet']}" if p["subnet"] is not None else "")
-        t.add_row(p["pcap"], kind, f"{p['frames']:,}", f"{p['cppdp_messages']:,}",
-                  str(p["tftp_transfers"]), str(p["malformed"]), p["error"] or "")
+        t.add_row(shown(p["pcap"]), kind, f"{p['frames']:,}", f"{p['cppdp_messages']:,}",
+                  str(p["tftp_transfers"]), str(p["malformed"]), shown(p["error"]))
     out.append(t)
     if report["hierarchies"]:
         t = Table(title="PFS hierarchies (from the subnet pcaps)", title_justify="left")
@@ -747,7 +745,8 @@ def tables(report: dict) -> list:
             t.add_column(col, justify="left" if col in ("model", "file", "root") else "right",
                          no_wrap=col != "file")
         for h in report["hierarchies"]:
-            t.add_row(str(h["subnet"]), h["model"], h["file"], h["root"] or "-",
+            t.add_row(str(h["subnet"]), shown(h["model"]), shown(h["file"]),
+                      shown(h["root"] or "-"),
                       str(len(h["election"]["claims"])), _t(h["election"]["confirmed_s"]),
                       str(h["phones"]), str(h["depth"]),
                       f"{sum(tr['bytes'] for tr in h['transfers']):,}", _t(h["completed_s"]),
@@ -760,7 +759,7 @@ def tables(report: dict) -> list:
         for col in ("file", "requests", "clients", "complete", "DATA bytes", "file size"):
             t.add_column(col, justify="left" if col == "file" else "right")
         for f in tf["by_file"]:
-            t.add_row(f["file"], str(f["requests"]), str(len(f["clients"])),
+            t.add_row(shown(f["file"]), str(f["requests"]), str(len(f["clients"])),
                       str(f["complete"]), f"{f['data_bytes']:,}",
                       "-" if f["file_bytes"] is None else f"{f['file_bytes']:,}")
         out.append(t)
@@ -768,7 +767,7 @@ def tables(report: dict) -> list:
         for col in ("client", "requests", "files", "complete", "DATA bytes", "last done"):
             t.add_column(col, justify="left" if col == "client" else "right")
         for c in tf["by_client"]:
-            t.add_row(c["client"], str(c["requests"]), str(len(c["files"])),
+            t.add_row(shown(c["client"]), str(c["requests"]), str(len(c["files"])),
                       str(c["complete"]), f"{c['data_bytes']:,}", _t(c["last_s"]))
         out.append(t)
     return out
@@ -779,7 +778,7 @@ def render(report: dict, what: str = "all", width: int | None = None) -> str:
     from rich.console import Console
     import io
     con = Console(width=width or 120, record=True, file=io.StringIO(), color_system=None,
-                  highlight=False)
+                  highlight=False, markup=False, emoji=False)
     if what in ("all", "tree"):
         for tr in hierarchy_trees(report):
             con.print(tr)
@@ -791,21 +790,12 @@ def render(report: dict, what: str = "all", width: int | None = None) -> str:
     if report["malformed"] or report["errors"]:
         for p in report["pcaps"]:
             if p["malformed"] or p["error"]:
-                con.print(f"{p['pcap']}: {p['malformed']} malformed"
-                          + (f", unreadable past frame {p['frames']}: {p['error']}"
-                             if p["error"] else ""))
+                con.print(shown(f"{p['pcap']}: {p['malformed']} malformed"
+                                + (f", unreadable past frame {p['frames']}: {p['error']}"
+                                   if p["error"] else "")))
                 for ex in p["malformed_examples"]:
-                    con.print(f"  {ex}")
+                    con.print(f"  {shown(ex)}")
     return con.export_text()
-
-
-def render_text(hierarchies_or_report) -> str:
-    """Text for a report, or for a list of hierarchies (the first cut's interface)."""
-    r = hierarchies_or_report
-    if isinstance(r, list):
-        r = {"pcaps": [], "malformed": 0, "errors": 0, "hierarchies": r,
-             "tftp": tftp_summary([], lambda t: t)}
-    return render(r)
 
 
 def run(args) -> int:

@@ -41,13 +41,6 @@ KEEP = ("wan.pcap", "tftpd.log")
 MAX_TOTAL = 2_000_000
 
 
-def lab_has_fail_parent() -> bool:
-    from pfslab.lab import run as labrun
-    p = argparse.ArgumentParser()
-    labrun.add_arguments(p)
-    return any("--fail-parent" in a.option_strings for a in p._actions)
-
-
 def write_golden(d: pathlib.Path) -> dict:
     """decode.json beside the pcaps of one sample directory."""
     from .decode import decode_paths
@@ -137,9 +130,6 @@ def main(argv=None) -> int:
     if os.geteuid() != 0:
         print("samples: the lab needs root (sudo make samples)", file=sys.stderr)
         return 2
-    if "fail-parent" in names and not lab_has_fail_parent():
-        print("samples: pfslab lab has no --fail-parent yet: skipping that sample")
-        names.remove("fail-parent")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pfslab-samples-") as work:
         for n in names:

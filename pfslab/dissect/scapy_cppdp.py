@@ -38,7 +38,7 @@ from scapy.packet import Packet, bind_bottom_up, bind_layers
 
 __all__ = ["CPPDP", "CPPDPFrame", "PORT", "MSG_TYPES", "FRAME_TYPES", "REFUSE_REASONS",
            "ABORT_REASONS", "READY_SOURCES", "cppdp_fields", "iter_cppdp", "iter_cppdp_packets",
-           "CppdpRecord"]
+           "CppdpRecord", "packet_of"]
 
 PORT = 4051
 MAGIC = b"CPDP"
@@ -544,13 +544,26 @@ class _Stream:
             del b[:FRAME_HEADER_LEN + n]
 
 
+def packet_of(rec) -> Packet:
+    """A :class:`pfslab.dissect.pcapfile.Record` as a Scapy packet of its link type (``Raw``
+    when Scapy does not know the link type or cannot dissect the bytes)."""
+    cls = conf.l2types.num2layer.get(rec.linktype, conf.raw_layer)
+    try:
+        pkt = cls(rec.data)
+    except Exception:      # Scapy dissects leniently; never let hostile bytes escape
+        pkt = conf.raw_layer(rec.data)
+    pkt.time = rec.time
+    pkt.wirelen = rec.orig_len
+    return pkt
+
+
 def iter_cppdp(pcap_path) -> Iterator[CppdpRecord]:
-    """Every CPPDP message in a pcap, in capture order: UDP datagrams on port 4051 and the
-    frames of TCP 4051 streams (reassembled by sequence number and frame length; a frame
-    is reported at the time of the segment that completes it). Pure: reads the file only."""
-    from scapy.utils import PcapReader
-    with PcapReader(str(pcap_path)) as reader:
-        yield from iter_cppdp_packets(reader)
+    """Every CPPDP message in a pcap or pcapng, in capture order: UDP datagrams on port 4051
+    and the frames of TCP 4051 streams (reassembled by sequence number and frame length; a
+    frame is reported at the time of the segment that completes it). Pure: reads the file
+    only. Raises :class:`pfslab.dissect.pcapfile.NotACapture` for a file that is not one."""
+    from .pcapfile import Capture
+    yield from iter_cppdp_packets(packet_of(r) for r in Capture(pcap_path).records())
 
 
 def iter_cppdp_packets(packets) -> Iterator[CppdpRecord]:

@@ -196,8 +196,9 @@ class Phone:
     """One phone. See the module docstring for the input/output contract."""
 
     def __init__(self, ident: PhoneId, server: str, *, seed: int = 1,
-                 timers: Timers | None = None):
+                 timers: Timers | None = None, trust: firmware.Trust = firmware.FIXTURE_TRUST):
         self.id = ident
+        self.trust = trust          # HQ's public key: the phone's trust list
         self.server = server
         self.seed = seed
         self.t = timers or Timers()
@@ -484,7 +485,7 @@ class Phone:
         """The chain of trust: the .loads by its signature, components by its digests."""
         if self.load is None:
             try:
-                ls = firmware.parse_loads(data)
+                ls = firmware.parse_loads(data, self.trust)
             except firmware.FirmwareError as e:
                 self.log("ERR", f"{file}: bad signature or format: {e}")
                 return False
@@ -521,7 +522,7 @@ class Phone:
             for sid in list(s.children):
                 self._serve(s, sid)
         if self.load is None:
-            self.load = firmware.parse_loads(data)
+            self.load = firmware.parse_loads(data, self.trust)
             self.log("NOT", f"Load {self.load.name}: {len(self.load.components)} components: "
                             + " ".join(c.name for c in self.load.components))
             for c in self.load.components:

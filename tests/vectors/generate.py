@@ -48,8 +48,19 @@ def fields(obj, names):
     return d
 
 
+def wireshark_fields():
+    """Each vector field's Wireshark name: the protocol's filter name, ``cppdp``, then the
+    field (a TCP frame's own header fields under ``cppdp.frame.``), as Wireshark's own
+    dissectors name theirs."""
+    udp = {k for t in MsgType for k in COMMON_FIELDS + BODY_FIELDS[t]}
+    tcp = {k for t in FrameType for k in FRAME_FIELDS[t]}
+    return {"udp": {k: f"cppdp.{k}" for k in sorted(udp)},
+            "tcp": {"type": "cppdp.frame.type",
+                    **{k: f"cppdp.{k}" for k in sorted(tcp)}}}
+
+
 def main():
-    out = {"udp": [], "tcp": []}
+    out = {"wireshark_fields": wireshark_fields(), "udp": [], "tcp": []}
     for name, m in MESSAGES.items():
         out["udp"].append({"name": name, "hex": encode(m).hex(), "fields": fields(m, COMMON_FIELDS + BODY_FIELDS[m.type])})
     for name, f in FRAMES.items():
