@@ -142,13 +142,14 @@ class Site:
     def models(self) -> list[str]:
         return sorted({p.model for p in self.phones})
 
-    def files(self, mode: str) -> dict[str, bytes]:
-        """Everything HQ serves in this mode: each model's load set, every SEP<MAC>.cnf.xml,
-        and XMLDefault.cnf.xml."""
+    def files(self, mode: str, signer: firmware.Signer = firmware.FIXTURE_SIGNER
+              ) -> dict[str, bytes]:
+        """Everything HQ serves in this mode: each model's load set (signed by ``signer``,
+        HQ's key), every SEP<MAC>.cnf.xml, and XMLDefault.cnf.xml."""
         out: dict[str, bytes] = {}
         try:
             for name in sorted({firmware.model_load(m) for m in self.models()}):
-                out.update(firmware.build_load(name, self.firmware_scale)[1])
+                out.update(firmware.build_load(name, self.firmware_scale, signer)[1])
             out.update(self.cluster(mode).files())
         except (firmware.FirmwareError, ValueError) as e:
             raise SiteError(str(e)) from None

@@ -7,6 +7,7 @@ import pytest
 from pfslab import firmware
 from pfslab.protocol.phone import Phone, PhoneId
 from pfslab.sim import scenario
+from pfslab.site import Site
 from pfslab.sim.memnet import SimNet
 
 MODEL = "CP-7961G"
@@ -46,8 +47,7 @@ def run_site(n: int, hq: firmware.Signer, rogue_key: firmware.Signer):
     """n phones trusting ``hq``'s key; the first is the rogue, reset 30 s before the others
     so that it is the root they all join."""
     specs = scenario.phone_specs(1, n, [MODEL])
-    files = scenario.server_files(specs, SCALE)
-    files.update(firmware.build_load(firmware.model_load(MODEL), SCALE, hq)[1])
+    files = Site(specs, firmware_scale=SCALE).files("pfs", hq)
     net = SimNet(files)
     RoguePeer.forged = forged_load(firmware.model_load(MODEL), rogue_key)
     phones = [net.add((RoguePeer if i == 0 else Phone)(
