@@ -78,8 +78,28 @@ def default(name: str, command: str = "lab"):
     return o.sim_default if command == "sim" and o.sim_default is not None else o.default
 
 
+class _Given(argparse.Action):
+    """Store (or append) the value and remember that the flag was given, so that flags
+    beside ``--scenario`` override the file and defaults do not."""
+
+    def __init__(self, *a, append: bool = False, **kw):
+        self.append = append
+        super().__init__(*a, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.append:
+            values = [*(getattr(namespace, self.dest, None) or []), values]
+        setattr(namespace, self.dest, values)
+        given = set(getattr(namespace, "_given", ()))
+        setattr(namespace, "_given", given | {self.dest})
+
+
 def add_options(p: argparse.ArgumentParser, command: str) -> None:
-    """Every option of the table that ``command`` takes, its default in its help."""
+    """Every option of the table that ``command`` takes, its default in its help; and
+    ``--scenario FILE`` (pfslab.scenario), which the other flags override."""
+    p.add_argument("--scenario", metavar="FILE", default=None,
+                   help="a scenario file (TOML, see scenarios/ and docs/testing.md); flags "
+                        "given beside it override the file")
     for name, o in OPTIONS.items():
         if command not in o.commands:
             continue
@@ -88,9 +108,9 @@ def add_options(p: argparse.ArgumentParser, command: str) -> None:
         shown = "none" if d in (None, "", ()) else ",".join(d) if isinstance(d, tuple) else d
         kw = dict(help=f"{o.help} (default: {shown})".replace("%", "%%"), metavar=o.metavar)
         if isinstance(o.default, tuple):
-            kw.update(action="append", default=[])
+            kw.update(action=_Given, append=True, default=[])
         else:
-            kw.update(default=d, type=o.type)
+            kw.update(action=_Given, default=d, type=o.type)
         if o.choices:
             kw.update(choices=o.choices, metavar=None)
         p.add_argument(flag, **kw)
@@ -119,11 +139,21 @@ class Settings:
     seed: int = default("seed")
     timeout: float = default("timeout")
     fail_parent: str | None = default("fail_parent")
+    # set by scenario files only (pfslab.scenario): no flags
+    layout: list | None = None          # one model list per subnet (overrides the counts)
+    devices: dict = field(default_factory=dict)   # phone name -> on/off/unset (device level)
+    loads: dict = field(default_factory=dict)     # model -> load name
+    faults: list = field(default_factory=list)    # the scenario's [[faults]] entries
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
         names = {f.name for f in dataclasses.fields(cls)}
-        s = cls(**{k: v for k, v in vars(args).items() if k in names})
+        values = {k: v for k, v in vars(args).items() if k in names}
+        if getattr(args, "scenario", None):
+            from .scenario import load
+            return load(args.scenario, {k: values[k] for k in getattr(args, "_given", ())
+                                        if k in values})
+        s = cls(**values)
         s.check()
         return s
 
@@ -152,13 +182,20 @@ class Settings:
     def site(self):
         from .site import Site, SiteError
         try:
-            return Site.branch(self.subnets, self.phones_per_subnet, self.models,
-                               device_pfs_off=self.device_off(),
+            site = Site.branch(self.subnets, self.phones_per_subnet, self.models,
+                               layout=self.layout, device_pfs_off=self.device_off(),
                                profile=LEVELS[self.pfs_profile],
                                enterprise=LEVELS[self.pfs_enterprise],
-                               firmware_scale=self.firmware_scale)
+                               firmware_scale=self.firmware_scale, loads=dict(self.loads))
         except SiteError as e:
             raise UserError(str(e)) from None
+        names = {p.name for p in site.phones}
+        for name, level in self.devices.items():
+            if name not in names:
+                raise UserError(f"config.devices: no phone {name!r} (names are "
+                                f"p<subnet>-<n>, here p1-1..{site.phones[-1].name})")
+            site = site.with_pfs(name, LEVELS[level])
+        return site
 
     def fault(self) -> dict | None:
         """'30' or '30:silent' -> the agent spec's fault entry."""

@@ -84,6 +84,10 @@ class Site:
     firmware_scale: float = 0.035
     log_server: str | None = None
     networks: list[str] = field(default_factory=list)   # each subnet's network, 1-based order
+    loads: dict[str, str] = field(default_factory=dict)  # model -> load (default: model_load)
+
+    def load_of(self, model: str) -> str:
+        return self.loads.get(model) or firmware.model_load(model)
 
     @classmethod
     def branch(cls, subnets: int = 2, phones_per_subnet: int = 8, models=None, *,
@@ -148,9 +152,9 @@ class Site:
         HQ's key), every SEP<MAC>.cnf.xml, and XMLDefault.cnf.xml."""
         out: dict[str, bytes] = {}
         try:
-            for name in sorted({firmware.model_load(m) for m in self.models()}):
+            for name in sorted({self.load_of(m) for m in self.models()}):
                 out.update(firmware.build_load(name, self.firmware_scale, signer)[1])
-            out.update(self.cluster(mode).files())
+            out.update(self.cluster(mode).files(self.load_of))
         except (firmware.FirmwareError, ValueError) as e:
             raise SiteError(str(e)) from None
         return out
