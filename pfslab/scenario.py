@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import difflib
 import os
+import re
 import sys
 import tomllib
 from typing import Callable
@@ -329,6 +330,41 @@ def describe(s: Settings) -> str:
     return (f"{len(site.phones)} phones in {site.subnets()} subnets ({models}); WAN {s.wan_bw}, "
             f"{s.wan_delay} one way, loss {s.wan_loss}; mode {s.mode}, reset {s.reset}, seed "
             f"{s.seed}, firmware x{s.firmware_scale:g}")
+
+
+def dumps(data: dict) -> str:
+    """A scenario dict as TOML (the subset scenarios use: strings, numbers, booleans, lists,
+    tables, arrays of tables), so a run folder holds the scenario it ran."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise ScenarioError(f"cannot write {v!r} to a scenario file")
+
+    def key(k) -> str:
+        return k if re.fullmatch(r"[A-Za-z0-9_-]+", str(k)) else value(str(k))
+
+    def table(d: dict, path: str) -> list[str]:
+        lines = [f"{key(k)} = {value(v)}" for k, v in d.items()
+                 if not isinstance(v, dict) and not _tables(v)]
+        for k, v in d.items():
+            sub = f"{path}.{key(k)}" if path else key(k)
+            if isinstance(v, dict):
+                lines += ["", f"[{sub}]", *table(v, sub)]
+            elif _tables(v):
+                for t in v:
+                    lines += ["", f"[[{sub}]]", *table(t, sub)]
+        return lines
+    return "\n".join(table(data, "")).strip() + "\n"
+
+
+def _tables(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(t, dict) for t in v)
 
 
 # ---------------------------------------------------------------- `pfslab scenario`
