@@ -373,7 +373,7 @@ class RunCache:
         from . import cli, scenario
         name = str(data.get("name") or os.path.splitext(os.path.basename(str(where)))[0])
         folder = str(self.tmp.mktemp(f"pfslab-{engine}-" + "".join(
-            c if c.isalnum() else "-" for c in name)[:40]))
+            c if c.isalnum() else "-" for c in name)[:40] + "-"))
         path = os.path.join(folder, "scenario.toml")
         with open(path, "w") as f:
             f.write(f"# from {where}\n" + scenario.dumps(data))
