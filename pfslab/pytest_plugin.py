@@ -89,9 +89,9 @@ class ModeRun:
     def firmware_files(self, phone: str | None = None) -> set[str]:
         """The firmware HQ gave ``phone`` (its model's load: the .loads and its components),
         or every firmware file HQ served."""
-        models = [self._spec[phone].model] if phone else self.site.models()
         if phone:
             self._phone(phone)
+        models = [self._spec[phone].model] if phone else self.site.models()
         out = set()
         for m in models:
             load = self.site.load_of(m)
@@ -100,8 +100,15 @@ class ModeRun:
 
     @property
     def hq_requests(self) -> list[tuple[str, str]]:
-        """(phone, file) of every read request HQ's TFTP server recorded, in order."""
-        return [(self.name(r["client"]), r["file"]) for r in self.result["tftp_requests"]]
+        """(phone, file) of every read request HQ's TFTP server recorded, in order; in the
+        lab also those seen in wan.pcap that in.tftpd did not log (its queue can overflow)."""
+        logged = [(self.name(r["client"]), r["file"]) for r in self.result["tftp_requests"]]
+        wire_only = (self._tftp_check().get("only_on_wire") or [])
+        return logged + [(self.name(ip), f) for ip, _, f in (x.partition(" ")
+                                                            for x in wire_only)]
+
+    def _tftp_check(self) -> dict:
+        return (self.result.get("wire_check") or {}).get("tftp_vs_log") or {}
 
     def fetched_from_hq(self, phone: str | None = None, firmware_only: bool = True):
         """The files ``phone`` fetched from HQ (a set); without a phone, phone -> set."""
@@ -126,7 +133,7 @@ class ModeRun:
         return self._pfs[phone]
 
     def model(self, phone: str) -> str:
-        return self._spec[phone].model
+        return self._phone(phone)["model"]
 
     # ---- trees
     @property
@@ -198,9 +205,10 @@ class ModeRun:
     @property
     def wire_disagreements(self) -> list:
         """Lab: where the pcaps and the phones' own account differ (empty: they agree)."""
-        wc = self.result.get("wire_check") or {}
-        return list((wc.get("hierarchies_vs_agents") or [])) + \
-            [x for x in [wc.get("tftp_vs_log")] if x and not _agrees(x)]
+        wc, t = self.result.get("wire_check") or {}, self._tftp_check()
+        return [*(wc.get("hierarchies_vs_agents") or []),
+                *(f"RRQ only on the wire: {x}" for x in t.get("only_on_wire") or []),
+                *(f"RRQ only in in.tftpd's log: {x}" for x in t.get("only_in_log") or [])]
 
     # ---- for people
     def log_tail(self, phone: str, lines: int = LOG_TAIL) -> list[str]:
@@ -232,13 +240,6 @@ class ModeRun:
     def __repr__(self):
         return (f"<{self.engine} {self.mode}: {self.upgraded}/{len(self.phones)} upgraded, "
                 f"makespan {self.makespan_s} s, WAN {self.wan_bytes} bytes; {self.folder}>")
-
-
-def _agrees(x) -> bool:
-    """tftp_vs_log agrees when it lists no differences."""
-    if isinstance(x, dict):
-        return not any(v for k, v in x.items() if k not in ("matched", "agree", "ok"))
-    return not x
 
 
 class Tree:
