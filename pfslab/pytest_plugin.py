@@ -349,7 +349,7 @@ class RunCache:
 
     def __init__(self, tmp_path_factory):
         self.tmp = tmp_path_factory
-        self.runs: dict[str, PfsRun | BaseException] = {}
+        self.runs: dict[str, PfsRun | Exception] = {}
 
     def get(self, engine: str, source, overrides: dict) -> PfsRun:
         from . import scenario
@@ -363,11 +363,13 @@ class RunCache:
         if key not in self.runs:
             try:
                 self.runs[key] = self._run(engine, data, where, settings, flags)
-            except UserError as e:
+            except Exception as e:  # noqa: BLE001 - kept, so later tests do not rerun it
                 self.runs[key] = e
         r = self.runs[key]
-        if isinstance(r, BaseException):
+        if isinstance(r, UserError):
             pytest.fail(f"pfslab {engine}: {r}", pytrace=False)
+        if isinstance(r, Exception):
+            raise r
         return r
 
     def _run(self, engine, data, where, settings, flags) -> PfsRun:

@@ -180,3 +180,25 @@ def test_the_seed_site_runs_in_pfslab_sim(tmp_path, capsys):
     # one fetch from HQ per (subnet, model, file): 10 subnets x 2 models x 6 files
     fw = [q for q in r["tftp_requests"] if not q["file"].endswith(".cnf.xml")]
     assert len(fw) == 10 * 2 * 6
+
+
+# ---------------------------------------------------------------- small ones run (plugin)
+def check_mixed_site(run):
+    incapable = [p for p in run.phones if run.model(p) in ("CP-7940G", "CP-7960G")]
+    assert incapable and run.upgraded == len(run.phones)
+    for p in run.phones:
+        assert run.boots_given_image(p), p
+        if p in incapable or p == "p1-4":         # no PFS: the whole load from HQ
+            assert not run.pfs_enabled(p) and run.fetched_from_hq(p) == run.firmware_files(p)
+    for tree in run.trees:                         # sharing phones: one fetch per tree
+        assert run.hq_fetchers(tree.file) & tree.members == {tree.root}, tree
+        assert not tree.members & set(incapable)
+
+
+def test_mixed_models_in_the_sim(pfs_sim):
+    check_mixed_site(pfs_sim(os.path.join(REPO, "scenarios", "mixed-models.toml")))
+
+
+@pytest.mark.lab
+def test_mixed_models_in_the_lab(pfs_lab):
+    check_mixed_site(pfs_lab(os.path.join(REPO, "scenarios", "mixed-models.toml")))
