@@ -583,10 +583,21 @@ class Phone:
         if s.attempts > self.t.max_attempts:
             self._fallback(s, f"{why}; {s.attempts - 1} elections tried", ev)
             return
+        self._release_children(s)
         s.root_ip, s.lost, s.join_tries, s.rejoins = NO_IP, NO_IP, 0, 0
         self.log("WRN", f"{fmt_xid(s.xid)} {s.file}: {why}: listening again (attempt "
                         f"{s.attempts} of {self.t.max_attempts})")
         self._listen(s, ev)
+
+    def _release_children(self, s: Session) -> None:
+        """Leaving the tree for a new election: let the subtree go (ABORT UPSTREAM), so that
+        each of its phones joins the next root itself and that root's registrar knows the
+        whole tree (a subtree it never placed would look like free slots: FULL refusals)."""
+        for sid in list(s.children):
+            st = self.streams.get(sid)
+            if st is not None:
+                self._abort(st, AbortReason.UPSTREAM, "root lost: elect again")
+        s.children.clear()
 
     def _distrust(self, ip: str, why: str) -> None:
         """Remember a peer as bad for the run (bounded: the oldest is forgotten first)."""
@@ -825,7 +836,8 @@ class Phone:
                 else str(f.reason)
             self.streams.pop(st.sid, None)
             self._out.append(Close(st.sid))
-            self._parent_lost(s, f"parent {st.peer} aborted: {why} {f.text}".rstrip())
+            self._parent_lost(s, f"parent {st.peer} aborted: {why} {f.text}".rstrip(),
+                              upstream=f.reason == AbortReason.UPSTREAM)
         else:
             self._abort(st, AbortReason.PROTOCOL, f"unexpected {f.type.name}")
             self._parent_lost(s, f"parent {st.peer} sent {f.type.name}")
@@ -837,7 +849,9 @@ class Phone:
         self._parent_lost(s, f"{s.file} from {parent}: {why}: discarded, {parent} distrusted",
                           Event.BAD_FILE)
 
-    def _parent_lost(self, s: Session, why: str, ev=Event.PARENT_LOST) -> None:
+    def _parent_lost(self, s: Session, why: str, ev=Event.PARENT_LOST,
+                     upstream: bool = False) -> None:
+        """``upstream``: the parent lost its own source (it left the tree): elect again."""
         if s.state != State.CHILD:
             return
         self._cancel(s, Timer.SILENCE, Timer.BUDGET)
@@ -846,6 +860,8 @@ class Phone:
         self.log("WRN", f"{fmt_xid(s.root_xid)} {s.file}: {why}")
         if lost == s.root_ip:
             self._relisten(s, f"lost the root {lost}", ev, shun=lost)   # elect a new root
+        elif upstream:
+            self._relisten(s, f"parent {lost} lost its source", ev)
         elif s.rejoins > self.t.max_rejoins:
             self._fallback(s, f"lost {s.rejoins} parents", ev)
         else:
