@@ -106,6 +106,12 @@ def test_re_election_rebuilds_one_tree_for_every_seed(n, state):
         assert all(k == 1 for k in by_survivors.values()), (case, by_survivors)
         if state != State.ROOT_COMPLETE:      # it never held the file: a survivor fetched it
             assert by_survivors[file] == 1, case
+            # one tree, and its root's registrar knows it: each phone got the file from the
+            # parent the new root placed it under
+            new_root, = [p for p in survivors if p.sessions[file].registrar is not None]
+            placed = new_root.sessions[file].registrar.parent
+            assert {p.id.ip: p.installed[file].source for p in survivors if p is not new_root
+                    } == {ip: up for ip, up in placed.items() if up is not None}, case
 
 
 class Racer(Phone):

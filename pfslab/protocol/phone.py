@@ -168,6 +168,7 @@ class Session:
     yielded_to: str = NO_IP
     xids: set[int] = field(default_factory=set)   # other roots' XIDs heard (a rebuilt tree)
     yield_since: float = 0.0
+    placed_by: str = NO_IP        # the root whose OFFER placed this phone (and its children)
 
     @property
     def is_root(self) -> bool:
@@ -570,7 +571,8 @@ class Phone:
         self._relisten(s, f"no ROOT heard after yielding to {s.yielded_to}", Timer.YIELD)
 
     def _relisten(self, s: Session, why: str, ev, shun: str = NO_IP) -> None:
-        """Start this file's election again (bounded by MAX_ATTEMPTS, then fall back)."""
+        """Start this file's election again (bounded by MAX_ATTEMPTS, then fall back). Its
+        children stay until it joins another root than the one that placed them."""
         self._cancel(s, Timer.JOIN, Timer.SILENCE, Timer.BUDGET, Timer.YIELD, Timer.ELECT,
                      Timer.LISTEN)
         if s.up_sid is not None:
@@ -583,16 +585,20 @@ class Phone:
         if s.attempts > self.t.max_attempts:
             self._fallback(s, f"{why}; {s.attempts - 1} elections tried", ev)
             return
-        self._release_children(s)
         s.root_ip, s.lost, s.join_tries, s.rejoins = NO_IP, NO_IP, 0, 0
         self.log("WRN", f"{fmt_xid(s.xid)} {s.file}: {why}: listening again (attempt "
                         f"{s.attempts} of {self.t.max_attempts})")
         self._listen(s, ev)
 
-    def _release_children(self, s: Session) -> None:
-        """Leaving the tree for a new election: let the subtree go (ABORT UPSTREAM), so that
-        each of its phones joins the next root itself and that root's registrar knows the
-        whole tree (a subtree it never placed would look like free slots: FULL refusals)."""
+    def _release_children(self, s: Session, new_root: str) -> None:
+        """Going to a root (``new_root``, or itself) other than the one that placed this
+        phone's children: let the subtree go (ABORT UPSTREAM), so that each of its phones
+        joins the new root itself. That root's registrar then knows the whole tree: a
+        subtree it never placed would look to it like free slots (REQUESTs refused FULL)."""
+        if not s.children or new_root == s.placed_by:
+            return
+        self.log("INF", f"{fmt_xid(s.xid)} {s.file}: new root {new_root}: releasing "
+                        f"{len(s.children)} children to join it")
         for sid in list(s.children):
             st = self.streams.get(sid)
             if st is not None:
@@ -672,8 +678,7 @@ class Phone:
         s.root_ip, s.root_xid = self.id.ip, s.xid
         s.registrar = Registrar(self.id.ip, max_members=self.t.max_members,
                                 ttl=2 * self.t.budget(self._max_size(s.file)))
-        for child in s.children.values():      # children it already had (a new root)
-            s.registrar.place(child, now=self.now)
+        self._release_children(s, self.id.ip)   # they join it like everyone else
         self.log("NOT", "UT:Confirmed root bumping strength")
         self.log("NOT", f"@@@HROOT:{fmt_xid(s.xid)} H={codec.name_hash(s.file):08x} "
                         f"m={self.id.model} ROOT={self.server} /dnld/{s.file}")
@@ -711,6 +716,7 @@ class Phone:
             self._cancel(s, Timer.ELECT, Timer.YIELD, Timer.LISTEN)
             self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ROOT {fmt_xid(m.xid)} from {src}"
                             f" m={m.model} {s.file}: joining")
+            self._release_children(s, src)
             s.root_ip, s.root_xid = src, m.xid
             s.join_tries = 0
             self._send_join(s, MsgType.ROOT)
@@ -765,7 +771,7 @@ class Phone:
                             f", which is this phone or its child: ignored")
             return
         self._cancel(s, Timer.JOIN)
-        s.parent_ip, s.lost = m.parent, NO_IP
+        s.parent_ip, s.lost, s.placed_by = m.parent, NO_IP, s.root_ip
         sid = self._new_sid()
         st = Stream(sid, m.parent, up=True, file=s.file)
         self.streams[sid] = st
@@ -861,7 +867,7 @@ class Phone:
         if lost == s.root_ip:
             self._relisten(s, f"lost the root {lost}", ev, shun=lost)   # elect a new root
         elif upstream:
-            self._relisten(s, f"parent {lost} lost its source", ev)
+            self._relisten(s, f"parent {lost} left the tree", ev)
         elif s.rejoins > self.t.max_rejoins:
             self._fallback(s, f"lost {s.rejoins} parents", ev)
         else:
