@@ -327,7 +327,9 @@ def describe(s: Settings) -> str:
     """One line: what the scenario builds."""
     site = s.site()
     models = ", ".join(site.models())
-    return (f"{len(site.phones)} phones in {site.subnets()} subnets ({models}); WAN {s.wan_bw}, "
+    k = site.subnets()
+    return (f"{len(site.phones)} phones in {k} subnet{'s' if k > 1 else ''} ({models}); WAN "
+            f"{s.wan_bw}, "
             f"{s.wan_delay} one way, loss {s.wan_loss}; mode {s.mode}, reset {s.reset}, seed "
             f"{s.seed}, firmware x{s.firmware_scale:g}")
 
