@@ -217,7 +217,9 @@ class ModeRun:
             with open(path, errors="replace") as f:
                 return f.read().splitlines()[-lines:]
         except OSError:
-            return [f"(no log: {'the simulator keeps no phone logs' if self.engine == 'sim' else path + ' is missing'})"]
+            why = ("the simulator keeps no phone logs" if self.engine == "sim" else
+                   f"{path} is missing")
+            return [f"(no log: {why})"]
 
     def hierarchy_text(self, phones: list[str] = (), limit: int = 3) -> str:
         """The trees holding ``phones`` (else the largest), as `pfslab lab` prints them."""
