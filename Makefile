@@ -10,7 +10,7 @@ SYSPY      := /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 APT_PKGS   := mininet bridge-utils iproute2 iptables tcpdump tshark tftpd-hpa tftp-hpa \
-              libnetfilter-queue-dev python3-venv python3-dev gcc ethtool procps
+              libnetfilter-queue-dev python3-venv python3-dev gcc ethtool procps chromium rsyslog
 STAMP      := $(VENV)/.pfslab-installed
 LAB_ARGS   ?=
 PYTEST_ARGS ?=

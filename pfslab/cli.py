@@ -15,6 +15,7 @@ COMMANDS = {
     "phone": ("pfslab.agent.cli", "run phone agents (one phone in a Mininet host, or many)"),
     "decode": ("pfslab.dissect.decode", "rebuild elections, trees and TFTP use from pcaps"),
     "sim": ("pfslab.sim.run", "the same phones in memory, for sites too big for a lab"),
+    "report": ("pfslab.view.report_html", "write report.html for a run folder (pcaps/<run-id>)"),
 }
 
 

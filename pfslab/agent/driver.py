@@ -22,6 +22,7 @@ from ..protocol.codec import PORT
 from ..protocol.logs import LogRecord, render
 from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Installed, Phone,
                               PhoneId, Send, Timers, Write)
+from ..view.status import StatusFilter, phone_status, status_event
 from . import netns as ns
 from .tftp import TftpError, tftp_get
 
@@ -89,6 +90,8 @@ class PhoneRunner:
         self.server = None
         self.dead = False
         self.fault: str | None = None
+        self.screen = StatusFilter()                  # the live view's status events
+        self.tftp_progress: tuple | None = None
 
     async def open(self) -> None:
         s = self.spec
@@ -205,7 +208,8 @@ class PhoneRunner:
         sock = ns.udp_socket(self.spec.netns, self.spec.ip, 0)
         try:
             data = await tftp_get(sock, a.server, file, blksize=a.blksize,
-                                  timeout=a.tftp_timeout, retries=a.tftp_retries)
+                                  timeout=a.tftp_timeout, retries=a.tftp_retries,
+                                  progress=lambda got, size: self._show(file, got, size))
             err = ""
         except TftpError as e:
             data, err = None, str(e)
@@ -256,12 +260,22 @@ class PhoneRunner:
                         "source": o.source, "sha256_ok": o.sha256_ok, "t": round(o.t, 3)})
             elif isinstance(o, Completed):
                 a.phone_completed(self, o)
+        self._show()
         dl = self.phone.next_deadline()
         if dl != self.timer_at:
             if self.timer:
                 self.timer.cancel()
             self.timer_at = dl
             self.timer = None if dl is None else self.loop.call_at(a.t0 + dl, self._on_timer)
+
+    def _show(self, *tftp) -> None:
+        """A status event when what the phone's screen shows changed (throttled)."""
+        if self.agent._emit is None or self.dead:
+            return
+        self.tftp_progress = tftp or self.tftp_progress
+        st = self.screen.update(phone_status(self.phone, self.tftp_progress), self.now())
+        if st is not None:
+            self.agent.emit(status_event(self.spec.name, st, self.now()))
 
     def flush_log(self, log_dir: str | None) -> None:
         if not self.log_lines or not log_dir:

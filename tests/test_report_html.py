@@ -1,0 +1,163 @@
+"""report.html: built from a committed reference run (tests/data/report-run, a small
+`pfslab lab` run of both modes), checked as HTML and in a real browser (Debian's chromium,
+headless). The browser's screenshot is kept as a test artifact (build/test-artifacts/)."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+
+from pfslab.cli import main
+from pfslab.view.report_html import build_report, write_report
+
+REF = pathlib.Path(__file__).parent / "data" / "report-run"
+ARTIFACTS = pathlib.Path(__file__).parents[1] / "build" / "test-artifacts"
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(REF, d)
+    return d
+
+
+class Elements(HTMLParser):
+    """Every start tag's (tag, attrs) of a page, and any reference to a network resource."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.remote: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        for k in ("src", "href"):
+            if str(a.get(k, "")).startswith(("http:", "https:", "//")):
+                self.remote.append(a[k])
+
+    def find(self, tag, cls):
+        return [a for t, a in self.tags if t == tag and cls in (a.get("class") or "").split()]
+
+
+def parse(page: str) -> Elements:
+    p = Elements()
+    p.feed(page)
+    return p
+
+
+def results(run) -> list[dict]:
+    data = json.loads((run / "results.json").read_text())
+    return data if isinstance(data, list) else [data]
+
+
+def tree_edges(el: Elements) -> set:
+    return {(a["data-parent"], a["data-child"]) for a in el.find("line", "edge")}
+
+
+def result_edges(run) -> set:
+    return {tuple(e) for r in results(run) if r["mode"] == "pfs" for h in r["hierarchies"]
+            for e in h["edges"]}
+
+
+def test_report_holds_every_part_and_nothing_remote(run_dir):
+    page = build_report(str(run_dir))
+    el = parse(page)
+    for cls in ("tree", "timeline", "ladder", "throughput"):
+        assert el.find("svg", cls), f"no <svg class={cls}>"
+    assert el.remote == []
+    assert "<script" not in page
+    assert tree_edges(el) == result_edges(run_dir)
+    # one tree per hierarchy, each with its own edges
+    pfs = next(r for r in results(run_dir) if r["mode"] == "pfs")
+    trees = el.find("svg", "tree")
+    assert len(trees) == len([h for h in pfs["hierarchies"] if h["root"] or h["edges"]])
+    for t in trees:
+        h = next(h for h in pfs["hierarchies"] if h["file"] == t["data-file"]
+                 and str(h["subnet"]) == t["data-subnet"])
+        assert json.loads(t["data-edges"]) == sorted(h["edges"])
+    # the TFTP fetches marked: the root of each tree fetched its file
+    fetch = {a["data-phone"] for a in el.find("line", "tftp-fetch")}
+    assert {h["root"] for h in pfs["hierarchies"]} <= fetch
+    # the timeline has the phases of a PFS upgrade; both modes are on the throughput plot
+    phases = {a["data-phase"] for a in el.find("rect", "seg")}
+    assert {"claim", "TFTP fetch", "receive from parent", "serve children"} <= phases
+    assert {a["data-mode"] for a in el.find("polyline", "series")} == {"pfs", "traditional"}
+    assert el.find("line", "bandwidth")
+    kinds = {c for a in el.find("line", "msg") for c in a["class"].split()}
+    assert {"CLAIM", "ROOT", "JOIN", "OFFER"} <= kinds
+    # links point at files that exist
+    links = [a["href"] for t, a in el.tags if t == "a"]
+    assert links and all((run_dir / h).exists() for h in links)
+
+
+def test_fallback_and_fault_get_their_own_colour():
+    from pfslab.view.figures import tree_svg
+    h = {"subnet": 1, "model": "CP-7961G", "file": "f.sbn", "root": "10.1.1.10",
+         "edges": [["10.1.1.10", "10.1.1.11"], ["10.1.1.10", "10.1.1.12"]],
+         "tftp_fetchers": ["10.1.1.10", "10.1.1.13"]}
+    el = parse(tree_svg(h, {}, faulty={"10.1.1.11"}, failed=set()))
+    role = {a["data-ip"]: a["class"].split()[1] for a in el.find("rect", "node")}
+    assert role == {"10.1.1.10": "root", "10.1.1.11": "fault", "10.1.1.12": "peer",
+                    "10.1.1.13": "fallback"}
+
+
+def test_pfslab_report_writes_into_the_run_folder(run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.html").stat().st_size > 10_000
+    assert capsys.readouterr().out.strip() == f"report: {run_dir / 'report.html'}"
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "no results.json"),
+    ("{\"mode\": ", "is broken"),
+    ("[1, 2]", "is not pfslab results"),
+    ("{\"mode\": \"pfs\", \"phones\": [{}], \"hierarchies\": 3}", "unexpected shape"),
+])
+def test_not_a_run_folder_is_one_line_exit_2(tmp_path, capsys, content, says):
+    if content is not None:
+        (tmp_path / "results.json").write_text(content)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pfslab: ") and says in err
+
+
+def test_missing_folder_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+def chromium(tmp_path, *args) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("needs Debian's chromium (sudo make test installs it)")
+    prof = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
+    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={prof}", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_report_renders_in_chromium(run_dir, tmp_path):
+    page = write_report(str(run_dir))
+    url = pathlib.Path(page).as_uri()
+    p = chromium(tmp_path, "--enable-logging=stderr", "--v=0", "--dump-dom", url)
+    assert p.returncode == 0, p.stderr[-2000:]
+    console = [ln for ln in p.stderr.splitlines() if ":CONSOLE" in ln]
+    assert console == []                          # no errors, no warnings, nothing at all
+    el = parse(p.stdout)                          # the DOM as the browser built it
+    for cls in ("tree", "timeline", "ladder", "throughput"):
+        assert el.find("svg", cls), f"the browser's DOM has no <svg class={cls}>"
+    assert tree_edges(el) == result_edges(run_dir)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    p = chromium(tmp_path, "--window-size=1280,3600", "--hide-scrollbars",
+                 f"--screenshot={shot}", url)
+    assert p.returncode == 0 and shot.stat().st_size > 50_000, p.stderr[-2000:]
+    os.chmod(shot, 0o644)
