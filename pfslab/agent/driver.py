@@ -24,6 +24,7 @@ from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Insta
                               PhoneId, Send, Timers, Write)
 from ..view.status import StatusFilter, phone_status, status_event
 from . import netns as ns
+from .syslog import SyslogSender
 from .tftp import TftpError, tftp_get
 
 
@@ -92,6 +93,7 @@ class PhoneRunner:
         self.fault: str | None = None
         self.screen = StatusFilter()                  # the live view's status events
         self.tftp_progress: tuple | None = None
+        self.syslog: SyslogSender | None = None       # to its config's <logServer>
 
     async def open(self) -> None:
         s = self.spec
@@ -135,6 +137,8 @@ class PhoneRunner:
             self.udp.close()
         if self.server:
             self.server.close()
+        if self.syslog:
+            self.syslog.close()
 
     # ------------------------------------------------------------- inputs
 
@@ -234,6 +238,7 @@ class PhoneRunner:
         for o in self.phone.pop_outputs():
             if isinstance(o, LogRecord):
                 self.log_lines.append(render(o, a.epoch))
+                self._syslog(o, self.log_lines[-1])
             elif isinstance(o, Send):
                 dst = self.spec.broadcast if o.dst == BROADCAST else o.dst
                 try:
@@ -267,6 +272,14 @@ class PhoneRunner:
                 self.timer.cancel()
             self.timer_at = dl
             self.timer = None if dl is None else self.loop.call_at(a.t0 + dl, self._on_timer)
+
+    def _syslog(self, rec: LogRecord, line: str) -> None:
+        cfg = self.phone.config
+        if self.syslog is None and cfg is not None and cfg.log_server:
+            self.syslog = SyslogSender(cfg.log_server, self.spec.name, lambda: ns.udp_socket(
+                self.spec.netns, self.spec.ip, 0))
+        if self.syslog is not None:
+            self.syslog.send(rec, line, self.agent.epoch)
 
     def _show(self, *tftp) -> None:
         """A status event when what the phone's screen shows changed (throttled)."""

@@ -27,13 +27,15 @@ def _role(p: "ph.Phone", s: "ph.Session") -> str:
 
 
 def phone_status(p: "ph.Phone", tftp: tuple[str, int, int | None] | None = None) -> dict:
-    """The screen of one phone. ``tftp``: (file, bytes so far, size or None) of the TFTP
-    transfer under way, which only the driver sees."""
-    sharing = any(s.children for s in p.sessions.values())
+    """The screen of one phone (``via``: "tftp" or "peer" while bytes come in).
+    ``tftp``: (file, bytes so far, size or None) of the TFTP transfer under way, which only
+    the driver sees."""
+    sharing = any(sid in p.streams and not p.streams[sid].done
+                  for s in p.sessions.values() for sid in s.children)
     files = len(p.installed)
     of = len(p.load.components) + 1 if p.load is not None else None
-    st = {"file": None, "role": "config", "got": 0, "size": None, "pfs": sharing,
-          "files": files, "of": of}
+    st = {"file": None, "role": "config", "got": 0, "size": None, "via": None,
+          "pfs": sharing, "files": files, "of": of}
     if p.completed is not None:
         st["role"] = "done" if p.completed.ok else "failed"
         return st
@@ -41,12 +43,13 @@ def phone_status(p: "ph.Phone", tftp: tuple[str, int, int | None] | None = None)
         s = p.sessions.get(p.tftp_busy)
         st["file"] = p.tftp_busy
         st["role"] = "config" if s is None else _role(p, s)
+        st["via"] = "tftp"
         if tftp and tftp[0] == p.tftp_busy:
             st["got"], st["size"] = tftp[1], tftp[2]
         return st
     for stream in p.streams.values():
         if stream.up and not stream.done and stream.file in p.sessions:
-            st.update(file=stream.file, role=_role(p, p.sessions[stream.file]),
+            st.update(file=stream.file, role=_role(p, p.sessions[stream.file]), via="peer",
                       got=stream.got, size=stream.size if stream.size >= 0 else None)
             return st
     for s in p.sessions.values():

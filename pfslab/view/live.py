@@ -1,0 +1,295 @@
+"""The live view of an upgrade: every phone's screen, from the agents' own events.
+
+:class:`Board` holds what the phones show, fed by the agent's event stream (``status``,
+``installed``, ``completed``, ``fault``, ``timeout``; see ``pfslab/view/status.py``).
+:class:`LiveView` draws it with rich Live on a terminal: each subnet a grid of phone cells
+(name and model; the file it is on with its % or KB; the PFS icon while it shares; its role
+for that file), the WAN's TFTP rate against the bandwidth, and done/waiting/failed counts.
+When the cells do not fit (1000 phones) it folds to one line per subnet with its busiest
+phones. Without a terminal (CI, pipes) or with ``--no-live`` it prints plain progress lines.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+PFS_ICON = "⇄"
+ROLE_STYLE = {"root": "bold blue", "parent": "magenta", "child": "green", "tftp": "cyan",
+              "fallback": "bold yellow", "failed": "bold red", "done": "green",
+              "listen": "dim", "claim": "yellow", "config": "dim", "waiting": "dim"}
+ROLE_LABEL = {"tftp": "TFTP", "done": "done ✓", "failed": "failed ✗", "config": "config",
+              "waiting": "waiting"}
+CELL_W = 22
+
+
+@dataclass
+class Cell:
+    name: str
+    model: str
+    subnet: int
+    role: str = "waiting"
+    file: str | None = None
+    got: int = 0
+    size: int | None = None
+    pfs: bool = False
+    files: int = 0
+    of: int | None = None
+    state: str = "waiting"         # waiting, done, failed
+
+    def progress(self) -> str:
+        if self.size:
+            return f"{min(100, 100 * self.got // self.size)}%"
+        return f"{self.got // 1024}KB" if self.got else ""
+
+    def busy(self) -> float:
+        """How much there is to see on this phone (the folded view shows the busiest)."""
+        if self.state != "waiting":
+            return -1.0
+        frac = self.got / self.size if self.size else 0.0
+        return 2 * self.pfs + (self.role in ("root", "parent")) + (self.role == "fallback") + frac
+
+
+def short_file(f: str | None) -> str:
+    """``apps41.9-4-2ES26.sbn`` -> ``apps41``; config files -> ``config``."""
+    if not f:
+        return ""
+    if f.endswith(".cnf.xml"):
+        return "config"
+    return f.split(".")[0] + (".loads" if f.endswith(".loads") else "")
+
+
+class Board:
+    """What every phone shows, and the WAN's recent TFTP rate. Thread-safe: the lab feeds it
+    from its reader thread while rich redraws from another."""
+
+    def __init__(self, phones: list[dict], mode: str = "", bw_bps: float | None = None,
+                 window: float = 3.0):
+        self.mode, self.bw_bps, self.window = mode, bw_bps, window
+        self.cells = {p["name"]: Cell(p["name"], p.get("model", "?"), p.get("subnet") or 0)
+                      for p in phones}
+        self.subnets: dict[int, list[Cell]] = {}
+        for c in self.cells.values():
+            self.subnets.setdefault(c.subnet, []).append(c)
+        self.t = 0.0
+        self.lock = threading.Lock()
+        self._wan: deque = deque()               # (t, TFTP bytes)
+        self._tftp_at: dict[str, tuple] = {}     # phone -> (file, bytes) last seen by TFTP
+        self.timed_out = False
+
+    def event(self, ev: dict) -> None:
+        with self.lock:
+            self._event(ev)
+
+    def _event(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if isinstance(ev.get("t"), (int, float)):
+            self.t = max(self.t, float(ev["t"]))
+        c = self.cells.get(ev.get("phone"))
+        if kind == "timeout":
+            self.timed_out = True
+        if c is None:
+            return
+        if kind == "status":
+            self._wan_bytes(c.name, ev)
+            if c.state == "waiting":
+                c.role = str(ev.get("role") or "waiting")
+            c.file, c.got, c.size = ev.get("file"), ev.get("got") or 0, ev.get("size")
+            c.pfs, c.files, c.of = bool(ev.get("pfs")), ev.get("files") or 0, ev.get("of")
+        elif kind == "installed":
+            c.files = max(c.files, 1 + c.files)
+        elif kind == "completed":
+            c.state = "done" if ev.get("ok") else "failed"
+            c.role, c.pfs = ("done" if ev.get("ok") else "failed"), False
+        elif kind == "fault":
+            c.state, c.role, c.pfs = "failed", "failed", False
+
+    def _wan_bytes(self, name: str, ev: dict) -> None:
+        if ev.get("via") != "tftp" and ev.get("role") not in ("tftp", "config"):
+            self._tftp_at.pop(name, None)
+            return
+        f, got = ev.get("file"), ev.get("got") or 0
+        last = self._tftp_at.get(name)
+        delta = got - last[1] if last and last[0] == f and got >= last[1] else got
+        self._tftp_at[name] = (f, got)
+        if delta > 0:
+            self._wan.append((self.t, delta))
+
+    def wan_rate(self) -> float:
+        """TFTP bits/s over the last ``window`` seconds of the run's clock."""
+        while self._wan and self._wan[0][0] < self.t - self.window:
+            self._wan.popleft()
+        return 8 * sum(b for _, b in self._wan) / self.window
+
+    def counts(self) -> dict[str, int]:
+        out = {"done": 0, "waiting": 0, "failed": 0, "sharing": 0}
+        for c in self.cells.values():
+            out[c.state] += 1
+            out["sharing"] += c.pfs
+        return out
+
+    # ------------------------------------------------------------------ drawing
+
+    def header(self) -> Text:
+        n = self.counts()
+        rate = self.wan_rate()
+        t = Text()
+        t.append(f" {self.mode} ", style="bold reverse")
+        t.append(f" t={self.t:.1f}s  WAN ")
+        if self.bw_bps:
+            full = int(round(min(rate / self.bw_bps, 1.0) * 12))
+            t.append("█" * full, style="cyan")
+            t.append("░" * (12 - full), style="dim")
+            t.append(f" {rate / 1000:.0f}/{self.bw_bps / 1000:g} kbit/s")
+        else:
+            t.append(f"{rate / 1000:.0f} kbit/s")
+        t.append("  done ")
+        t.append(str(n["done"]), style="green")
+        t.append("  waiting ")
+        t.append(str(n["waiting"]))
+        t.append("  failed ")
+        t.append(str(n["failed"]), style="red" if n["failed"] else "")
+        t.append(f"  {PFS_ICON} {n['sharing']}")
+        if self.timed_out:
+            t.append("  TIMED OUT", style="bold red")
+        return t
+
+    def cell(self, c: Cell) -> Text:
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(c.name, style="bold")
+        t.append(" " + c.model.replace("CP-", ""), style="dim")
+        t.append("\n")
+        if c.state == "waiting" and c.file:
+            t.append(" ".join(x for x in (short_file(c.file), c.progress()) if x))
+        elif c.of:
+            t.append(f"{c.files}/{c.of} files", style="dim")
+        if c.pfs:
+            t.append(f" {PFS_ICON}", style="bold magenta")
+        t.append("\n")
+        t.append(ROLE_LABEL.get(c.role, c.role), style=ROLE_STYLE.get(c.role, ""))
+        return t
+
+    def grid(self, width: int):
+        cols = max(1, (width - 4) // CELL_W)
+        panels = []
+        for k in sorted(self.subnets):
+            g = Table.grid(padding=(0, 1))
+            for _ in range(cols):
+                g.add_column(width=CELL_W - 1, no_wrap=True)
+            cells = self.subnets[k]
+            for i in range(0, len(cells), cols):
+                row = [self.cell(c) for c in cells[i:i + cols]]
+                g.add_row(*row, *[""] * (cols - len(row)))
+            n = sum(c.state == "done" for c in cells)
+            panels.append(Panel(g, title=f"subnet {k}: {n}/{len(cells)} done",
+                                title_align="left", padding=(0, 1)))
+        return panels
+
+    def grid_height(self, width: int) -> int:
+        cols = max(1, (width - 4) // CELL_W)
+        return sum(-(-len(c) // cols) * 3 + 2 for c in self.subnets.values()) + 1
+
+    def folded(self, width: int, busiest: int = 3) -> Table:
+        t = Table(title_justify="left", expand=False, show_edge=False, pad_edge=False)
+        for col in ("subnet", "phones", "done", "waiting", "failed", PFS_ICON):
+            t.add_column(col, justify="right", no_wrap=True)
+        t.add_column("busiest phones", no_wrap=True, overflow="ellipsis",
+                     max_width=max(width - 48, 20))
+        for k in sorted(self.subnets):
+            cells = self.subnets[k]
+            busy = sorted((c for c in cells if c.busy() >= 0), key=lambda c: -c.busy())
+            line = Text()
+            for c in busy[:busiest]:
+                line.append(c.name, style="bold")
+                line.append(f" {ROLE_LABEL.get(c.role, c.role)}",
+                            style=ROLE_STYLE.get(c.role, ""))
+                line.append("".join(f" {x}" for x in (short_file(c.file), c.progress()) if x))
+                if c.pfs:
+                    line.append(f" {PFS_ICON}", style="bold magenta")
+                line.append("  ")
+            t.add_row(str(k), str(len(cells)), str(sum(c.state == "done" for c in cells)),
+                      str(sum(c.state == "waiting" for c in cells)),
+                      str(sum(c.state == "failed" for c in cells)),
+                      str(sum(c.pfs for c in cells)), line)
+        return t
+
+    def renderable(self, width: int, height: int):
+        with self.lock:
+            head = self.header()
+            if self.grid_height(width) + 2 <= height:
+                return Group(head, *self.grid(width))
+            return Group(head, self.folded(width))
+
+    def line(self) -> str:
+        """One plain progress line."""
+        with self.lock:
+            n = self.counts()
+            rate = self.wan_rate()
+        bw = f" of {self.bw_bps / 1000:g}" if self.bw_bps else ""
+        return (f"  {self.mode}: t={self.t:.1f} s: {n['done']}/{len(self.cells)} done, "
+                f"{n['failed']} failed, {n['waiting']} waiting, {n['sharing']} sharing; "
+                f"WAN TFTP {rate / 1000:.0f}{bw} kbit/s")
+
+
+def render_text(board: Board, width: int = 100, height: int = 40) -> str:
+    """One frame as plain text (what the terminal shows, without colours)."""
+    con = Console(width=width, height=height, file=io.StringIO(), record=True,
+                  color_system=None, force_terminal=False)
+    con.print(board.renderable(width, height))
+    return con.export_text()
+
+
+class _Frame:
+    """What rich Live draws: the board at the console's current size."""
+
+    def __init__(self, board: Board):
+        self.board = board
+
+    def __rich_console__(self, console, options):
+        yield self.board.renderable(options.max_width, console.size.height)
+
+
+class LiveView:
+    """Feed it events; on a terminal it redraws the board 4 times a second, otherwise (or
+    ``live=False``) it prints a plain line every ``every`` seconds and at the end."""
+
+    def __init__(self, board: Board, live: bool | None = None, every: float = 5.0,
+                 out=None):
+        self.board = board
+        self.out = out or sys.stdout
+        self.live = (self.out.isatty() if live is None else live)
+        self.every = every
+        self._last = time.monotonic()
+        self._rich = None
+
+    def __enter__(self) -> "LiveView":
+        if self.live:
+            from rich.live import Live
+            self._rich = Live(_Frame(self.board), console=Console(file=self.out),
+                              refresh_per_second=4, transient=False)
+            self._rich.start()
+        return self
+
+    def event(self, ev: dict) -> None:
+        self.board.event(ev)
+        if not self.live and time.monotonic() - self._last >= self.every:
+            self._print()
+
+    def _print(self) -> None:
+        self._last = time.monotonic()
+        print(self.board.line(), file=self.out, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._rich is not None:
+            self._rich.refresh()
+            self._rich.stop()
+        else:
+            self._print()
