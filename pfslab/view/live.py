@@ -125,7 +125,7 @@ class Board:
 
     def wan_rate(self) -> float:
         """TFTP bits/s over the last ``window`` seconds of the run's clock."""
-        while self._wan and self._wan[0][0] < self.t - self.window:
+        while self._wan and self._wan[0][0] <= self.t - self.window:
             self._wan.popleft()
         return 8 * sum(b for _, b in self._wan) / self.window
 
