@@ -161,3 +161,14 @@ def test_report_renders_in_chromium(run_dir, tmp_path):
                  f"--screenshot={shot}", url)
     assert p.returncode == 0 and shot.stat().st_size > 50_000, p.stderr[-2000:]
     os.chmod(shot, 0o644)
+
+
+def test_hostile_captures_still_give_a_report(run_dir):
+    sub = run_dir / "pfs" / "subnet-1.pcap"
+    data = sub.read_bytes()
+    sub.write_bytes(data[:len(data) // 3] + bytes(range(256)) * 3)   # breaks off in garbage
+    (run_dir / "pfs" / "wan.pcap").write_bytes(b"\xd4\xc3\xb2\xa1" + b"\xff" * 500)
+    (run_dir / "traditional" / "wan.pcap").write_bytes(b"not a pcap at all")
+    el = parse(build_report(str(run_dir)))
+    assert tree_edges(el) == result_edges(run_dir)        # the trees come from results.json
+    assert el.find("svg", "timeline")

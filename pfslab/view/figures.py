@@ -224,31 +224,43 @@ TIMELINE_LEGEND = [(c, p) for p, c in PHASE_COLORS.items()] + [("#1a202c", "◆ 
 
 def ladder_messages(records, h: dict, limit: int = 70) -> list[dict]:
     """CLAIM/ROOT/JOIN/OFFER/REFUSE of one hierarchy (its model and file) from a subnet
-    capture's CPPDP records, in capture order. Repeated ROOT announcements after the
-    first two of a sender are left out (they repeat every second)."""
-    from ..protocol.codec import MsgType
-    from ..dissect.decode import _ip
-    out, roots = [], defaultdict(int)
-    t0 = None
-    for rec in records:
-        p = rec.decoded
-        if rec.proto != "udp" or not hasattr(p, "model"):
-            continue
-        try:
-            kind = MsgType(p.type).name
-        except ValueError:
-            continue
-        model = p.model.decode("ascii", "replace")
-        file = p.file.decode("ascii", "replace")
-        if (model, file) != (h["model"], h["file"]) or kind == "READY":
-            continue
-        src, dst = _ip(rec.src), _ip(rec.dst)
-        if kind == "ROOT":
-            roots[src] += 1
-            if roots[src] > 2:
+    capture's CPPDP records (:func:`pfslab.dissect.scapy_cppdp.iter_cppdp`), in capture
+    order, the first ``limit`` of them; it stops reading there. Repeated ROOT announcements
+    after the first two of a sender are left out (they repeat every second). A capture that
+    breaks off gives what came before."""
+    out: list[dict] = []
+    try:
+        for rec in records:
+            m = _ladder_message(rec, h)
+            if m is None:
                 continue
-        t0 = rec.time if t0 is None else t0
-        m = {"t": rec.time, "type": kind, "src": src, "dst": dst}
+            if m["type"] == "ROOT":
+                if sum(1 for x in out if x["type"] == "ROOT" and x["src"] == m["src"]) >= 2:
+                    continue
+            out.append(m)
+            if len(out) >= limit:
+                break
+    except Exception:          # noqa: BLE001 - a truncated or hostile pcap: keep what we have
+        pass
+    finally:
+        close = getattr(records, "close", None)
+        if close:
+            close()
+    return out
+
+
+def _ladder_message(rec, h: dict) -> dict | None:
+    from ..dissect.decode import _ip
+    from ..protocol.codec import MsgType
+    p = rec.decoded
+    try:
+        if rec.proto != "udp" or p.malformed():
+            return None
+        kind = MsgType(p.type).name
+        if (p.model.decode("ascii", "replace"), p.file.decode("ascii", "replace")) != \
+                (h["model"], h["file"]) or kind == "READY":
+            return None
+        m = {"t": rec.time, "type": kind, "src": _ip(rec.src), "dst": _ip(rec.dst)}
         if kind == "CLAIM":
             m["label"] = f"CLAIM ad {p.ad}"
         elif kind == "OFFER":
@@ -258,10 +270,9 @@ def ladder_messages(records, h: dict, limit: int = 70) -> list[dict]:
             m["label"] = "JOIN" + ("" if lost in (None, "0.0.0.0") else f" lost {short(lost)}")
         else:
             m["label"] = kind
-        out.append(m)
-        if len(out) >= limit:
-            break
-    return out
+        return m
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 def ladder_svg(msgs: list[dict], names: dict[str, str], broadcast_suffix=".255") -> str:

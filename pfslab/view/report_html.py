@@ -85,6 +85,7 @@ def _page(run_dir: str, modes: list[Mode]) -> str:
     parts += _ladder(modes, decoded)
     parts += _throughput(modes)
     parts += _fidelity(results)
+    parts += _syslog(modes)
     parts += _files(modes)
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>pfslab {escape(title)}</title><style>{CSS}</style></head><body>"
@@ -236,9 +237,8 @@ def _ladder(modes: list[Mode], decoded: dict) -> list[str]:
             continue
         h = max(hs, key=lambda h: (len(h["election"]["claims"]), len(h["edges"]),
                                    -(h["subnet"] or 0)))
-        from ..dissect.decode import PcapScan
-        scan = PcapScan(os.path.join(m.dir, h["pcap"])).run()
-        msgs = fg.ladder_messages(scan.cppdp, h)
+        from ..dissect.scapy_cppdp import iter_cppdp
+        msgs = fg.ladder_messages(iter_cppdp(os.path.join(m.dir, h["pcap"])), h)
         out.append(f'<p class="note">{escape(m.name)} mode, subnet {h["subnet"]} '
                    f'<b>{escape(h["model"])}</b> {escape(h["file"])}, rebuilt from '
                    f'<code>{escape(m.rel + h["pcap"])}</code>: '
@@ -288,6 +288,35 @@ def _fidelity(results: list[dict]) -> list[str]:
             '<p class="note">How faithfully the lab kept the WAN it was asked for '
             "(results.json's <code>fidelity</code>).</p>",
             _table(["mode", "measure", "value"], rows, numeric_from=2, id="fidelity-table")]
+
+
+def _syslog(modes: list[Mode]) -> list[str]:
+    """What the PFS log server at HQ received, per phone."""
+    from ..lab.syslog_server import parse_log
+    out = []
+    for m in modes:
+        path = os.path.join(m.dir, "pfs-syslog.log")
+        if not os.path.isfile(path):
+            continue
+        recs = parse_log(path)
+        per: dict[str, list] = {}
+        for r in recs:
+            per.setdefault(r["phone"], []).append(r)
+        rows = [[name, len(rs), rs[0]["ip"], rs[0]["received"][11:23], rs[-1]["received"][11:23],
+                 sum(1 for r in rs if "XID" in r["line"])]
+                for name, rs in sorted(per.items(), key=lambda kv: fg.ipkey(kv[1][0]["ip"]))]
+        out.append(f"<h3>{escape(m.name)}: {len(recs):,} lines from {len(per)} phones in "
+                   f'<a href="{escape(m.rel)}pfs-syslog.log">{escape(m.rel)}pfs-syslog.log'
+                   "</a></h3>")
+        out.append(_table(["phone", "lines", "from", "first", "last", "PFS lines (XID)"],
+                          rows[:60], numeric_from=1))
+        if len(rows) > 60:
+            out.append(f"<p class=note>{len(rows) - 60} more phones in the file.</p>")
+    if out:
+        out.insert(0, "<h2 id=syslog>PFS log server</h2><p class=note>rsyslogd at HQ "
+                      "(UDP 514) received the phones' DLoad lines across the WAN; each "
+                      "phone's <code>&lt;logServer&gt;</code> names it.</p>")
+    return out
 
 
 def _files(modes: list[Mode]) -> list[str]:
