@@ -105,7 +105,9 @@ class Board:
             c.file, c.got, c.size = ev.get("file"), ev.get("got") or 0, ev.get("size")
             c.pfs, c.files, c.of = bool(ev.get("pfs")), ev.get("files") or 0, ev.get("of")
         elif kind == "installed":
-            c.files = max(c.files, 1 + c.files)
+            c.files += 1
+            if ev.get("bytes"):            # the simulator's TFTP fetches (no progress events)
+                self._wan.append((self.t, ev["bytes"]))
         elif kind == "completed":
             c.state = "done" if ev.get("ok") else "failed"
             c.role, c.pfs = ("done" if ev.get("ok") else "failed"), False
