@@ -44,6 +44,7 @@ class Cell:
     files: int = 0
     of: int | None = None
     state: str = "waiting"         # waiting, done, failed
+    note: str = ""                 # e.g. "fault: crash"
 
     def progress(self) -> str:
         if self.size:
@@ -113,6 +114,7 @@ class Board:
             c.role, c.pfs = ("done" if ev.get("ok") else "failed"), False
         elif kind == "fault":
             c.state, c.role, c.pfs = "failed", "failed", False
+            c.note = f"fault: {ev.get('how', '?')}"
 
     def _wan_bytes(self, name: str, ev: dict) -> None:
         if ev.get("via") != "tftp" and ev.get("role") not in ("tftp", "config"):
@@ -169,7 +171,9 @@ class Board:
         t.append(c.name, style="bold")
         t.append(" " + c.model.replace("CP-", ""), style="dim")
         t.append("\n")
-        if c.state == "waiting" and c.file:
+        if c.note:
+            t.append(c.note, style="red")
+        elif c.state == "waiting" and c.file:
             t.append(" ".join(x for x in (short_file(c.file), c.progress()) if x))
         elif c.of:
             t.append(f"{c.files}/{c.of} files", style="dim")
@@ -295,3 +299,36 @@ class LiveView:
             self._rich.stop()
         else:
             self._print()
+
+
+def replay(events_path: str, phones_path: str, at: float | None = None, mode: str = "pfs",
+           bw_bps: float | None = None, width: int = 100, height: int = 40) -> str:
+    """One frame of a recorded run: the agent's ``agent-events.jsonl`` and its
+    ``agent-spec.json`` (or a JSON list of phones), up to the time ``at`` (default: the end)."""
+    import json
+    with open(phones_path) as f:
+        spec = json.load(f)
+    board = Board(spec["phones"] if isinstance(spec, dict) else spec, mode, bw_bps)
+    with open(events_path) as f:
+        for line in f:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if at is not None and isinstance(ev.get("t"), (int, float)) and ev["t"] > at:
+                continue
+            board.event(ev)
+    return render_text(board, width, height)
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m pfslab.view.live",
+                                 description="print one live-view frame of a recorded run")
+    ap.add_argument("events", help="agent-events.jsonl of a run's mode folder")
+    ap.add_argument("phones", help="agent-spec.json of that folder (or a JSON list of phones)")
+    ap.add_argument("--at", type=float, default=None, help="seconds after the reset")
+    ap.add_argument("--bw", type=float, default=None, help="WAN bandwidth, bits/s")
+    ap.add_argument("--width", type=int, default=100)
+    a = ap.parse_args()
+    print(replay(a.events, a.phones, a.at, bw_bps=a.bw, width=a.width), end="")
