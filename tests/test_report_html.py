@@ -172,3 +172,17 @@ def test_hostile_captures_still_give_a_report(run_dir):
     el = parse(build_report(str(run_dir)))
     assert tree_edges(el) == result_edges(run_dir)        # the trees come from results.json
     assert el.find("svg", "timeline")
+
+
+def test_a_bench_folder_gets_the_sweep(tmp_path, capsys):
+    from test_bench import synthetic
+    (tmp_path / "bench.json").write_text(json.dumps(synthetic()))
+    assert main(["report", str(tmp_path)]) == 0
+    el = parse((tmp_path / "report.html").read_text())
+    for cls in ("sweep-makespan", "sweep-wan"):
+        lines = {a["data-series"] for a in el.find("svg", cls) and el.find("polyline", "series")}
+        assert lines == {"lab pfs", "lab traditional", "simulated pfs", "simulated traditional"}
+    assert el.remote == []
+    (tmp_path / "bench.json").write_text("{")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "bench.json is broken" in capsys.readouterr().err

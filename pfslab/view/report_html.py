@@ -61,6 +61,15 @@ def write_report(run_dir: str, out: str | None = None) -> str:
 
 
 def build_report(run_dir: str) -> str:
+    """The page of a run folder, or of a `make bench` folder (bench.json, no results.json)."""
+    if os.path.isfile(os.path.join(run_dir, "bench.json")) and \
+            not os.path.isfile(os.path.join(run_dir, "results.json")):
+        from .bench_html import bench_page
+        try:
+            return bench_page(run_dir, CSS)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(f"{os.path.join(run_dir, 'bench.json')} has an unexpected shape "
+                            f"({type(e).__name__}: {e})") from None
     modes = load_run(run_dir)
     try:
         return _page(run_dir, modes)
