@@ -301,34 +301,65 @@ class LiveView:
             self._print()
 
 
+def _recorded(events_path: str, phones_path: str):
+    import json
+    with open(phones_path) as f:
+        spec = json.load(f)
+    phones = spec["phones"] if isinstance(spec, dict) else spec
+    events = []
+    with open(events_path) as f:
+        for line in f:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    return phones, events
+
+
 def replay(events_path: str, phones_path: str, at: float | None = None, mode: str = "pfs",
            bw_bps: float | None = None, width: int = 100, height: int = 40) -> str:
     """One frame of a recorded run: the agent's ``agent-events.jsonl`` and its
     ``agent-spec.json`` (or a JSON list of phones), up to the time ``at`` (default: the end)."""
-    import json
-    with open(phones_path) as f:
-        spec = json.load(f)
-    board = Board(spec["phones"] if isinstance(spec, dict) else spec, mode, bw_bps)
-    with open(events_path) as f:
-        for line in f:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if at is not None and isinstance(ev.get("t"), (int, float)) and ev["t"] > at:
-                continue
-            board.event(ev)
+    phones, events = _recorded(events_path, phones_path)
+    board = Board(phones, mode, bw_bps)
+    for ev in events:
+        if at is not None and isinstance(ev.get("t"), (int, float)) and ev["t"] > at:
+            continue
+        board.event(ev)
     return render_text(board, width, height)
+
+
+def play(events_path: str, phones_path: str, speed: float = 1.0, mode: str = "pfs",
+         bw_bps: float | None = None, live: bool | None = None) -> None:
+    """A recorded run's screens again, in its own time (``speed`` x faster)."""
+    phones, events = _recorded(events_path, phones_path)
+    t0, start = None, time.monotonic()
+    with LiveView(Board(phones, mode, bw_bps), live=live, every=5.0 / speed) as view:
+        for ev in events:
+            t = ev.get("t")
+            if isinstance(t, (int, float)):
+                t0 = t if t0 is None else t0
+                wait = (t - t0) / speed - (time.monotonic() - start)
+                if wait > 0:
+                    time.sleep(wait)
+            view.event(ev)
 
 
 if __name__ == "__main__":
     import argparse
     ap = argparse.ArgumentParser(prog="python -m pfslab.view.live",
-                                 description="print one live-view frame of a recorded run")
+                                 description="a recorded run's live view: one frame, or "
+                                             "played again (--play)")
     ap.add_argument("events", help="agent-events.jsonl of a run's mode folder")
     ap.add_argument("phones", help="agent-spec.json of that folder (or a JSON list of phones)")
     ap.add_argument("--at", type=float, default=None, help="seconds after the reset")
+    ap.add_argument("--play", type=float, default=None, metavar="SPEED",
+                    help="play the run again, SPEED times faster")
+    ap.add_argument("--no-live", action="store_true", help="plain lines, even on a terminal")
     ap.add_argument("--bw", type=float, default=None, help="WAN bandwidth, bits/s")
     ap.add_argument("--width", type=int, default=100)
     a = ap.parse_args()
-    print(replay(a.events, a.phones, a.at, bw_bps=a.bw, width=a.width), end="")
+    if a.play:
+        play(a.events, a.phones, a.play, bw_bps=a.bw, live=False if a.no_live else None)
+    else:
+        print(replay(a.events, a.phones, a.at, bw_bps=a.bw, width=a.width), end="")
