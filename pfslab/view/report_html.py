@@ -95,6 +95,7 @@ def _page(run_dir: str, modes: list[Mode]) -> str:
     parts += _throughput(modes)
     parts += _fidelity(results)
     parts += _syslog(modes)
+    parts += _phones(modes)
     parts += _files(modes)
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>pfslab {escape(title)}</title><style>{CSS}</style></head><body>"
@@ -325,6 +326,29 @@ def _syslog(modes: list[Mode]) -> list[str]:
         out.insert(0, "<h2 id=syslog>PFS log server</h2><p class=note>rsyslogd at HQ "
                       "(UDP 514) received the phones' DLoad lines across the WAN; each "
                       "phone's <code>&lt;logServer&gt;</code> names it.</p>")
+    return out
+
+
+def _phones(modes: list[Mode], limit: int = 200) -> list[str]:
+    """Per mode, each phone's outcome (results.json's phones)."""
+    out = ["<h2 id=phones>Phones</h2>"]
+    for m in modes:
+        rows = []
+        for p in m.result["phones"][:limit]:
+            srcs = [v.get("source") for v in (p.get("components") or {}).values() if v]
+            if p.get("loads_source"):
+                srcs.append(p["loads_source"])
+            rows.append([p.get("name"), p.get("ip"), p.get("model"), p.get("subnet"),
+                         "on" if p.get("pfs_enabled") else "off",
+                         _fmt(p.get("completed_at_s"), "{:.1f} s") if p.get("completed")
+                         else "not done", sum(1 for x in srcs if x == "tftp"),
+                         sum(1 for x in srcs if x and x != "tftp"), p.get("fault") or ""])
+        out.append(f"<h3>{escape(m.name)}</h3>")
+        out.append(_table(["phone", "ip", "model", "subnet", "PFS", "done at", "files by TFTP",
+                           "files from a peer", "fault"], rows, numeric_from=3))
+        if len(m.result["phones"]) > limit:
+            out.append(f"<p class=note>{len(m.result['phones']) - limit} more phones in "
+                       "results.json.</p>")
     return out
 
 
