@@ -41,6 +41,9 @@ def short(ip: str) -> str:
 
 # ------------------------------------------------------------------------------ tree
 
+#: trees with more phones than this are drawn as small squares (names in their tooltips)
+COMPACT_TREE = 40
+
 def tree_svg(h: dict, names: dict[str, str], faulty: set[str], failed: set[str]) -> str:
     """One hierarchy: HQ on top, dashed lines to the phones that fetched the file by TFTP
     (the root, and fallbacks in orange), solid lines parent -> child."""
@@ -74,27 +77,31 @@ def tree_svg(h: dict, names: dict[str, str], faulty: set[str], failed: set[str])
         place(n, 1, seen)
     cols = max(next_x[0], 1)
     depth = max((d for _, d in pos.values()), default=1)
-    bw, bh, dx, dy = 84, 30, 96, 64
+    compact = len(pos) > COMPACT_TREE     # a big tree: dots with tooltips, no labels
+    bw, bh, dx, dy = (8, 8, 12, 40) if compact else (84, 30, 96, 64)
     width, height = max(cols * dx + 20, 220), depth * dy + bh + 20
 
     def xy(n):
         x, d = pos[n]
         return 10 + x * dx + dx / 2, 10 + d * dy + bh / 2
 
-    hqx, hqy = width / 2, 10 + bh / 2
-    body = [rect(hqx - bw / 2, hqy - bh / 2, bw, bh, ROLE_COLORS["hq"], "HQ TFTP server",
+    hbw, hbh = 84, 30
+    hqx = xy(root)[0] if root in pos else width / 2
+    hqx = min(max(hqx, hbw / 2 + 2), width - hbw / 2 - 2)
+    hqy = 10 + hbh / 2
+    body = [rect(hqx - hbw / 2, hqy - hbh / 2, hbw, hbh, ROLE_COLORS["hq"], "HQ TFTP server",
                  class_="hq", rx=4),
             text(hqx, hqy + 4, "HQ TFTP", anchor="middle", fill="#fff")]
     for f in sorted(set(fetchers) & set(pos), key=ipkey):
         x, y = xy(f)
-        body.append(line(hqx, hqy + bh / 2, x, y - bh / 2, "#2b6cb0" if f == root else
+        body.append(line(hqx, hqy + hbh / 2, x, y - bh / 2, "#2b6cb0" if f == root else
                          ROLE_COLORS["fallback"], 1.5, "5,4", class_="tftp-fetch",
                          data_phone=f))
     for p, c in h.get("edges", []):
         if p in pos and c in pos:
             (x1, y1), (x2, y2) = xy(p), xy(c)
-            body.append(line(x1, y1 + bh / 2, x2, y2 - bh / 2, "#2d3748", 1.5, class_="edge",
-                             data_parent=p, data_child=c))
+            body.append(line(x1, y1 + bh / 2, x2, y2 - bh / 2, "#2d3748", 1 if compact else 1.5,
+                             class_="edge", data_parent=p, data_child=c))
     for n in sorted(pos, key=ipkey):
         x, y = xy(n)
         role = ("fault" if n in faulty else "failed" if n in failed else "root" if n == root
@@ -104,7 +111,9 @@ def tree_svg(h: dict, names: dict[str, str], faulty: set[str], failed: set[str])
         stroke = "#c53030" if role in ("failed", "fault") else "#1a202c"
         body.append(rect(x - bw / 2, y - bh / 2, bw, bh, ROLE_COLORS[role],
                          f"{names.get(n, '?')} {n}: {what}", class_=f"node {role}",
-                         data_ip=n, rx=4, stroke=stroke))
+                         data_ip=n, rx=2 if compact else 4, stroke=stroke))
+        if compact:
+            continue
         ink = "#1a202c" if role == "failed" else "#fff"
         body.append(text(x, y - 2, names.get(n, n), size=11, anchor="middle", fill=ink))
         body.append(text(x, y + 10, short(n), size=9, anchor="middle", fill=ink))
