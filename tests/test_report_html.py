@@ -186,3 +186,15 @@ def test_a_bench_folder_gets_the_sweep(tmp_path, capsys):
     (tmp_path / "bench.json").write_text("{")
     assert main(["report", str(tmp_path)]) == 2
     assert "bench.json is broken" in capsys.readouterr().err
+
+
+def test_figures_as_standalone_svg(run_dir, tmp_path, capsys):
+    import xml.etree.ElementTree as ET
+    figs = tmp_path / "figs"
+    assert main(["report", str(run_dir), "--figures", str(figs)]) == 0
+    names = sorted(p.name for p in figs.iterdir())
+    assert names == ["ladder-1.svg", "throughput-1.svg", "timeline-1.svg", "timeline-2.svg",
+                     "tree-1.svg", "tree-2.svg"]
+    for p in figs.iterdir():
+        root = ET.parse(p).getroot()               # well-formed XML, an SVG
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"

@@ -41,12 +41,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (pcaps/<run-id>)")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="where to write it (default RUN_DIR/report.html)")
+    p.add_argument("--figures", default=None, metavar="DIR",
+                   help="also write its figures as standalone SVG files into DIR "
+                        "(e.g. for docs)")
 
 
 def run(args) -> int:
     path = write_report(args.run_dir, args.out)
     print(f"report: {path}")
+    if args.figures:
+        with open(path, encoding="utf-8") as f:
+            for name in write_figures(f.read(), args.figures):
+                print(f"figure: {name}")
     return 0
+
+
+def write_figures(page: str, out_dir: str, trees: int = 2) -> list[str]:
+    """The page's figures as standalone .svg files: the first ``trees`` trees, each
+    timeline, the ladder, the throughput plot."""
+    import re
+    os.makedirs(out_dir, exist_ok=True)
+    seen: dict[str, int] = {}
+    written = []
+    for m in re.finditer(r'<svg xmlns="[^"]+"[^>]*class="(tree|timeline|ladder|throughput|'
+                         r'sweep-makespan|sweep-wan)"[^>]*>.*?</svg>', page, re.S):
+        kind = m.group(1)
+        seen[kind] = seen.get(kind, 0) + 1
+        if kind == "tree" and seen[kind] > trees:
+            continue
+        name = os.path.join(out_dir, f"{kind}-{seen[kind]}.svg")
+        with open(name, "w", encoding="utf-8") as f:
+            f.write('<?xml version="1.0" encoding="utf-8"?>\n'
+                    + m.group(0).replace("<svg ", '<svg style="background:#fff" ', 1) + "\n")
+        written.append(name)
+    return written
 
 
 def write_report(run_dir: str, out: str | None = None) -> str:

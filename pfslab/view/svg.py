@@ -21,7 +21,8 @@ def attrs(**kw) -> str:
 
 def svg(width: float, height: float, body: list[str], **kw) -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-            f'viewBox="0 0 {width:.0f} {height:.0f}" {attrs(**kw)}>' + "".join(body) + "</svg>")
+            f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="system-ui, sans-serif" '
+            f'{attrs(**kw)}>' + "".join(body) + "</svg>")
 
 
 def rect(x, y, w, h, fill, title: str | None = None, **kw) -> str:
