@@ -9,6 +9,7 @@ import pathlib
 import re
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from pfslab.view.live import Board, LiveView, render_text
 
@@ -159,3 +160,31 @@ def test_on_a_terminal_it_draws_live_unless_told_not_to():
         os.close(master)
         os.close(slave)
     assert b"\x1b[" in drawn and "subnet 2".encode() in drawn
+
+
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**12),
+                   st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
+                   st.lists(st.integers(), max_size=3), st.sampled_from(["p1-1", "p1-2"]))
+EVENTS = st.one_of(st.dictionaries(st.sampled_from(["event", "phone", "t", "file", "role",
+                                                    "got", "size", "via", "pfs", "files", "of",
+                                                    "ok", "how", "bytes"]), VALUES),
+                   st.fixed_dictionaries({"event": st.sampled_from(["status", "installed",
+                                                                    "completed", "fault",
+                                                                    "timeout"]),
+                                          "phone": st.sampled_from(["p1-1", "p1-2", "x"]),
+                                          "t": VALUES, "got": VALUES, "size": VALUES,
+                                          "role": VALUES, "file": VALUES, "via": VALUES,
+                                          "bytes": VALUES}),
+                   VALUES)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(EVENTS, max_size=30))
+def test_hostile_events_never_break_the_view(events):
+    b = Board([{"name": "p1-1", "model": "CP-7961G", "subnet": 1},
+               {"name": "p1-2", "model": "CP-7941G", "subnet": 1}], "pfs", 384_000)
+    for ev in events:
+        b.event(ev)
+    assert "p1-1" in render_text(b, 100, 30)
+    assert "phones" in render_text(b, 60, 4)      # folded
+    b.line()

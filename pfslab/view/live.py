@@ -11,6 +11,7 @@ phones. Without a terminal (CI, pipes) or with ``--no-live`` it prints plain pro
 from __future__ import annotations
 
 import io
+import math
 import sys
 import threading
 import time
@@ -59,9 +60,14 @@ class Cell:
         return 2 * self.pfs + (self.role in ("root", "parent")) + (self.role == "fallback") + frac
 
 
+def _count(x) -> int | None:
+    """A non-negative integer from an event field, else None."""
+    return x if isinstance(x, int) and not isinstance(x, bool) and x >= 0 else None
+
+
 def short_file(f: str | None) -> str:
     """``apps41.9-4-2ES26.sbn`` -> ``apps41``; config files -> ``config``."""
-    if not f:
+    if not isinstance(f, str) or not f:
         return ""
     if f.endswith(".cnf.xml"):
         return "config"
@@ -86,29 +92,38 @@ class Board:
         self._tftp_at: dict[str, tuple] = {}     # phone -> (file, bytes) last seen by TFTP
         self.timed_out = False
 
-    def event(self, ev: dict) -> None:
+    def event(self, ev) -> None:
+        """One event of the agent's stream; anything malformed is ignored."""
+        if not isinstance(ev, dict):
+            return
         with self.lock:
-            self._event(ev)
+            try:
+                self._event(ev)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                pass
 
     def _event(self, ev: dict) -> None:
         kind = ev.get("event")
-        if isinstance(ev.get("t"), (int, float)):
+        if isinstance(ev.get("t"), (int, float)) and math.isfinite(ev["t"]):
             self.t = max(self.t, float(ev["t"]))
-        c = self.cells.get(ev.get("phone"))
+        phone = ev.get("phone")
+        c = self.cells.get(phone) if isinstance(phone, str) else None
         if kind == "timeout":
             self.timed_out = True
         if c is None:
             return
         if kind == "status":
-            self._wan_bytes(c.name, ev)
+            got, size, files, of = (_count(ev.get(k)) for k in ("got", "size", "files", "of"))
+            self._wan_bytes(c.name, ev.get("file"), got or 0, ev)
             if c.state == "waiting":
                 c.role = str(ev.get("role") or "waiting")
-            c.file, c.got, c.size = ev.get("file"), ev.get("got") or 0, ev.get("size")
-            c.pfs, c.files, c.of = bool(ev.get("pfs")), ev.get("files") or 0, ev.get("of")
+            c.file = ev.get("file") if isinstance(ev.get("file"), str) else None
+            c.got, c.size, c.files, c.of = got or 0, size or None, files or 0, of
+            c.pfs = bool(ev.get("pfs"))
         elif kind == "installed":
             c.files += 1
-            if ev.get("bytes"):            # the simulator's TFTP fetches (no progress events)
-                self._wan.append((self.t, ev["bytes"]))
+            if _count(ev.get("bytes")):    # the simulator's TFTP fetches (no progress events)
+                self._wan.append((self.t, _count(ev["bytes"])))
         elif kind == "completed":
             c.state = "done" if ev.get("ok") else "failed"
             c.role, c.pfs = ("done" if ev.get("ok") else "failed"), False
@@ -116,11 +131,10 @@ class Board:
             c.state, c.role, c.pfs = "failed", "failed", False
             c.note = f"fault: {ev.get('how', '?')}"
 
-    def _wan_bytes(self, name: str, ev: dict) -> None:
+    def _wan_bytes(self, name: str, f, got: int, ev: dict) -> None:
         if ev.get("via") != "tftp" and ev.get("role") not in ("tftp", "config"):
             self._tftp_at.pop(name, None)
             return
-        f, got = ev.get("file"), ev.get("got") or 0
         last = self._tftp_at.get(name)
         delta = got - last[1] if last and last[0] == f and got >= last[1] else got
         self._tftp_at[name] = (f, got)
