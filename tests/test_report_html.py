@@ -9,8 +9,10 @@ import subprocess
 from html.parser import HTMLParser
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from pfslab.cli import main
+from pfslab.errors import UserError
 from pfslab.view.report_html import build_report, write_report
 
 REF = pathlib.Path(__file__).parent / "data" / "report-run"
@@ -198,3 +200,42 @@ def test_figures_as_standalone_svg(run_dir, tmp_path, capsys):
     for p in figs.iterdir():
         root = ET.parse(p).getroot()               # well-formed XML, an SVG
         assert root.tag == "{http://www.w3.org/2000/svg}svg"
+
+
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**9), st.floats(),
+                 st.text(max_size=12), st.lists(st.integers(), max_size=2),
+                 st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+
+
+def _paths(x, prefix=()):
+    """Every (path, value) in a JSON document."""
+    yield prefix, x
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            yield from _paths(v, prefix + (i,))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_a_mangled_results_json_is_a_report_or_one_line(tmp_path_factory, data):
+    doc = results(REF)
+    paths = [p for p, _ in _paths(doc) if p]
+    for path in data.draw(st.lists(st.sampled_from(paths), min_size=1, max_size=4)):
+        node = doc
+        try:
+            for k in path[:-1]:
+                node = node[k]
+            node[path[-1]] = data.draw(JUNK)
+        except (KeyError, IndexError, TypeError):
+            continue
+    d = tmp_path_factory.mktemp("mangled")
+    (d / "results.json").write_text(json.dumps(doc))
+    try:
+        page = build_report(str(d))
+    except UserError as e:
+        assert "\n" not in str(e)
+    else:
+        assert page.startswith("<!doctype html>")

@@ -48,7 +48,7 @@ def load_run(run_dir: str) -> list[Mode]:
     modes = []
     for r in results:
         sub = os.path.join(run_dir, r["mode"])
-        if len(results) > 1 and os.path.isdir(sub):
+        if len(results) > 1 and r["mode"].isidentifier() and os.path.isdir(sub):
             modes.append(Mode(r, sub, r["mode"] + "/"))
         else:
             modes.append(Mode(r, run_dir, ""))
