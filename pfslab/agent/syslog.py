@@ -30,6 +30,8 @@ class SyslogSender:
         self.sock: socket.socket | None = open_socket()
 
     def send(self, rec: LogRecord, line: str, epoch: float) -> None:
+        if self.sock is None:
+            return
         try:
             self.sock.sendto(syslog_message(rec, line, self.host, epoch), self.dest)
         except OSError:
