@@ -188,3 +188,30 @@ def test_hostile_events_never_break_the_view(events):
     assert "p1-1" in render_text(b, 100, 30)
     assert "phones" in render_text(b, 60, 4)      # folded
     b.line()
+
+
+def test_the_simulator_feeds_the_same_view_in_virtual_time():
+    from pfslab.sim import scenario
+    from pfslab.sim.memnet import SimNet
+    from pfslab.view.sim_feed import SimFeed
+    specs = scenario.phone_specs(2, 6, ["CP-7961G", "CP-7941G"])
+    b = Board([{"name": s.name, "model": s.model, "subnet": s.subnet} for s in specs], "pfs",
+              512_000)
+    seen = {"roles": set(), "rates": []}
+
+    def sink(ev):
+        b.event(ev)
+        if ev["event"] == "status":
+            seen["roles"].add(ev["role"])
+        seen["rates"].append(b.wan_rate())
+
+    net, phones = scenario.build(specs, wan_bps=512_000, wan_rtt=0.15)
+    assert isinstance(net, SimNet)
+    net.on_drain = SimFeed(sink)
+    for p in phones:
+        net.reset(p)
+    end = net.run(until=3600)
+    assert {"root", "claim", "child"} <= seen["roles"]
+    assert b.counts()["done"] == len(specs) and b.t == pytest.approx(end, abs=0.01)
+    assert 0 < max(seen["rates"]) <= 512_000 * 1.05     # TFTP bytes spread over each fetch
+    assert "done 12  waiting 0  failed 0" in render_text(b, 120, 60)

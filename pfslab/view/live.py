@@ -122,8 +122,10 @@ class Board:
             c.pfs = bool(ev.get("pfs"))
         elif kind == "installed":
             c.files += 1
-            if _count(ev.get("bytes")):    # the simulator's TFTP fetches (no progress events)
-                self._wan.append((self.t, _count(ev["bytes"])))
+            n = _count(ev.get("bytes"))    # the simulator's TFTP fetches (no progress events)
+            if n:
+                since = ev.get("since")
+                self._spread(since if isinstance(since, (int, float)) else self.t, self.t, n)
         elif kind == "completed":
             c.state = "done" if ev.get("ok") else "failed"
             c.role, c.pfs = ("done" if ev.get("ok") else "failed"), False
@@ -140,6 +142,16 @@ class Board:
         self._tftp_at[name] = (f, got)
         if delta > 0:
             self._wan.append((self.t, delta))
+
+    def _spread(self, t0: float, t1: float, n: int, step: float = 0.25) -> None:
+        """``n`` bytes that arrived evenly from t0 to t1, in slices, in time order."""
+        slices = max(1, min(int((t1 - t0) / step), 4000))
+        first = t1 - (slices - 1) * step
+        unsorted = bool(self._wan) and first < self._wan[-1][0]
+        for i in range(slices):
+            self._wan.append((first + i * step, n / slices))
+        if unsorted:
+            self._wan = deque(sorted(w for w in self._wan if w[0] > self.t - self.window))
 
     def wan_rate(self) -> float:
         """TFTP bits/s over the last ``window`` seconds of the run's clock."""
