@@ -22,6 +22,7 @@ BINARIES = {
     "unshare": "util-linux",
     "mount": "mount",
     "ip": "iproute2",
+    "rsyslogd": "rsyslog",
 }
 
 

@@ -28,6 +28,8 @@ MODE_COLORS = {"pfs": "#2b6cb0", "traditional": "#dd6b20"}
 
 
 def ipkey(ip) -> tuple:
+    if not isinstance(ip, str):
+        return (1, 0)
     try:
         return (0, int(ipaddress.IPv4Address(ip)))
     except ValueError:
