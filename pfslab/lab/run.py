@@ -45,11 +45,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------- one mode
-def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = False) -> dict:
-    """One mode: settings -> site -> LabNet -> agent -> results (one results.json entry)."""
+def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = False,
+             live: bool | None = None) -> dict:
+    """One mode: settings -> site -> LabNet -> agent -> results (one results.json entry).
+    ``live``: the live phone screens (None: when stdout is a terminal)."""
     site = settings.site()
-    net = LabNet(site, settings, out_dir=out, prefix=prefix, tftp_files=site.files(mode),
+    net = LabNet(site, settings, out_dir=out, prefix=prefix,
                  log=lambda m: print(f"  {mode}: {m}", flush=True))
+    site.log_server = f"{net.hq_ip}:{PFS_LOG_PORT}"     # the PFS log server at HQ
+    net.tftp_files = site.files(mode)
     with net:
         w = net.wan.describe()
         print(f"{mode}: lab {net.run_id}: {len(net.phones)} phones in {site.subnets()} "
