@@ -4,7 +4,8 @@ listening on UDP 514, writing what the phones send into the run's ``pfs-syslog.l
 It touches nothing of the machine's own syslog: its own config file, pid file and work
 directory (all in the run's folder), only the UDP input (no imuxsock, no imklog: it never
 opens /dev/log or the kernel log), and it runs in the HQ host's network namespace, so it
-hears only the lab. Each line of the file is::
+hears only the lab. It never looks names up (the lab has no DNS: each lookup would stall it
+for seconds while messages wait). Each line of the file is::
 
     <time received, RFC 3339> <phone ip> <the phone's message after its <PRI>>
 
@@ -29,7 +30,7 @@ _LINE = re.compile(r"^(\S+) (\S+) [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d (\S+) (.*
 
 CONFIG = """\
 # pfslab's PFS log server (one lab run); see pfslab/lab/syslog_server.py
-global(workDirectory="{work}" maxMessageSize="8k")
+global(workDirectory="{work}" maxMessageSize="8k" net.enableDNS="off")
 module(load="imudp")
 template(name="pfs" type="string"
          string="%timegenerated:::date-rfc3339% %fromhost-ip% %rawmsg-after-pri%\\n")
