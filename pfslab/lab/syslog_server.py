@@ -17,13 +17,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
 from pfslab.errors import UserError
 
-from .nsutil import in_netns, netns_path, ns_argv, require_binaries
+from .nsutil import ns_argv, require_binaries, udp_port_taken
 
 PORT = 514
 _LINE = re.compile(r"^(\S+) (\S+) [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d (\S+) (.*)$")
@@ -82,15 +81,7 @@ class SyslogServer:
         raise UserError(f"rsyslogd did not start in the HQ host; see {self.dir}/rsyslogd.stderr")
 
     def _port_taken(self) -> bool:
-        with in_netns(netns_path(self.hq_pid)):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind((self.address, self.port))
-            return False
-        except OSError:
-            return True
-        finally:
-            s.close()
+        return udp_port_taken(self.hq_pid, self.address, self.port)
 
     def stop(self) -> None:
         """SIGTERM (rsyslogd flushes its file and exits), SIGKILL if it lingers."""
