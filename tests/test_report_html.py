@@ -239,3 +239,18 @@ def test_a_mangled_results_json_is_a_report_or_one_line(tmp_path_factory, data):
         assert "\n" not in str(e)
     else:
         assert page.startswith("<!doctype html>")
+
+
+def test_fidelity_figures_when_the_run_has_them(run_dir):
+    res = results(run_dir)
+    res[0]["fidelity"] = {"lag": {"n": 120, "p50_ms": 1.5, "p99_ms": 40.0,
+                                  "hist": {"1": 3, "2": 5}},
+                          "udp_drops": {"rcvbuf_errors": 0}, "overloaded": False,
+                          "reasons": []}
+    (run_dir / "results.json").write_text(json.dumps(res))
+    page = build_report(str(run_dir))
+    el = parse(page)
+    assert [a for t, a in el.tags if a.get("id") == "fidelity-table"]
+    for cell in ("lag.p99_ms", "udp_drops.rcvbuf_errors", "overloaded"):
+        assert f"<td>{cell}</td>" in page
+    assert "lag.hist" not in page

@@ -309,22 +309,33 @@ def _throughput(modes: list[Mode]) -> list[str]:
     return out
 
 
+def _flat(d: dict, prefix: str = "", depth: int = 0):
+    """(dotted key, value) of a nested dict, leaving out histograms and long lists."""
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if k == "hist":
+            continue
+        if isinstance(v, dict) and depth < 2:
+            yield from _flat(v, key + ".", depth + 1)
+        elif isinstance(v, list):
+            yield key, ", ".join(map(str, v[:5])) + (f" ... ({len(v)})" if len(v) > 5 else "")
+        else:
+            yield key, v
+
+
 def _fidelity(results: list[dict]) -> list[str]:
+    """results.json's ``fidelity`` of each mode (how faithful the emulation was: timer lag,
+    drops, the overload verdict), whatever keys it has."""
     rows = []
     for r in results:
         fid = r.get("fidelity")
-        if not isinstance(fid, dict):
-            continue
-        for k, v in fid.items():
-            if isinstance(v, dict):
-                rows += [[r["mode"], f"{k}.{k2}", v2] for k2, v2 in v.items()]
-            else:
-                rows.append([r["mode"], k, v])
+        if isinstance(fid, dict):
+            rows += [[r["mode"], k, v] for k, v in _flat(fid)]
     if not rows:
         return []
     return ["<h2 id=fidelity>Emulation fidelity</h2>",
-            '<p class="note">How faithfully the lab kept the WAN it was asked for '
-            "(results.json's <code>fidelity</code>).</p>",
+            '<p class="note">How faithfully the lab kept the timing it was asked for '
+            "(results.json's <code>fidelity</code>: timer lag, drops, the verdict).</p>",
             _table(["mode", "measure", "value"], rows, numeric_from=2, id="fidelity-table")]
 
 
