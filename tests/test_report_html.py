@@ -254,3 +254,14 @@ def test_fidelity_figures_when_the_run_has_them(run_dir):
     for cell in ("lag.p99_ms", "udp_drops.rcvbuf_errors", "overloaded"):
         assert f"<td>{cell}</td>" in page
     assert "lag.hist" not in page
+
+
+def test_the_labs_decode_json_is_used_and_a_hostile_one_is_not_fatal(run_dir):
+    from pfslab.dissect.decode import decode_paths
+    cached = run_dir / "pfs" / "decode.json"
+    cached.write_text(json.dumps(decode_paths([str(run_dir / "pfs")])))
+    assert parse(build_report(str(run_dir))).find("svg", "ladder")
+    cached.write_text(json.dumps({"hierarchies": [{"root": 1, "pcap": "../../x"}],
+                                  "tftp": 3, "phones": None}))
+    el = parse(build_report(str(run_dir)))
+    assert tree_edges(el) == result_edges(run_dir)

@@ -142,10 +142,22 @@ def _describe(results: list[dict]) -> str:
 
 
 def _decode(mode: Mode) -> dict | None:
-    """``pfslab decode``'s report of the mode's pcaps, or None (a simulator run has none)."""
+    """``pfslab decode``'s report of the mode's pcaps: the lab's own ``decode.json`` when it
+    is newer than every pcap, else decoded now; None without pcaps (a simulator run)."""
     import glob
-    if not glob.glob(os.path.join(mode.dir, "*.pcap")):
+    import json
+    pcaps = glob.glob(os.path.join(mode.dir, "*.pcap"))
+    if not pcaps:
         return None
+    cached = os.path.join(mode.dir, "decode.json")
+    try:
+        if os.path.getmtime(cached) >= max(os.path.getmtime(p) for p in pcaps):
+            with open(cached, encoding="utf-8") as f:
+                rep = json.load(f)
+            if isinstance(rep, dict) and {"hierarchies", "tftp", "phones"} <= set(rep):
+                return rep
+    except (OSError, ValueError):
+        pass
     from ..dissect.decode import decode_paths
     logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
     try:
@@ -259,7 +271,12 @@ def _timelines(modes: list[Mode], decoded: dict) -> list[str]:
             out.append("<p class=note>No captures in this mode's folder (a simulator run?): "
                        "no timeline.</p>")
             continue
-        fig, cut = fg.timeline_svg(dec, _names(m.result))
+        try:
+            fig, cut = fg.timeline_svg(dec, _names(m.result))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            out.append(f"<p class=note>The decoded captures have an unexpected shape "
+                       f"({escape(type(e).__name__)}): no timeline.</p>")
+            continue
         out.append(f"<div class=fig>{fig}</div>")
         if cut:
             out.append(f"<p class=note>{cut} more phones not drawn.</p>")
@@ -269,26 +286,34 @@ def _timelines(modes: list[Mode], decoded: dict) -> list[str]:
 def _ladder(modes: list[Mode], decoded: dict) -> list[str]:
     out = ["<h2 id=ladder>One election, as a ladder diagram</h2>"]
     for m in modes:
-        dec = decoded.get(m.name)
-        hs = [h for h in (dec or {}).get("hierarchies", []) if h["root"]]
-        if not hs:
-            continue
-        h = max(hs, key=lambda h: (len(h["election"]["claims"]), len(h["edges"]),
-                                   -(h["subnet"] or 0)))
-        from ..dissect.scapy_cppdp import iter_cppdp
-        msgs = fg.ladder_messages(iter_cppdp(os.path.join(m.dir, h["pcap"])), h)
-        out.append(f'<p class="note">{escape(m.name)} mode, subnet {h["subnet"]} '
-                   f'<b>{escape(h["model"])}</b> {escape(h["file"])}, rebuilt from '
-                   f'<code>{escape(m.rel + h["pcap"])}</code>: '
-                   f'{len(h["election"]["claims"])} claimant(s); root {h["root"]} confirmed '
-                   f'at {h["election"]["confirmed_s"]:.3f} s. Dashed: a broadcast (the dot '
-                   "is its sender); arrows: unicast. Each ROOT sender's later announcements "
-                   "are left out.</p>")
-        out.append(_legend([(c, k) for k, c in fg.MSG_COLORS.items() if k != "READY"]))
-        out.append(f"<div class=fig>{fg.ladder_svg(msgs, _names(m.result))}</div>")
-        return out
+        try:
+            part = _ladder_of(m, decoded.get(m.name))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            part = None            # a decode.json of another shape: no ladder from it
+        if part:
+            return out + part
     out.append("<p class=note>No PFS election in the captures.</p>")
     return out
+
+
+def _ladder_of(m: Mode, dec: dict | None) -> list[str] | None:
+    hs = [h for h in (dec or {}).get("hierarchies", []) if h["root"]]
+    if not hs:
+        return None
+    h = max(hs, key=lambda h: (len(h["election"]["claims"]), len(h["edges"]),
+                               -(h["subnet"] or 0)))
+    from ..dissect.scapy_cppdp import iter_cppdp
+    pcap = os.path.basename(str(h["pcap"]))
+    msgs = fg.ladder_messages(iter_cppdp(os.path.join(m.dir, pcap)), h)
+    return [f'<p class="note">{escape(m.name)} mode, subnet {escape(str(h["subnet"]))} '
+            f'<b>{escape(h["model"])}</b> {escape(h["file"])}, rebuilt from '
+            f'<code>{escape(m.rel + pcap)}</code>: '
+            f'{len(h["election"]["claims"])} claimant(s); root {escape(str(h["root"]))} '
+            f'confirmed at {h["election"]["confirmed_s"]:.3f} s into the capture. Dashed: a '
+            "broadcast (the dot is its sender); arrows: unicast. Times on the left: from the "
+            "first message shown. Each ROOT sender's later announcements are left out.</p>",
+            _legend([(c, k) for k, c in fg.MSG_COLORS.items() if k != "READY"]),
+            f"<div class=fig>{fg.ladder_svg(msgs, _names(m.result))}</div>"]
 
 
 def _throughput(modes: list[Mode]) -> list[str]:

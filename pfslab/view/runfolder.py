@@ -61,6 +61,7 @@ ARTIFACTS = (("wan.pcap", "WAN capture (HQ side)"),
              ("tftpd.log", "HQ TFTP server log"),
              ("pfs-syslog.log", "PFS log server (syslog at HQ)"),
              ("agent-events.jsonl", "the phones' event stream"),
+             ("decode.json", "the captures decoded (pfslab decode --json)"),
              ("logs", "one DLoad log per phone"))
 
 
