@@ -29,6 +29,8 @@ COMMANDS = {
                  ".venv/bin/pfslab scenario check scenarios/*.toml"),
     "doctor": ("pfslab.doctor", "check this machine for what the lab needs, and say how to "
                "fix what is missing", ".venv/bin/pfslab doctor --phones 1000"),
+    "report": ("pfslab.view.report_html", "write report.html for a run folder (a lab run, or "
+               "a bench folder)", ".venv/bin/pfslab report pcaps/<run-id>"),
 }
 
 

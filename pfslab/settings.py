@@ -64,6 +64,9 @@ OPTIONS: dict[str, Option] = {
                           choices=tuple(LEVELS)),
     "device_pfs_off": Option("", "phone numbers (1-based, across subnets) with PFS off at "
                                  "device level", metavar="I,J"),
+    "log_server_off": Option("", "phone numbers (1-based, across subnets) whose config names "
+                                 "no PFS log server (the lab's rsyslogd at HQ)", metavar="I,J",
+                             commands=("lab",)),
     "seed": Option(1, "random seed of the phones' timers", int),
     "timeout": Option(600.0, "give up on an upgrade after S seconds", float, "S",
                       commands=("lab",)),
@@ -136,6 +139,7 @@ class Settings:
     pfs_enterprise: str = default("pfs_enterprise")
     pfs_profile: str = default("pfs_profile")
     device_pfs_off: str = default("device_pfs_off")
+    log_server_off: str = default("log_server_off")
     seed: int = default("seed")
     timeout: float = default("timeout")
     fail_parent: str | None = default("fail_parent")
@@ -173,17 +177,17 @@ class Settings:
             parse_loss(self.wan_loss)
 
     def device_off(self) -> set[int]:
-        try:
-            return {int(x) for x in self.device_pfs_off.split(",") if x.strip()}
-        except ValueError:
-            raise UserError(f"--device-pfs-off {self.device_pfs_off!r}: want phone numbers, "
-                            "e.g. 1,3") from None
+        return _numbers(self.device_pfs_off, "--device-pfs-off")
+
+    def log_off(self) -> set[int]:
+        return _numbers(self.log_server_off, "--log-server-off")
 
     def site(self):
         from .site import Site, SiteError
         try:
             site = Site.branch(self.subnets, self.phones_per_subnet, self.models,
                                layout=self.layout, device_pfs_off=self.device_off(),
+                               log_server_off=self.log_off(),
                                profile=LEVELS[self.pfs_profile],
                                enterprise=LEVELS[self.pfs_enterprise],
                                firmware_scale=self.firmware_scale, loads=dict(self.loads))
@@ -245,6 +249,13 @@ class Settings:
         if f and mode == "pfs":
             spec["faults"] = [f]
         return spec
+
+
+def _numbers(text: str, flag: str) -> set[int]:
+    try:
+        return {int(x) for x in text.split(",") if x.strip()}
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: want phone numbers, e.g. 1,3") from None
 
 
 def deprecated(old: str, new: str) -> None:

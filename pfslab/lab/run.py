@@ -7,9 +7,10 @@ One mode is a pipeline (``run_mode``), the same topology, seed and settings each
   -> ``LabNet(site, settings)`` (Mininet, WAN, captures, in.tftpd serving the site's files)
   -> the phone agent (``python -m pfslab.agent many SPEC.json``, all phones in one process)
   -> results (pfslab.results: per-phone outcomes, pcap figures, the wire check).
-Output: <out>/<mode>/{wan.pcap, subnet-<k>.pcap, tftpd.log, logs/, agent-*.json*} and
-<out>/results.json (a list of one dict per mode when both ran; docs/results.md), then a
-summary table.
+Output: <out>/<mode>/{wan.pcap, subnet-<k>.pcap, tftpd.log, pfs-syslog.log, logs/,
+agent-*.json*}, <out>/results.json (a list of one dict per mode when both ran;
+docs/results.md) and <out>/report.html (docs/report.md), then a summary table. While the
+phones upgrade, the live view shows their screens (plain lines without a terminal).
 """
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ from pfslab import results as res
 from pfslab.errors import UserError
 from pfslab.settings import Settings, add_options
 
+from pfslab.view.live import Board, LiveView
+
 from .net import REPO_ROOT, LabNet
 from .records import new_prefix
+from .syslog_server import PORT as PFS_LOG_PORT
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,49 +39,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output directory (default: pcaps/<date>-lab)")
     p.add_argument("--cli", action="store_true", help="open the Mininet CLI after setup")
     p.add_argument("--prefix", default=None, help="name prefix (default: a fresh one)")
+    p.add_argument("--no-live", action="store_true",
+                   help="plain progress lines instead of the live phone screens (the default "
+                        "without a terminal)")
 
 
 # ---------------------------------------------------------------- one mode
-class Progress:
-    def __init__(self, mode: str, total: int):
-        self.mode, self.total, self.done = mode, total, 0
-        self.t0 = time.monotonic()
-        self.last_print = 0.0
-        self.tty = sys.stdout.isatty()
-        self.bar = None
-        if self.tty:
-            from rich.progress import BarColumn, Progress as RP, TextColumn, TimeElapsedColumn
-            self.bar = RP(TextColumn(f"[bold]{mode}[/]"), BarColumn(),
-                          TextColumn("{task.completed}/{task.total} phones upgraded"),
-                          TextColumn("{task.fields[files]} files"), TimeElapsedColumn())
-            self.bar.start()
-            self.task = self.bar.add_task(mode, total=total, files=0)
-        self.files = 0
-
-    def event(self, ev: dict) -> None:
-        kind = ev.get("event")
-        if kind == "completed":
-            self.done += 1
-        elif kind == "installed":
-            self.files += 1
-        if self.bar:
-            self.bar.update(self.task, completed=self.done, files=self.files)
-        elif time.monotonic() - self.last_print > 5 or (kind == "completed"
-                                                          and self.done == self.total):
-            self.last_print = time.monotonic()
-            print(f"  {self.mode}: {self.done}/{self.total} phones done, {self.files} files "
-                  f"installed, {time.monotonic() - self.t0:.0f}s", flush=True)
-
-    def close(self):
-        if self.bar:
-            self.bar.stop()
-
-
-def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = False) -> dict:
-    """One mode: settings -> site -> LabNet -> agent -> results (one results.json entry)."""
+def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = False,
+             live: bool | None = None) -> dict:
+    """One mode: settings -> site -> LabNet -> agent -> results (one results.json entry).
+    ``live``: the live phone screens (None: when stdout is a terminal)."""
     site = settings.site()
-    net = LabNet(site, settings, out_dir=out, prefix=prefix, tftp_files=site.files(mode),
+    net = LabNet(site, settings, out_dir=out, prefix=prefix,
                  log=lambda m: print(f"  {mode}: {m}", flush=True))
+    site.log_server = f"{net.hq_ip}:{PFS_LOG_PORT}"     # the PFS log server at HQ
+    net.tftp_files = site.files(mode)
     with net:
         w = net.wan.describe()
         print(f"{mode}: lab {net.run_id}: {len(net.phones)} phones in {site.subnets()} "
@@ -87,15 +63,16 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
             print("Mininet CLI: the lab is up; `exit` starts the upgrade", flush=True)
             net.cli()
         t_agent = time.time()
-        agent_rc = run_agent(net, settings, mode, out)
+        agent_rc = run_agent(net, settings, mode, out, live)
         tftp_log, wan = net.tftp_requests(), net.wan.describe()
     # torn down: captures are complete
     return collect(net, mode, agent_rc, tftp_log, t_agent, wan).to_dict()
 
 
-def run_agent(net: LabNet, settings: Settings, mode: str, out: str) -> int:
+def run_agent(net: LabNet, settings: Settings, mode: str, out: str,
+              live: bool | None = None) -> int:
     """Run all phones in one agent process; its JSON lines go to agent-events.jsonl and the
-    progress display. Returns its exit code."""
+    live view (pfslab.view.live). Returns its exit code."""
     spec_path = os.path.join(out, "agent-spec.json")
     with open(spec_path, "w") as f:
         json.dump(settings.agent_spec(net.hq_ip, net.agent_phones(),
@@ -108,7 +85,7 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str) -> int:
                                 stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                 cwd=REPO_ROOT, env=env, start_new_session=True)
     net.track(proc, "agent", group=True)
-    progress = Progress(mode, len(net.phones))
+    view = LiveView(Board(net.agent_phones(), mode, settings.wan()[0]), live=live)
 
     def pump():
         with open(os.path.join(out, "agent-events.jsonl"), "w") as evf:
@@ -118,13 +95,13 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str) -> int:
                     continue
                 evf.write(line + "\n")
                 try:
-                    progress.event(json.loads(line))
+                    view.event(json.loads(line))
                 except ValueError:
                     pass
 
     reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
+    with view:
+        reader.start()
         deadline = time.monotonic() + settings.timeout + 60
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -132,8 +109,6 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str) -> int:
             proc.terminate()
         rc = proc.wait()
         reader.join(5)
-    finally:
-        progress.close()
     return rc
 
 
@@ -167,15 +142,24 @@ def run(args) -> int:
     for mode in modes:
         prefix = args.prefix if (args.prefix and len(modes) == 1) else new_prefix()
         mode_out = os.path.join(out, mode) if len(modes) > 1 else out
-        r = run_mode(settings, mode, mode_out, prefix, cli=args.cli)
+        r = run_mode(settings, mode, mode_out, prefix, cli=args.cli,
+                     live=False if args.no_live else None)
         results.append(r)
         print(f"{mode}: {r['completed']}/{r['total']} phones upgraded, makespan "
               f"{r['makespan_s']} s, WAN {r['wan_bytes']:,} bytes, "
               f"{len(r['tftp_requests'])} TFTP requests at HQ", flush=True)
     path = res.write_results(results, os.path.join(out, "results.json"))
+    from pfslab.view.report_html import write_report
+    try:
+        page = write_report(out)
+    except UserError as e:
+        page = None
+        print(f"pfslab: no report.html: {e}", file=sys.stderr)
     res.give_to_sudo_user(out)
     from pfslab.report import print_report
     print_report(results)
     print(f"results: {path}")
+    if page:
+        print(f"report: {page}")
     survivors_ok = all(p.get("completed") or p.get("fault") for r in results for p in r["phones"])
     return 0 if survivors_ok else 1
