@@ -8,20 +8,22 @@ loads it for 1000 phones).
 from __future__ import annotations
 
 from ..protocol import phone as ph
+from ..protocol.states import DONE_STATES, State
 
 #: a session's state -> the role the screen shows for that file
-ROLE_OF_STATE = {ph.LISTENING: "listen", ph.TENTATIVE: "claim", ph.YIELDED: "claim",
-                 ph.ROOT_WAITING: "root", ph.FETCHING: "root", ph.JOINING: "child",
-                 ph.CHILD: "child", ph.FALLBACK: "fallback", ph.COMPLETE: "done",
-                 ph.FAILED: "failed"}
+ROLE_OF_STATE = {State.NEW: "listen", State.LISTENING: "listen", State.TENTATIVE: "claim",
+                 State.YIELDED: "claim", State.ROOT_WAITING: "root",
+                 State.ROOT_FETCHING: "root", State.ROOT_COMPLETE: "root",
+                 State.JOINING: "child", State.CHILD: "child", State.FALLBACK: "fallback",
+                 State.COMPLETE: "done", State.FAILED: "failed"}
 
 
 def _role(p: "ph.Phone", s: "ph.Session") -> str:
     if not p.pfs:
         return "tftp"
-    if s.registrar is not None:
+    if s.is_root:
         return "root"
-    if s.children and s.state != ph.COMPLETE:
+    if s.children and s.state not in DONE_STATES:
         return "parent"
     return ROLE_OF_STATE.get(s.state, "listen")
 
@@ -53,7 +55,7 @@ def phone_status(p: "ph.Phone", tftp: tuple[str, int, int | None] | None = None)
                       got=stream.got, size=stream.size if stream.size >= 0 else None)
             return st
     for s in p.sessions.values():
-        if s.state != ph.COMPLETE:
+        if s.state not in DONE_STATES:
             st.update(file=s.file, role=_role(p, s))
             return st
     return st
