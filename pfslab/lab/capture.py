@@ -9,8 +9,21 @@
   (pyroute2 tc), and one tcpdump captures that dummy: broadcasts and phone-to-phone TCP, each
   frame once. One tcpdump per subnet, not per phone.
 
-tcpdump runs with -Z root (Debian's drops to user tcpdump otherwise), -U (packet-buffered) and
-is stopped with SIGINT so the pcap is complete.
+tcpdump runs with -Z root (Debian's drops to user tcpdump otherwise), -U (packet-buffered),
+-B (a big kernel ring) and is stopped with SIGINT so the pcap is complete.
+
+**Every frame once** (docs/lab.md, "Captures"). Phone-to-phone TCP moves at memory speed, in
+bursts of thousands of frames within milliseconds. tcpdump drained them too slowly with
+``--immediate-mode``: that selects libpcap's TPACKET_V2 ring (a fixed slot per frame, several
+KB each, one wake-up per frame), and an 8 MB ring lost frames at every lab size. Without it
+libpcap uses TPACKET_V3 (variable-size frames packed in blocks, one wake-up per block), and
+with ``-B`` 64 MB a subnet capture kept 160 MB sent at ~370 MB/s without a drop
+(``python -m pfslab.lab.capture_bench``). The price: a pcap read while the lab runs lags the
+wire by up to tcpdump's 1 s block timeout.
+
+Each capture is cross-checked: the frames that entered the bridge ports (their rx counters,
+pyroute2) or crossed the WAN interface (rx + tx) while it ran, against what tcpdump captured,
+and tcpdump's own drop count (``Capture.check``).
 """
 from __future__ import annotations
 
@@ -25,7 +38,12 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from pfslab.errors import UserError
 
-from .nsutil import ns_argv, require_binaries
+from .fidelity import tcpdump_stats
+from .nsutil import iproute_in, ns_argv, require_binaries
+
+#: tcpdump -B (KiB) for a subnet mirror and for the WAN interface (the WAN's rate is shaped)
+SUBNET_BUFFER_KIB = 65536
+WAN_BUFFER_KIB = 16384
 
 
 def set_ipv6(ifname: str, enabled: bool) -> None:
@@ -47,8 +65,13 @@ def add_mirror(ipr: IPRoute, dummy: str, ports: list[str]) -> None:
     ipr.link("add", ifname=dummy, kind="ifb")
     set_ipv6(dummy, False)
     didx = ipr.link_lookup(ifname=dummy)[0]
+    # the ifb's own queue (32 frames by default) must not drop a burst of mirrored copies
+    ipr.link("set", index=didx, txqlen=10000)
+    # its MTU sizes libpcap's slots: the ports' (65535 made each V2 slot 64 KB)
+    mtu = max((ipr.get_links(ipr.link_lookup(ifname=p)[0])[0].get_attr("IFLA_MTU") or 1500
+               for p in ports), default=1500)
     try:
-        ipr.link("set", index=didx, mtu=65535)
+        ipr.link("set", index=didx, mtu=mtu)
     except NetlinkError:
         pass
     ipr.link("set", index=didx, state="up")
@@ -62,23 +85,53 @@ def add_mirror(ipr: IPRoute, dummy: str, ports: list[str]) -> None:
                        "ifindex": didx})
 
 
+def link_packets(ifnames: list[str], netns: str | None = None,
+                 direction: tuple[str, ...] = ("rx_packets",)) -> int | None:
+    """Sum of the interfaces' packet counters (IFLA_STATS64), in namespace ``netns``."""
+    total = 0
+    try:
+        with iproute_in(netns) as ipr:
+            for name in ifnames:
+                idx = ipr.link_lookup(ifname=name)
+                if not idx:
+                    return None
+                st = ipr.get_links(idx[0])[0].get_attr("IFLA_STATS64") or {}
+                total += sum(int(st.get(k, 0)) for k in direction)
+    except (OSError, NetlinkError):
+        return None
+    return total
+
+
 class Capture:
-    """One tcpdump process writing one pcap."""
+    """One tcpdump process writing one pcap.
+
+    ``counted`` names the interfaces whose frames this capture must hold: (ifnames, netns,
+    counters), e.g. a bridge's ports and ("rx_packets",); their counters are read when
+    tcpdump listens and before it stops, for ``check()``."""
 
     def __init__(self, label: str, ifname: str, pcap: str, netns_pid: int | None = None,
-                 record=None):
+                 record=None, buffer_kib: int = SUBNET_BUFFER_KIB, counted=None):
         self.label, self.ifname, self.pcap = label, ifname, pcap
         self.netns_pid = netns_pid
         self.record = record
+        self.buffer_kib = buffer_kib
+        self.counted = counted
         self.proc: subprocess.Popen | None = None
         self.errlog = pcap + ".tcpdump.log"
         self.summary = ""
+        self.stats: dict = {}
+        self.counter_start: int | None = None
+        self.counter_stop: int | None = None
+
+    def _count(self) -> int | None:
+        if not self.counted:
+            return None
+        names, netns, fields = self.counted
+        return link_packets(names, netns, fields)
 
     def start(self) -> None:
-        # --immediate-mode: no 1 s batching in the kernel's ring, so a pcap read while the
-        # lab runs (Wireshark, tests) already holds what was sent.
-        argv = ["tcpdump", "-i", self.ifname, "-w", self.pcap, "-U", "--immediate-mode",
-                "-Z", "root", "-n", "-B", "8192", "-s", "0"]
+        argv = ["tcpdump", "-i", self.ifname, "-w", self.pcap, "-U", "-Z", "root", "-n",
+                "-B", str(self.buffer_kib), "-s", "0"]
         if self.netns_pid:
             argv = ns_argv(self.netns_pid, argv)
         with open(self.errlog, "wb") as err:
@@ -96,6 +149,7 @@ class Capture:
             try:
                 with open(self.errlog, "rb") as f:
                     if b"listening on" in f.read():
+                        self.counter_start = self._count()
                         return
             except OSError:
                 pass
@@ -105,6 +159,8 @@ class Capture:
     def stop(self, timeout: float = 5.0) -> None:
         if not self.proc:
             return
+        if self.counter_stop is None:
+            self.counter_stop = self._count()
         if self.proc.poll() is None:
             try:
                 self.proc.send_signal(signal.SIGINT)  # flushes the pcap and exits
@@ -116,12 +172,30 @@ class Capture:
             self.record.drop_pid(self.proc.pid)
         try:
             with open(self.errlog, "rb") as f:
-                self.summary = " ".join(
-                    l.strip() for l in f.read().decode(errors="replace").splitlines()
-                    if "packets" in l)
+                text = f.read().decode(errors="replace")
+            self.summary = " ".join(l.strip() for l in text.splitlines() if "packets" in l)
+            self.stats = tcpdump_stats(text)
         except OSError:
             pass
         self.proc = None
+
+    def check(self) -> dict:
+        """This capture's account (after stop): tcpdump's captured / received / dropped,
+        the frames the counted interfaces saw meanwhile, and ``missing`` (frames they saw
+        that the pcap lacks, or tcpdump's own drops, whichever is more; None: unknown).
+        ``complete`` is True only when both say nothing is missing."""
+        st = dict(self.stats)
+        seen = None
+        if self.counter_start is not None and self.counter_stop is not None:
+            seen = self.counter_stop - self.counter_start
+        cap = st.get("captured")
+        gaps = [x for x in (st.get("dropped"),
+                            None if seen is None or cap is None else max(0, seen - cap))
+                if x is not None]
+        missing = max(gaps) if gaps else None
+        return {"label": self.label, "pcap": os.path.basename(self.pcap), **st,
+                "frames_on_interfaces": seen, "missing": missing,
+                "complete": missing == 0 and seen is not None}
 
 
 class Captures:
@@ -134,9 +208,9 @@ class Captures:
         self.items: list[Capture] = []
         self.files: dict[str, str] = {}
 
-    def add(self, label: str, ifname: str, netns_pid: int | None = None) -> str:
+    def add(self, label: str, ifname: str, netns_pid: int | None = None, **kw) -> str:
         pcap = os.path.join(self.out_dir, f"{label}.pcap")
-        self.items.append(Capture(label, ifname, pcap, netns_pid, self.record))
+        self.items.append(Capture(label, ifname, pcap, netns_pid, self.record, **kw))
         self.files[label] = pcap
         return pcap
 
@@ -148,9 +222,16 @@ class Captures:
             c.wait_ready(deadline)
 
     def stop(self) -> dict:
+        for c in self.items:                      # all counters first, then all SIGINTs
+            if c.proc and c.counter_stop is None:
+                c.counter_stop = c._count()
         for c in self.items:
             if c.proc and c.proc.poll() is None:
                 c.proc.send_signal(signal.SIGINT)
         for c in self.items:
             c.stop()
         return {c.label: c.summary for c in self.items}
+
+    def checks(self) -> dict:
+        """label -> Capture.check(), after stop()."""
+        return {c.label: c.check() for c in self.items}
