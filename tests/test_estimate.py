@@ -34,10 +34,11 @@ def test_pfs_moves_one_load_set_per_subnet_and_load():
     ls, nfiles = loadset_bytes()
     p = mode_estimate(phones, "pfs", wan_bps=512e3, wan_rtt=0.15)
     t = mode_estimate(phones, "traditional", wan_bps=512e3, wan_rtt=0.15)
-    assert p["groups"] == 2                       # 7961G and 7941G share SCCP41
-    assert p["hq_requests"] == 16 + 2 * nfiles    # a config each, the load set per group
+    assert p["groups"] == 4                       # (subnet, model): one hierarchy each
+    assert p["roots"] == 4 * nfiles               # one root per (subnet, model, file)
+    assert p["hq_requests"] == 16 + 4 * nfiles    # a config each, the load set per group
     assert t["hq_requests"] == 16 * (1 + nfiles)
-    configs = p["wan_bytes"] - 2 * ls
+    configs = p["wan_bytes"] - 4 * ls
     assert 0 < configs < 16 * 4000
     assert t["wan_bytes"] == 16 * ls + configs
     assert t["bound"] == "bandwidth"

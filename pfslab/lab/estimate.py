@@ -9,8 +9,8 @@ bounds: the makespan is at least the busier of
   DATA block and its ACK) over the bandwidth;
 * the slowest phone's chain of lock-step transfers (one RTT per block, one more per file).
 
-In PFS mode a (subnet, load) group's root fetches the load set for the whole group, the other
-phones only their configuration file; phones with PFS off (or a model without PFS) fetch
+In PFS mode a (subnet, model) group's root fetches the load set for the whole group (one
+hierarchy per (subnet, model, file)), the other phones only their configuration file; phones with PFS off (or a model without PFS) fetch
 everything. The election adds its ~2 s (listening, then the offer-to-confirmation delay).
 
     est = estimate_mode(phones, files, pfs_of, mode, wan_bps=..., wan_rtt=..., blksize=1428)
@@ -63,17 +63,20 @@ def estimate_mode(phones: list[dict], files: dict[str, bytes], pfs_of: dict[str,
     requests = 0
     chains = []
     groups: set = set()
+    roots = 0
     for p in phones:
         label = p.get("label") or p["name"]
         load = firmware.model_load(p["model"])
         cfg = len(files.get(phoneconfig.sep_filename(p["mac"]), b""))
         mine = [cfg]
         shares = mode == "pfs" and pfs_of.get(label) and p["model"] in firmware.PFS_CAPABLE
-        key = (p.get("subnet"), load)
+        key = (p.get("subnet"), p["model"])
         if not shares or key not in groups:
+            lf = load_files(files, load)
             if shares:
                 groups.add(key)
-            mine += [size for _, size in load_files(files, load)]
+                roots += len(lf)
+            mine += [size for _, size in lf]
         total_bytes += sum(wire_bytes(s, blksize) for s in mine)
         requests += len(mine)
         chain = sum(transfer_s(s, blksize, wan_rtt) for s in mine)
@@ -83,7 +86,7 @@ def estimate_mode(phones: list[dict], files: dict[str, bytes], pfs_of: dict[str,
     wan_s = total_bytes * 8 / wan_bps if wan_bps else 0.0
     chain_s = max(chains, default=0.0)
     return {"mode": mode, "phones": len(phones), "wan_bytes": total_bytes,
-            "hq_requests": requests, "groups": len(groups),
+            "hq_requests": requests, "groups": len(groups), "roots": roots,
             "wan_busy_s": round(wan_s, 1), "lockstep_s": round(chain_s, 1),
             "makespan_s": round(max(wan_s, chain_s), 1),
             "bound": "bandwidth" if wan_s >= chain_s else "lock-step TFTP",
