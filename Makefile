@@ -15,13 +15,14 @@ STAMP      := $(VENV)/.pfslab-installed
 LAB_ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt venv test test-fast lab bench wireshark-plugin samples clean-venv help
+.PHONY: all deps apt venv test test-fast lab bench bench-scale wireshark-plugin samples clean-venv help
 
 help:
 	@echo "sudo make lab      run the default lab (PFS vs traditional), captures in pcaps/"
 	@echo "sudo make test     run all tests (installs what is missing)"
 	@echo "make test-fast     the tests that need no root"
 	@echo "sudo make bench    WAN check and phones-per-subnet sweep, JSON + PNG in bench/out/"
+	@echo "sudo make bench-scale   PFS at 100..1000 phones: fidelity, roots, WAN, memory; bench/scale/"
 	@echo "make wireshark-plugin   install the Lua dissector for Wireshark"
 	@echo "sudo make samples  regenerate pcaps/samples/ (reference captures + golden decodes)"
 
@@ -58,6 +59,11 @@ lab: deps
 
 bench: deps
 	$(PY) -m pfslab.bench --out bench/out
+
+# BENCH_SCALE_ARGS='--sizes 100,250' runs a subset
+BENCH_SCALE_ARGS ?=
+bench-scale: deps
+	$(PY) -m pfslab.bench_scale --out bench/scale $(BENCH_SCALE_ARGS)
 
 # Wireshark's personal Lua plugin folder is ~/.local/lib/wireshark/plugins/ (not under
 # XDG_CONFIG_HOME). Under sudo it goes to the invoking user's home, owned by that user.
