@@ -179,3 +179,44 @@ def test_verdict_unmeasured_is_neither_fine_nor_a_breach():
     assert v["overloaded"] is False
     assert v["unmeasured"] == ["timer lag", "UDP receive drops"]
     assert "not measured" in fd.headline(v)
+
+
+def lag_dict(values):
+    m = fd.LagMeter()
+    for v in values:
+        m.add(v)
+    return m.to_dict()
+
+
+def test_run_fidelity_merges_processes_and_judges():
+    stats = {"lag": lag_dict([0.001] * 99 + [0.002]), "time_dilation": 2.0,
+             "processes": [{"pid": 1, "phones": 50, "lag": lag_dict([0.001] * 50)},
+                           {"pid": 2, "phones": 50, "lag": lag_dict([0.001] * 49 + [0.002])}]}
+    caps = {"subnet-1": {"missing": 0, "complete": True},
+            "wan": {"missing": 0, "complete": True}}
+    f = fd.run_fidelity(stats, {"rcvbuf_errors": 0}, caps)
+    assert f["verdict"]["overloaded"] is False and f["captures_complete"] is True
+    assert f["time_dilation"] == 2.0 and f["capture_drops"] == 0
+    assert [p["phones"] for p in f["lag_per_process"]] == [50, 50]
+    assert f["headline"].startswith("emulation within bounds")
+    caps["subnet-1"] = {"missing": 356, "complete": False}
+    f = fd.run_fidelity(stats, {"rcvbuf_errors": 7}, caps)
+    assert f["verdict"]["overloaded"] is True and f["capture_drops"] == 356
+    assert f["captures_complete"] is False
+    assert f["headline"].startswith(fd.OVERLOADED)
+    f = fd.run_fidelity(None, None, {"wan": {"missing": None, "complete": False}})
+    assert f["verdict"]["unmeasured"] == ["timer lag", "UDP receive drops", "capture drops"]
+
+
+def test_hierarchies_of_an_incomplete_capture_name_the_edges_not_on_the_wire():
+    key = {"model": "M", "file": "f"}
+    wire = [{"subnet": 1, "root": "a", "edges": [["a", "b"]], **key},
+            {"subnet": 2, "root": "x", "edges": [["x", "y"]], **key}]
+    agent = [{"subnet": 1, "root": "a", "edges": [["a", "b"], ["a", "c"], ["b", "d"]], **key},
+             {"subnet": 2, "root": "x", "edges": [["x", "y"], ["x", "z"]], **key}]
+    caps = {"subnet-1": {"complete": False}, "subnet-2": {"complete": True},
+            "wan": {"complete": True}}
+    assert fd.mark_missing_frames(wire, agent, caps) == 2
+    assert wire[0]["capture_complete"] is False
+    assert wire[0]["edges_not_on_wire"] == [["a", "c"], ["b", "d"]]
+    assert wire[1]["capture_complete"] is True and "edges_not_on_wire" not in wire[1]

@@ -295,3 +295,86 @@ def headline(v: dict) -> str:
     if v.get("unmeasured"):
         return "emulation within bounds (not measured: " + ", ".join(v["unmeasured"]) + ")"
     return "emulation within bounds (timer lag, UDP receive drops, capture drops)"
+
+
+# ---------------------------------------------------------------- a run's account
+def run_fidelity(agent_stats: dict | None, udp: dict | None, captures: dict | None,
+                 bounds: Bounds | None = None) -> dict:
+    """results.json's ``fidelity`` for one mode.
+
+    ``agent_stats``: the agent's ``agent_stats`` event ({lag: LagMeter.to_dict(), processes:
+    [{pid, phones, lag, ...}], time_dilation}); ``udp``: ``udp_drops(before, after)`` over
+    the lab's namespaces; ``captures``: label -> ``Capture.check()``. Missing parts are
+    reported as not measured."""
+    b = bounds or Bounds.from_timers()
+    lag = per_proc = None
+    k = 1.0
+    if agent_stats:
+        lag = LagMeter.from_dict(agent_stats.get("lag") or {}).summary()
+        per_proc = [{"pid": p.get("pid"), "phones": p.get("phones"),
+                     **LagMeter.from_dict(p.get("lag") or {}).summary()}
+                    for p in agent_stats.get("processes") or []]
+        k = agent_stats.get("time_dilation") or 1.0
+        if not lag["n"]:
+            lag = None
+    cap_drops = None
+    if captures:
+        miss = [c.get("missing") for c in captures.values()]
+        cap_drops = None if any(m is None for m in miss) else sum(miss)
+    v = verdict(lag, None if udp is None else udp.get("rcvbuf_errors"), cap_drops, b)
+    return {"lag": lag, "lag_per_process": per_proc, "time_dilation": k,
+            "udp_drops": udp, "captures": captures, "capture_drops": cap_drops,
+            "captures_complete": bool(captures) and all(c.get("complete")
+                                                        for c in captures.values()),
+            "verdict": v, "headline": headline(v)}
+
+
+def incomplete_subnets(captures: dict | None) -> set:
+    """Subnet numbers whose capture may lack frames ('subnet-<k>' labels)."""
+    out = set()
+    for label, c in (captures or {}).items():
+        if label.startswith("subnet-") and not c.get("complete"):
+            try:
+                out.add(int(label.split("-", 1)[1]))
+            except ValueError:
+                pass
+    return out
+
+
+def mark_missing_frames(wire: list[dict], agent: list[dict], captures: dict | None) -> int:
+    """Say, in each wire-derived hierarchy of a subnet whose capture is incomplete, which
+    edges rest on missing frames: ``capture_complete`` False and ``edges_not_on_wire`` =
+    the agents' edges of that (subnet, model, file) that the pcap does not show. Hierarchies
+    of complete captures get ``capture_complete`` True. Returns how many edges it listed."""
+    bad = incomplete_subnets(captures)
+    known = set() if captures is None else {int(l.split("-", 1)[1]) for l in captures
+                                             if l.startswith("subnet-")
+                                             and l.split("-", 1)[1].isdigit()}
+    agent_edges: dict = {}
+    for h in agent:
+        agent_edges.setdefault((h["subnet"], h["model"], h["file"]), set()).update(
+            tuple(e) for e in h.get("edges", []))
+    wire_edges: dict = {}
+    for h in wire:
+        wire_edges.setdefault((h["subnet"], h["model"], h["file"]), set()).update(
+            tuple(e) for e in h.get("edges", []))
+    listed = 0
+    for h in wire:
+        key = (h["subnet"], h["model"], h["file"])
+        if h["subnet"] in bad or h["subnet"] not in known:
+            h["capture_complete"] = False
+            miss = sorted(agent_edges.get(key, set()) - wire_edges.get(key, set()))
+            nodes = {h.get("root")} | {n for e in h.get("edges", []) for n in e}
+            mine, grew = [], True
+            while grew:                        # the missing edges that hang off this tree
+                grew = False
+                for e in miss:
+                    if e[0] in nodes and list(e) not in mine:
+                        mine.append(list(e))
+                        nodes.add(e[1])
+                        grew = True
+            h["edges_not_on_wire"] = sorted(mine)
+            listed += len(h["edges_not_on_wire"])
+        else:
+            h["capture_complete"] = True
+    return listed
