@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import time
 
@@ -83,6 +84,35 @@ def add_mirror(ipr: IPRoute, dummy: str, ports: list[str]) -> None:
                protocol=ETH_P_ALL, target=0x10001, keys=["0x0/0x0+0"],
                action={"kind": "mirred", "direction": "egress", "action": "mirror",
                        "ifindex": didx})
+
+
+#: libpcap's TPACKET_V3 hands tcpdump a block when it is full or 1 s old (tcpdump's timeout);
+#: a SIGINT before then loses the frames of the open block
+BLOCK_TIMEOUT_S = 1.0
+
+
+def pcap_frames(path: str, offset: int = 24, frames: int = 0) -> tuple[int, int]:
+    """(frames, offset) of a classic pcap being written: counts whole records from
+    ``offset`` on (24: just after the file header), so a caller can poll it cheaply."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            e = "<" if head in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+            size = os.fstat(f.fileno()).st_size
+            f.seek(offset)
+            while offset + 16 <= size:
+                rec = f.read(16)
+                if len(rec) < 16:
+                    break
+                incl = struct.unpack(e + "I", rec[8:12])[0]
+                if offset + 16 + incl > size:
+                    break
+                f.seek(incl, 1)
+                offset += 16 + incl
+                frames += 1
+    except OSError:
+        pass
+    return frames, offset
 
 
 def link_packets(ifnames: list[str], netns: str | None = None,
@@ -181,15 +211,17 @@ class Capture:
 
     def check(self) -> dict:
         """This capture's account (after stop): tcpdump's captured / received / dropped,
-        the frames the counted interfaces saw meanwhile, and ``missing`` (frames they saw
-        that the pcap lacks, or tcpdump's own drops, whichever is more; None: unknown).
+        the frames the counted interfaces saw meanwhile, and ``missing``: the most of
+        tcpdump's kernel drops, frames it received but did not write, and frames the
+        interfaces saw that the pcap lacks (None: unknown).
         ``complete`` is True only when both say nothing is missing."""
         st = dict(self.stats)
         seen = None
         if self.counter_start is not None and self.counter_stop is not None:
             seen = self.counter_stop - self.counter_start
-        cap = st.get("captured")
+        cap, rcv = st.get("captured"), st.get("received")
         gaps = [x for x in (st.get("dropped"),
+                            None if rcv is None or cap is None else max(0, rcv - cap),
                             None if seen is None or cap is None else max(0, seen - cap))
                 if x is not None]
         missing = max(gaps) if gaps else None
@@ -225,12 +257,37 @@ class Captures:
         for c in self.items:                      # all counters first, then all SIGINTs
             if c.proc and c.counter_stop is None:
                 c.counter_stop = c._count()
+        self._drain()
         for c in self.items:
             if c.proc and c.proc.poll() is None:
                 c.proc.send_signal(signal.SIGINT)
         for c in self.items:
             c.stop()
         return {c.label: c.summary for c in self.items}
+
+    def _drain(self, limit: float = 3 * BLOCK_TIMEOUT_S) -> None:
+        """Before the SIGINTs: until every pcap holds the frames its interfaces counted
+        (tcpdump gets a ring block at most 1 s after its last frame), or ``limit`` s.
+        Captures without counters get one block timeout."""
+        live = [c for c in self.items if c.proc and c.proc.poll() is None]
+        if not live:
+            return
+        end = time.monotonic() + limit
+        want = {}
+        for c in live:
+            if c.counter_start is not None and c.counter_stop is not None:
+                want[c] = c.counter_stop - c.counter_start
+        if len(want) < len(live):
+            end = min(end, time.monotonic() + BLOCK_TIMEOUT_S + 0.2)
+        pos = {c: (0, 24) for c in want}
+        while time.monotonic() < end:
+            for c in list(want):
+                pos[c] = pcap_frames(c.pcap, pos[c][1], pos[c][0])
+                if pos[c][0] >= want[c]:
+                    del want[c]
+            if not want and len(live) == len(pos):
+                return
+            time.sleep(0.05)
 
     def checks(self) -> dict:
         """label -> Capture.check(), after stop()."""
