@@ -220,3 +220,21 @@ def test_hierarchies_of_an_incomplete_capture_name_the_edges_not_on_the_wire():
     assert wire[0]["capture_complete"] is False
     assert wire[0]["edges_not_on_wire"] == [["a", "c"], ["b", "d"]]
     assert wire[1]["capture_complete"] is True and "edges_not_on_wire" not in wire[1]
+
+
+def test_the_summary_says_overloaded_and_capped_loudly():
+    from rich.console import Console
+    from pfslab.report import fidelity_lines, print_report
+    bad = {"mode": "pfs", "phones": [{"completed": True}], "hierarchies": [], "wan_bytes": 1,
+           "makespan_s": 1.0,
+           "fidelity": fd.run_fidelity(None, {"rcvbuf_errors": 9},
+                                       {"subnet-1": {"missing": 0, "complete": True}})}
+    capped = {"mode": "traditional", "phones": [{"completed": True}], "hierarchies": [],
+              "wan_bytes": 1, "makespan_s": 1.0,
+              "capped": {"phones_in_lab": 100, "sample": 10}}
+    assert fidelity_lines(bad)[0].startswith("[bold red]pfs: EMULATION OVERLOADED: 9 UDP")
+    con = Console(width=200, record=True)
+    print_report([bad, capped], console=con)
+    text = con.export_text()
+    assert text.count("EMULATION OVERLOADED") == 2          # in the table and under it
+    assert "CAPPED traditional baseline: a sample of 10 of 100 phones" in text
