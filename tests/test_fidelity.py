@@ -238,3 +238,24 @@ def test_the_summary_says_overloaded_and_capped_loudly():
     text = con.export_text()
     assert text.count("EMULATION OVERLOADED") == 2          # in the table and under it
     assert "CAPPED traditional baseline: a sample of 10 of 100 phones" in text
+
+
+def test_run_watch_reads_this_namespace_and_keeps_the_agent_stats():
+    import os
+    w = fd.RunWatch({"me": os.getpid()})
+    w.start()
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    rx.bind(("127.0.0.1", 0))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(200):
+        tx.sendto(b"x" * 1000, rx.getsockname())
+    rx.close()
+    tx.close()
+    w.event({"event": "completed"})
+    w.event({"event": "agent_stats", "lag": lag_dict([0.001] * 10), "processes": []})
+    w.stop()
+    f = w.result({"wan": {"missing": 0, "complete": True}})
+    assert f["udp_drops"]["rcvbuf_errors"] > 100     # this namespace's own counters
+    assert f["lag"]["n"] == 10
+    assert f["verdict"]["overloaded"] is True

@@ -378,3 +378,36 @@ def mark_missing_frames(wire: list[dict], agent: list[dict], captures: dict | No
         else:
             h["capture_complete"] = True
     return listed
+
+
+class RunWatch:
+    """The lab's side of one mode's fidelity account::
+
+        watch = RunWatch({"p1-1": pid, ..., "HQ": pid})   # one process per namespace
+        watch.start()              # before the reset
+        ... watch.event(ev) for each agent event (keeps the ``agent_stats`` one) ...
+        watch.stop()               # after the agent, before teardown (namespaces still up)
+        fid = watch.result(captures)                        # after teardown
+    """
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = dict(pids)
+        self.before: dict | None = None
+        self.after: dict | None = None
+        self.agent_stats: dict | None = None
+
+    def start(self) -> None:
+        self.before = udp_counters_many(self.pids)
+
+    def event(self, ev: dict) -> None:
+        if ev.get("event") == "agent_stats":
+            self.agent_stats = ev
+
+    def stop(self) -> None:
+        if self.before is not None:
+            self.after = udp_counters_many(self.pids)
+
+    def result(self, captures: dict | None, bounds: Bounds | None = None) -> dict:
+        udp = None if self.before is None or self.after is None else \
+            udp_drops(self.before, self.after)
+        return run_fidelity(self.agent_stats, udp, captures, bounds)
