@@ -242,7 +242,7 @@ def test_the_summary_says_overloaded_and_capped_loudly():
 
 def test_run_watch_reads_this_namespace_and_keeps_the_agent_stats():
     import os
-    w = fd.RunWatch({"me": os.getpid()})
+    w = fd.RunWatch({"me": os.getpid()}, others={"also me": os.getpid()})
     w.start()
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -258,4 +258,5 @@ def test_run_watch_reads_this_namespace_and_keeps_the_agent_stats():
     f = w.result({"wan": {"missing": 0, "complete": True}})
     assert f["udp_drops"]["rcvbuf_errors"] > 100     # this namespace's own counters
     assert f["lag"]["n"] == 10
+    assert f["udp_drops_others"]["rcvbuf_errors"] == f["udp_drops"]["rcvbuf_errors"]
     assert f["verdict"]["overloaded"] is True

@@ -383,21 +383,28 @@ def mark_missing_frames(wire: list[dict], agent: list[dict], captures: dict | No
 class RunWatch:
     """The lab's side of one mode's fidelity account::
 
-        watch = RunWatch({"p1-1": pid, ..., "HQ": pid})   # one process per namespace
+        watch = RunWatch({"p1-1": pid, ...}, others={"HQ": pid})  # a process per namespace
         watch.start()              # before the reset
         ... watch.event(ev) for each agent event (keeps the ``agent_stats`` one) ...
         watch.stop()               # after the agent, before teardown (namespaces still up)
         fid = watch.result(captures)                        # after teardown
+
+    The phones' receive drops are judged; the ``others`` (HQ: in.tftpd's socket) are
+    reported beside them (``udp_drops_others``), since a real server can drop too.
     """
 
-    def __init__(self, pids: dict[str, int]):
-        self.pids = dict(pids)
+    def __init__(self, phones: dict[str, int], others: dict[str, int] | None = None):
+        self.phones = dict(phones)
+        self.others = dict(others or {})
         self.before: dict | None = None
         self.after: dict | None = None
         self.agent_stats: dict | None = None
 
+    def _read(self) -> dict:
+        return udp_counters_many({**self.phones, **self.others})
+
     def start(self) -> None:
-        self.before = udp_counters_many(self.pids)
+        self.before = self._read()
 
     def event(self, ev: dict) -> None:
         if ev.get("event") == "agent_stats":
@@ -405,9 +412,15 @@ class RunWatch:
 
     def stop(self) -> None:
         if self.before is not None:
-            self.after = udp_counters_many(self.pids)
+            self.after = self._read()
 
     def result(self, captures: dict | None, bounds: Bounds | None = None) -> dict:
-        udp = None if self.before is None or self.after is None else \
-            udp_drops(self.before, self.after)
-        return run_fidelity(self.agent_stats, udp, captures, bounds)
+        udp = others = None
+        if self.before is not None and self.after is not None:
+            pick = (lambda d, names: {n: d.get(n) for n in names})
+            udp = udp_drops(pick(self.before, self.phones), pick(self.after, self.phones))
+            if self.others:
+                others = udp_drops(pick(self.before, self.others),
+                                   pick(self.after, self.others))
+        return {**run_fidelity(self.agent_stats, udp, captures, bounds),
+                "udp_drops_others": others}
