@@ -7,8 +7,8 @@ own site) when 1000 is among the sizes -- it runs the real lab in PFS mode
 (``pfslab.lab.run.run_mode``), the same site in ``pfslab sim``, and writes one row:
 
 * roots on the wire (hierarchies rebuilt from the subnet captures) against those expected,
-  one per (subnet, model, file); TFTP fallbacks (PFS phones that fetched a load file from HQ
-  without being a root on the wire);
+  one per (subnet, model, file); TFTP fallbacks (files PFS phones fetched from HQ without
+  being their root: role ``tftp`` in results.json);
 * TFTP requests at HQ (tftpd's log and wan.pcap) against one config per phone plus the roots;
 * WAN bytes (every frame of wan.pcap) against the one-copy-per-group bound
   (``pfslab.lab.estimate``: the load set once per group plus every config, with TFTP headers);
@@ -30,7 +30,6 @@ import glob
 import os
 import threading
 import time
-import types
 
 from pfslab.errors import UserError
 
@@ -56,61 +55,27 @@ def sites(sizes: list[int], subnets: int = 4, one_subnet=ONE_SUBNET) -> list[dic
     return out
 
 
-def site_plan(site: dict, models: list[str]) -> list[dict]:
-    from pfslab.lab.net import build_topology
-    return build_topology("branch", "plan", {"subnets": site["subnets"],
-                                             "phones_per_subnet": site["per_subnet"],
-                                             "models": ",".join(models)}).phones
+def site_settings(site: dict, a):
+    """`pfslab lab`'s settings for one site, PFS mode (its defaults for everything else)."""
+    from pfslab.settings import Settings
+    return Settings(subnets=site["subnets"], phones_per_subnet=site["per_subnet"],
+                    models=a.models_list, mode="pfs", wan_bw=a.wan_bw, wan_delay=a.wan_delay,
+                    wan_loss=a.wan_loss, firmware_scale=a.firmware_scale, timeout=a.timeout,
+                    seed=a.seed)
 
 
 def expected(site: dict, a) -> dict:
     """What a faithful PFS run of ``site`` shows: roots, HQ requests, the WAN-bytes bound."""
-    from pfslab.lab.estimate import estimate_mode
-    from pfslab.lab.run import render_files
-    from pfslab.lab.units import parse_bandwidth, parse_delay
-    plan = site_plan(site, a.models_list)
-    files, pfs_of = render_files(plan, "pfs", a.firmware_scale, None, True, set())
-    e = estimate_mode(plan, files, pfs_of, "pfs", wan_bps=parse_bandwidth(a.wan_bw),
-                      wan_rtt=2 * parse_delay(a.wan_delay))
+    from pfslab.lab.estimate import estimate_settings
+    e = estimate_settings(site_settings(site, a), "pfs")
     return {"roots": e["roots"], "hq_requests": e["hq_requests"],
             "wan_bytes_bound": e["wan_bytes"], "estimate": e}
 
 
 # ---------------------------------------------------------------- memory
-def descendants(root: int) -> list[int]:
-    """``root`` and every process below it (one pass over /proc)."""
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat", "rb") as f:
-                data = f.read()
-            ppid = int(data[data.rindex(b")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        kids.setdefault(ppid, []).append(int(d))
-    out, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += kids.get(p, [])
-    return out
-
-
-def pss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 class TreeMemory:
-    """Peak PSS of this process and all its descendants, sampled in a thread."""
+    """Peak PSS of this process and all its descendants (pfslab.lab.footprint), sampled in
+    a thread every ``every`` seconds."""
 
     def __init__(self, every: float = 5.0):
         self.every = every
@@ -120,10 +85,10 @@ class TreeMemory:
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
-        pids = descendants(os.getpid())
-        kb = sum(pss_kb(p) for p in pids)
-        if kb > self.peak_kb:
-            self.peak_kb, self.peak_procs = kb, len(pids)
+        from pfslab.lab.footprint import footprint
+        tot = footprint({"run": [os.getpid()]}, 0)["total"]
+        if tot["pss_kb"] > self.peak_kb:
+            self.peak_kb, self.peak_procs = tot["pss_kb"], tot["processes"]
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
@@ -141,16 +106,11 @@ class TreeMemory:
 
 
 # ---------------------------------------------------------------- one row
-def fallbacks(r: dict, roots_wire: int) -> int:
-    """PFS phones' load files fetched from HQ beyond one per root on the wire."""
-    n = 0
-    for p in r.get("phones", []):
-        if not p.get("pfs_enabled"):
-            continue
-        srcs = [p.get("loads_source")] + [(c or {}).get("source")
-                                          for c in (p.get("components") or {}).values()]
-        n += sum(1 for s in srcs if s == "tftp")
-    return max(0, n - roots_wire)
+def fallbacks(r: dict) -> int:
+    """Files that PFS phones fetched from HQ without being their root (role ``tftp``: a
+    phone that gave up on PFS, e.g. refused by a demoted root)."""
+    return sum(1 for p in r.get("phones", []) if p.get("pfs_enabled")
+               for f in (p.get("files") or {}).values() if f.get("role") == "tftp")
 
 
 def _ratio(a, b):
@@ -175,7 +135,8 @@ def build_row(site: dict, r: dict, exp: dict, sim: dict | None, *, run_s: float 
         "site": site["label"], "subnets": site["subnets"], "phones": site["phones"],
         "completed": r.get("completed"), "total": r.get("total"),
         "roots_wire": roots_wire, "roots_expected": exp["roots"],
-        "fallbacks": fallbacks(r, roots_wire),
+        "fallbacks": fallbacks(r),
+        "captures_complete": fid.get("captures_complete"),
         "hq_requests_log": len(r.get("tftp_requests") or []),
         "hq_requests_wire": check.get("wire_requests"),
         "hq_requests_expected": exp["hq_requests"],
@@ -185,7 +146,7 @@ def build_row(site: dict, r: dict, exp: dict, sim: dict | None, *, run_s: float 
         "lag_max_ms": lag.get("max_ms"),
         "rcvbuf_drops": udp.get("rcvbuf_errors"), "capture_drops": fid.get("capture_drops"),
         "overloaded": (fid.get("verdict") or {}).get("overloaded"),
-        "dilation": r.get("time_dilation", fid.get("time_dilation", 1.0)),
+        "dilation": r.get("time_dilation") or fid.get("time_dilation") or 1.0,
         "bringup_s": tim.get("bringup_s"), "teardown_s": tim.get("teardown_s"),
         "run_s": None if run_s is None else round(run_s, 1),
         "rss_per_phone_mb": (round(mem["peak_kb"] / 1024 / phones, 2)
@@ -266,8 +227,8 @@ def plot(rows: list[dict], path: str) -> None:
         a_.set_title(title)
         a_.set_xlabel("phones")
         a_.set_ylabel(unit)
-        a_.set_xscale("log")
         a_.grid(alpha=0.3)
+        a_.set_ylim(bottom=0)
         if a_.has_data():
             a_.legend(fontsize=7)
     fig.tight_layout()
@@ -309,34 +270,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from pfslab.bench import _check
+    from pfslab.site import SiteError, split_models
     a = build_parser().parse_args(argv)
     a.sizes = parse_sizes(a.sizes)
     a.one_subnet_sizes = parse_sizes(a.one_subnet) if a.one_subnet.strip() else []
-    a.models_list = [m.strip() for m in a.models.split(",") if m.strip()]
-    _check(a)
+    try:
+        a.models_list = split_models(a.models)
+    except SiteError as e:
+        raise UserError(str(e)) from None
     for s in sites(a.sizes, a.subnets, a.one_subnet_sizes):
         if s["per_subnet"] > 1000:
             raise UserError(f"site {s['label']}: a Linux bridge takes at most 1024 ports, "
-                            "so at most 1000 phones per subnet")
+                            "so at most 1000 phones per subnet; use more --subnets")
+        site_settings(s, a).check()         # one line on bad input (counts, WAN, models)
     return a
 
 
-def lab_args(a, site: dict) -> argparse.Namespace:
-    from pfslab import bench
-    b = types.SimpleNamespace(**{**vars(a), "subnets": site["subnets"]})
-    args = bench.lab_args(b, site["per_subnet"])
-    args.mode = "pfs"
-    return args
-
-
 def simulate_site(site: dict, a) -> dict:
-    from pfslab.lab.units import parse_bandwidth, parse_delay
-    from pfslab.sim import scenario
     from pfslab.sim.run import simulate
-    specs = scenario.phone_specs(site["subnets"], site["per_subnet"], a.models_list)
-    return simulate(specs, "pfs", scale=a.firmware_scale, seed=a.seed,
-                    wan_rtt=2 * parse_delay(a.wan_delay), wan_bps=parse_bandwidth(a.wan_bw))
+    st = site_settings(site, a)
+    bps, delay, _ = st.wan()
+    return simulate(st.site(), "pfs", seed=a.seed, wan_delay_s=delay, wan_bps=bps)
 
 
 def run_site(site: dict, a, out: str, clock) -> dict:
@@ -356,7 +310,7 @@ def run_site(site: dict, a, out: str, clock) -> dict:
     t = time.monotonic()
     try:
         with TreeMemory() as mem:
-            r = run_mode(lab_args(a, site), "pfs", site_out, new_prefix())
+            r = run_mode(site_settings(site, a), "pfs", site_out, new_prefix())
         w = build_row(site, r, exp, sim, run_s=time.monotonic() - t,
                       mem={"peak_kb": mem.peak_kb, "procs": mem.peak_procs})
     except (UserError, OSError, RuntimeError) as e:
@@ -371,7 +325,8 @@ def run_site(site: dict, a, out: str, clock) -> dict:
 def main(argv=None) -> int:
     import sys
     from rich.console import Console
-    from pfslab.bench import Clock, _chown, machine_info, write_json
+    from pfslab.bench import Clock, machine_info, write_json
+    from pfslab.results import give_to_sudo_user
     try:
         a = parse_args(argv)
         if os.geteuid() != 0:
@@ -400,7 +355,7 @@ def main(argv=None) -> int:
                   + (" -- EMULATION OVERLOADED" if w.get("overloaded") else "")))
     Console(width=200).print(table(result["rows"]))
     plot(result["rows"], os.path.join(out, "scale.png"))
-    _chown([out])
+    give_to_sudo_user(out)
     print(f"wrote {path} and {os.path.join(out, 'scale.png')}")
     return 1 if any(w.get("error") for w in result["rows"]) else 0
 

@@ -67,6 +67,11 @@ OPTIONS: dict[str, Option] = {
     "seed": Option(1, "random seed of the phones' timers", int),
     "timeout": Option(600.0, "give up on an upgrade after S seconds", float, "S",
                       commands=("lab",)),
+    "traditional_sample": Option(0, "cap the traditional baseline: upgrade only N phones, "
+                                    "spread over subnets and models (0: all)", int, "N",
+                                 commands=("lab",)),
+    "traditional_until": Option(None, "cap the traditional baseline: stop it after S seconds",
+                                float, "S", commands=("lab",)),
     "fail_parent": Option(None, "pfs mode: S seconds after the reset, a parent that is "
                                 "passing a file on dies (its connections reset; ':silent': it "
                                 "just goes quiet)", metavar="S[:silent]", commands=("lab",)),
@@ -118,6 +123,8 @@ class Settings:
     device_pfs_off: str = default("device_pfs_off")
     seed: int = default("seed")
     timeout: float = default("timeout")
+    traditional_sample: int = default("traditional_sample")
+    traditional_until: float | None = default("traditional_until")
     fail_parent: str | None = default("fail_parent")
 
     @classmethod
@@ -192,6 +199,10 @@ class Settings:
             raise UserError("--timeout must be positive")
         if self.stagger < 0:
             raise UserError("--stagger must not be negative")
+        if self.traditional_sample < 0:
+            raise UserError("--traditional-sample must be 0 (all phones) or more")
+        if self.traditional_until is not None and not self.traditional_until > 0:
+            raise UserError("--traditional-until must be positive (seconds)")
         self.wan()
         self.fault()
         self.site()          # models, counts, device numbers

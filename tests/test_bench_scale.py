@@ -16,7 +16,8 @@ def test_sites_spread_each_size_over_the_subnets_and_add_one_big_subnet():
 
 
 def test_bad_sizes_are_one_line_user_errors():
-    for bad in (["--sizes", "0"], ["--sizes", "a,b"], ["--sizes", "4000", "--subnets", "1"]):
+    for bad in (["--sizes", "0"], ["--sizes", "a,b"], ["--sizes", "4000", "--subnets", "1"],
+                ["--models", "CP-0000"], ["--wan-bw", "fast"]):
         with pytest.raises(UserError):
             bs.parse_args(bad)
 
@@ -30,17 +31,19 @@ def test_expected_roots_requests_and_wan_bound():
     assert e["wan_bytes_bound"] == e["estimate"]["wan_bytes"] > 0
 
 
-def phone(ip, subnet, model, src, pfs=True):
+def phone(ip, subnet, model, role, pfs=True):
+    src = "10.1.1.10" if role == "child" else "tftp"
     return {"ip": ip, "subnet": subnet, "model": model, "pfs_enabled": pfs, "completed": True,
-            "loads_source": src, "components": {"a.sbn": {"source": src}}}
+            "files": {f: {"role": role, "source": src} for f in ("a.loads", "a.sbn")}}
 
 
 def results():
     """A 1 x 3 PFS run: p1 the root, p2 its child, p3 fell back to TFTP."""
     return {"mode": "pfs", "completed": 3, "total": 3, "makespan_s": 30.0, "wan_bytes": 105_000,
             "run_id": "x", "out_dir": "/o",
-            "phones": [phone("10.1.1.10", 1, "M", "tftp"), phone("10.1.1.11", 1, "M", "10.1.1.10"),
-                       phone("10.1.1.12", 1, "M", "tftp")],
+            "phones": [phone("10.1.1.10", 1, "M", "root"), phone("10.1.1.11", 1, "M", "child"),
+                       phone("10.1.1.12", 1, "M", "tftp"),
+                       phone("10.1.1.13", 1, "N", "tftp", pfs=False)],
             "hierarchies": [{"root": "10.1.1.10", "edges": [["10.1.1.10", "10.1.1.11"]]},
                             {"root": "10.1.1.10", "edges": []}],
             "tftp_requests": [{}] * 7,
@@ -57,7 +60,8 @@ def test_build_row_counts_roots_fallbacks_and_ratios():
     w = bs.build_row(site, results(), exp, {"makespan_s": 20.0}, run_s=61.23,
                      mem={"peak_kb": 3 * 1024 * 2})
     assert (w["roots_wire"], w["roots_expected"]) == (2, 2)
-    assert w["fallbacks"] == 2                 # p3's two files from HQ, not a root's
+    assert w["fallbacks"] == 2                 # p3's two files from HQ (the no-PFS phone's
+                                               # are not fallbacks)
     assert (w["hq_requests_log"], w["hq_requests_wire"], w["hq_requests_expected"]) == (7, 7, 5)
     assert w["wan_ratio"] == 1.05
     assert w["makespan_ratio"] == 1.5
@@ -84,13 +88,11 @@ def test_a_row_without_fidelity_figures_still_renders(tmp_path):
     text = con.export_text()
     assert "4 x 25" in text and "2/2" in text and "error: boom" in text
     bs.plot([w, big, err], str(tmp_path / "scale.png"))
+    bs.plot([w], str(tmp_path / "scale.png"))            # one site, nothing measured
     assert (tmp_path / "scale.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_descendants_and_pss_of_this_process():
-    import os
-    assert os.getpid() in bs.descendants(os.getpid())
-    assert bs.pss_kb(os.getpid()) > 1000
+def test_tree_memory_samples_this_process_tree():
     m = bs.TreeMemory(every=0.05)
     with m:
         pass

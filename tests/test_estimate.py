@@ -3,20 +3,17 @@ import pytest
 
 from pfslab import firmware
 from pfslab.lab import estimate as est
-from pfslab.lab.net import build_topology
-from pfslab.lab.run import render_files
+from pfslab.site import Site
 
 SCALE = 0.01
 
 
 def plan(subnets, per, models="CP-7961G,CP-7941G"):
-    return build_topology("branch", "tst", {"subnets": subnets, "phones_per_subnet": per,
-                                            "models": models}).phones
+    return Site.branch(subnets, per, models, firmware_scale=SCALE)
 
 
-def mode_estimate(phones, mode, **kw):
-    files, pfs_of = render_files(phones, mode, SCALE, None, True, set())
-    return est.estimate_mode(phones, files, pfs_of, mode, **kw)
+def mode_estimate(site, mode, **kw):
+    return est.estimate_site(site, mode, **kw)
 
 
 def loadset_bytes():
@@ -73,7 +70,7 @@ def test_describe_and_human_units():
 
 
 def test_sample_spreads_over_subnets_and_models():
-    phones = plan(4, 10)
+    phones = [vars(p) for p in plan(4, 10).phones]
     s = est.sample_phones(phones, 8)
     assert len(s) == 8 and len({p["name"] for p in s}) == 8
     assert {p["subnet"] for p in s} == {1, 2, 3, 4}

@@ -83,11 +83,12 @@ def burst(net, pairs: int, mb: float, broadcasts: int) -> dict:
 
 
 def measure(pairs: int = 4, mb: float = 40.0, broadcasts: int = 2000, prefix=None) -> dict:
+    from pfslab.settings import Settings
     from .net import LabNet
+    st = Settings(subnets=1, phones_per_subnet=2 * pairs, models="CP-7961G",
+                  wan_bw="10mbit", wan_delay="1ms")
     with tempfile.TemporaryDirectory(prefix="pfslab-capture-bench-") as out:
-        with LabNet("branch", {"subnets": 1, "phones_per_subnet": 2 * pairs},
-                    wan_bw="10mbit", wan_delay="1ms", tftp=False, prefix=prefix,
-                    out_dir=out) as net:
+        with LabNet(st.site(), st, tftp=False, prefix=prefix, out_dir=out) as net:
             sent = burst(net, pairs, mb, broadcasts)
     return {"burst": sent, "captures": net.capture_checks}
 

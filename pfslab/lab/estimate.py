@@ -13,7 +13,7 @@ In PFS mode a (subnet, model) group's root fetches the load set for the whole gr
 hierarchy per (subnet, model, file)), the other phones only their configuration file; phones with PFS off (or a model without PFS) fetch
 everything. The election adds its ~2 s (listening, then the offer-to-confirmation delay).
 
-    est = estimate_mode(phones, files, pfs_of, mode, wan_bps=..., wan_rtt=..., blksize=1428)
+    est = estimate_site(site, mode, wan_bps=..., wan_rtt=..., blksize=1428)
     print(describe(est))
 """
 from __future__ import annotations
@@ -57,8 +57,8 @@ def load_files(files: dict[str, bytes], load_name: str) -> list[tuple[str, int]]
 def estimate_mode(phones: list[dict], files: dict[str, bytes], pfs_of: dict[str, bool],
                   mode: str, *, wan_bps: float | None, wan_rtt: float,
                   blksize: int = 1428) -> dict:
-    """The cost of one mode. ``phones``: the topology's plan (name/label, subnet, model,
-    mac); ``files`` and ``pfs_of``: what ``render_files`` made for this mode."""
+    """The cost of one mode. ``phones``: dicts with name, subnet, model, mac; ``files``:
+    what HQ serves in this mode; ``pfs_of``: each phone's resolved PFS setting, by name."""
     total_bytes = 0
     requests = 0
     chains = []
@@ -91,6 +91,20 @@ def estimate_mode(phones: list[dict], files: dict[str, bytes], pfs_of: dict[str,
             "makespan_s": round(max(wan_s, chain_s), 1),
             "bound": "bandwidth" if wan_s >= chain_s else "lock-step TFTP",
             "build_s": round(BUILD_S_PER_HOST * len(phones), 1)}
+
+
+def estimate_site(site, mode: str, *, wan_bps: float | None, wan_rtt: float,
+                  blksize: int = 1428) -> dict:
+    """``estimate_mode`` for a ``pfslab.site.Site``: the files HQ serves in that mode."""
+    return estimate_mode([vars(p) for p in site.phones], site.files(mode), site.pfs_of(mode),
+                         mode, wan_bps=wan_bps, wan_rtt=wan_rtt, blksize=blksize)
+
+
+def estimate_settings(settings, mode: str, site=None) -> dict:
+    """``estimate_site`` for a run's ``pfslab.settings.Settings``."""
+    bps, delay, _ = settings.wan()
+    return estimate_site(site or settings.site(), mode, wan_bps=bps, wan_rtt=2 * delay,
+                         blksize=settings.blksize)
 
 
 def human_s(s: float) -> str:

@@ -37,7 +37,7 @@ from pfslab.settings import Settings
 from pfslab.site import PhoneSpec, Site
 
 from . import clean, records
-from .capture import Captures, add_mirror, set_ipv6
+from .capture import WAN_BUFFER_KIB, Captures, add_mirror, set_ipv6
 from .nsutil import netns_path, require_binaries, require_root
 from .offload import tx_offload_off
 from .records import RunRecord, name_pattern, new_prefix
@@ -147,7 +147,8 @@ class LabNet:
     run_id, prefix, out_dir, site, settings, phones (list[LabPhone], the site's order),
     hq (Mininet host), hq_ip, mn (the Mininet object), wan (Wan; .describe()), tftp
     (TftpServer), captures (label -> pcap path), tftp_log (path), info (the topology's plan),
-    record (RunRecord).
+    record (RunRecord), timings (set-up steps and teardown, seconds); after teardown,
+    capture_checks (label -> Capture.check(): every frame once?).
     """
 
     def __init__(self, site: Site, settings: Settings | None = None, *,
@@ -189,6 +190,8 @@ class LabNet:
         self._dummies: list[str] = []
         self._tracked: list[tuple[subprocess.Popen, str]] = []
         self._old_handlers: dict = {}
+        self.timings: dict[str, float] = {}
+        self.capture_checks: dict[str, dict] = {}
 
     # ------------------------------------------------------------ public helpers
     def track(self, proc: subprocess.Popen, what: str, group: bool = False) -> None:
@@ -201,6 +204,10 @@ class LabNet:
 
     def tftp_requests(self) -> list[dict]:
         return self.tftp.requests() if self.tftp else []
+
+    def phone_pids(self) -> dict[str, int]:
+        """Phone name -> a process in its namespace (its Mininet shell), for /proc reads."""
+        return {p.name: self.mn.get(p.host).pid for p in self.phones}
 
     def node_netns(self, name: str) -> str:
         return netns_path(self.mn.get(name).pid)
@@ -235,6 +242,7 @@ class LabNet:
 
     def _step(self, name: str, t0: float) -> float:
         t = time.monotonic()
+        self.timings[name.split(" ")[0]] = round(t - t0, 3)
         self.log(f"{name}: {t - t0:.1f}s")
         return t
 
@@ -301,9 +309,15 @@ class LabNet:
                     dummy = f"{self.prefix}M{sub['index']}"
                     self._dummies.append(dummy)
                     self.record.add_names([dummy])
-                    add_mirror(ipr, dummy, [i.name for i in sw.intfList() if i.name != "lo"])
-                    self._captures.add(f"subnet-{sub['index']}", dummy)
-            self._captures.add("wan", self.info["branch_wan_intf"], netns_pid=rb.pid)
+                    ports = [i.name for i in sw.intfList() if i.name != "lo"]
+                    add_mirror(ipr, dummy, ports)
+                    # every frame enters the bridge once: the ports' rx counters
+                    self._captures.add(f"subnet-{sub['index']}", dummy,
+                                       counted=(ports, None, ("rx_packets",)))
+            self._captures.add("wan", self.info["branch_wan_intf"], netns_pid=rb.pid,
+                               buffer_kib=WAN_BUFFER_KIB,
+                               counted=([self.info["branch_wan_intf"]], netns_path(rb.pid),
+                                        ("rx_packets", "tx_packets")))
             self._captures.start()
             self.captures = dict(self._captures.files)
             t = self._step("captures", t)
@@ -331,6 +345,7 @@ class LabNet:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM,
                                                       signal.SIGHUP})
         errors = []
+        t0 = time.monotonic()
 
         def step(what, fn):
             try:
@@ -346,6 +361,8 @@ class LabNet:
                 step("wan", self.wan.stop)
             if self._captures:
                 step("captures", self._captures.stop)
+                step("capture checks",
+                     lambda: self.capture_checks.update(self._captures.checks()))
             if self.mn is not None:
                 step("mininet", self.mn.stop)
             if self.record:
@@ -366,6 +383,7 @@ class LabNet:
             for sig, h in self._old_handlers.items():
                 signal.signal(sig, h)
             self._old_handlers = {}
+            self.timings["teardown"] = round(time.monotonic() - t0, 3)
         finally:
             if blocked:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM,

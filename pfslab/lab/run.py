@@ -6,7 +6,10 @@ One mode is a pipeline (``run_mode``), the same topology, seed and settings each
      ``Site.files(mode)``)
   -> ``LabNet(site, settings)`` (Mininet, WAN, captures, in.tftpd serving the site's files)
   -> the phone agent (``python -m pfslab.agent many SPEC.json``, all phones in one process)
-  -> results (pfslab.results: per-phone outcomes, pcap figures, the wire check).
+  -> results (pfslab.results: per-phone outcomes, pcap figures, the wire check, and the
+     fidelity account: timer lag, UDP receive drops, capture drops -> overloaded or not).
+Before the first mode it prints what each will cost (pfslab.lab.estimate); the traditional
+baseline can be capped (--traditional-sample N, --traditional-until S) and then says so.
 Output: <out>/<mode>/{wan.pcap, subnet-<k>.pcap, tftpd.log, logs/, agent-*.json*} and
 <out>/results.json (a list of one dict per mode when both ran; docs/results.md), then a
 summary table.
@@ -14,6 +17,7 @@ summary table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -26,6 +30,8 @@ from pfslab import results as res
 from pfslab.errors import UserError
 from pfslab.settings import Settings, add_options
 
+from . import estimate as est
+from .fidelity import RunWatch, mark_missing_frames
 from .net import REPO_ROOT, LabNet
 from .records import new_prefix
 
@@ -76,6 +82,11 @@ class Progress:
 def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = False) -> dict:
     """One mode: settings -> site -> LabNet -> agent -> results (one results.json entry)."""
     site = settings.site()
+    estimate = est.estimate_settings(settings, mode, site)
+    capped = est.capped(mode, settings.traditional_sample, settings.traditional_until,
+                        len(site.phones))
+    if capped and capped.get("until_s") is not None:
+        settings = dataclasses.replace(settings, timeout=capped["until_s"])
     net = LabNet(site, settings, out_dir=out, prefix=prefix, tftp_files=site.files(mode),
                  log=lambda m: print(f"  {mode}: {m}", flush=True))
     with net:
@@ -86,20 +97,39 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
         if cli:
             print("Mininet CLI: the lab is up; `exit` starts the upgrade", flush=True)
             net.cli()
-        t_agent = time.time()
-        agent_rc = run_agent(net, settings, mode, out)
+        phones = net.agent_phones()
+        if capped and capped.get("sample"):
+            phones = est.sample_phones(phones, capped["sample"])
+            print(f"{mode}: {est.capped_note(capped)}", flush=True)
+        watch = RunWatch({n: pid for n, pid in net.phone_pids().items()},
+                         others={"HQ": net.hq.pid})
+        watch.start()
+        t_agent, t0 = time.time(), time.monotonic()
+        agent_rc = run_agent(net, settings, mode, out, phones, watch.event)
+        agent_s = time.monotonic() - t0
+        watch.stop()
         tftp_log, wan = net.tftp_requests(), net.wan.describe()
+        t_end = time.monotonic()
     # torn down: captures are complete
-    return collect(net, mode, agent_rc, tftp_log, t_agent, wan).to_dict()
+    r = collect(net, mode, agent_rc, tftp_log, t_agent, wan)
+    r.capped, r.estimate = capped, estimate
+    r.fidelity = watch.result(net.capture_checks)
+    if r.hierarchies_source == "wire":
+        mark_missing_frames(r.hierarchies, res.hierarchies(r.phones), net.capture_checks)
+    bringup = sum(v for k, v in net.timings.items() if k != "teardown")
+    r.timings = {**net.timings, "bringup_s": round(bringup, 3), "agent_s": round(agent_s, 3),
+                 "teardown_s": round(time.monotonic() - t_end, 3)}
+    return r.to_dict()
 
 
-def run_agent(net: LabNet, settings: Settings, mode: str, out: str) -> int:
-    """Run all phones in one agent process; its JSON lines go to agent-events.jsonl and the
-    progress display. Returns its exit code."""
+def run_agent(net: LabNet, settings: Settings, mode: str, out: str, phones: list[dict],
+              on_event=None) -> int:
+    """Run the phones in one agent process; its JSON lines go to agent-events.jsonl, the
+    progress display and ``on_event``. Returns its exit code."""
     spec_path = os.path.join(out, "agent-spec.json")
     with open(spec_path, "w") as f:
-        json.dump(settings.agent_spec(net.hq_ip, net.agent_phones(),
-                                      os.path.join(out, "logs"), mode), f, indent=1)
+        json.dump(settings.agent_spec(net.hq_ip, phones, os.path.join(out, "logs"), mode),
+                  f, indent=1)
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(os.path.join(out, "agent.stderr"), "wb") as err:
@@ -108,7 +138,7 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str) -> int:
                                 stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                 cwd=REPO_ROOT, env=env, start_new_session=True)
     net.track(proc, "agent", group=True)
-    progress = Progress(mode, len(net.phones))
+    progress = Progress(mode, len(phones))
 
     def pump():
         with open(os.path.join(out, "agent-events.jsonl"), "w") as evf:
@@ -118,9 +148,13 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str) -> int:
                     continue
                 evf.write(line + "\n")
                 try:
-                    progress.event(json.loads(line))
+                    ev = json.loads(line)
                 except ValueError:
-                    pass
+                    continue
+                if isinstance(ev, dict):
+                    progress.event(ev)
+                    if on_event:
+                        on_event(ev)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
@@ -163,6 +197,16 @@ def run(args) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = os.path.abspath(args.out or os.path.join(REPO_ROOT, "pcaps", f"{stamp}-lab"))
     modes = settings.modes
+    site = settings.site()
+    print("what it will cost (lower bounds, from the WAN settings and the load sizes):")
+    for mode in modes:
+        print("  " + est.describe(est.estimate_settings(settings, mode, site)))
+    if "traditional" in modes and not (settings.traditional_sample or
+                                       settings.traditional_until):
+        t = est.estimate_settings(settings, "traditional", site)
+        if t["makespan_s"] > 1800:
+            print(f"  (the traditional baseline alone takes >= {est.human_s(t['makespan_s'])};"
+                  " cap it with --traditional-sample N or --traditional-until S)")
     results = []
     for mode in modes:
         prefix = args.prefix if (args.prefix and len(modes) == 1) else new_prefix()
