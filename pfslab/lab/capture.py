@@ -17,7 +17,7 @@ bursts of thousands of frames within milliseconds. tcpdump drained them too slow
 ``--immediate-mode``: that selects libpcap's TPACKET_V2 ring (a fixed slot per frame, several
 KB each, one wake-up per frame), and an 8 MB ring lost frames at every lab size. Without it
 libpcap uses TPACKET_V3 (variable-size frames packed in blocks, one wake-up per block), and
-with ``-B`` 64 MB a subnet capture kept 160 MB sent at ~370 MB/s without a drop
+with ``-B`` 64 MB a subnet capture kept all 120,159 frames of 160 MB sent in 0.64 s
 (``python -m pfslab.lab.capture_bench``). The price: a pcap read while the lab runs lags the
 wire by up to tcpdump's 1 s block timeout.
 
