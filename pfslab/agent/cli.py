@@ -18,6 +18,7 @@ import sys
 
 from ..errors import UserError
 from ..protocol.phone import Timers
+from . import shards
 from .driver import Agent, AgentPhone, Fault
 
 _FIELDS = ("name", "ip", "mac", "model", "broadcast")
@@ -28,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m = sub.add_parser("many", help="many phones in one process, from a spec file")
     m.add_argument("spec", help="JSON: {server, seed, log_dir, timeout_s, phones: [...]}")
     m.add_argument("--results", help="write the per-phone results here (JSON)")
+    m.add_argument("--procs", type=int, default=None, metavar="K",
+                   help="agent processes (default: the spec's agent_procs, else one per core "
+                        "for 100+ phones)")
+    m.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     o = sub.add_parser("one", help="one phone in the current network namespace")
     for f in _FIELDS:
         o.add_argument(f"--{f}", required=True)
@@ -40,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         q.add_argument("--blksize", type=int, default=None, help="TFTP blksize to ask for")
         q.add_argument("--stagger", type=float, default=None,
                        help="seconds between phone resets (0: all at once)")
+        q.add_argument("--time-dilation", type=float, default=None, metavar="K",
+                       help="run the protocol's clock K times slower than the wall clock "
+                            "(times reported stay emulated)")
 
 
 def _spec_phones(raw: dict) -> list[AgentPhone]:
@@ -72,12 +80,17 @@ def run(args) -> int:
             faults = [Fault(**f) for f in raw.get("faults", [])]
         except TypeError as e:
             raise UserError(f"bad fault in agent spec: {e}") from None
+        dilation = args.time_dilation or raw.get("time_dilation") or 1.0
+        shard = raw.get("shard") or [0, 1]
     else:
         phones = [AgentPhone(**{f: getattr(args, f) for f in _FIELDS})]
         server, seed, log_dir, timeout = args.server, args.seed, args.log_dir, args.timeout
         blksize, stagger, timers, faults = args.blksize or 1428, 0.0, None, []
+        dilation, shard = args.time_dilation or 1.0, [0, 1]
     if not server:
         raise UserError("no TFTP server address (spec field 'server' or --server)")
+    if not (isinstance(dilation, (int, float)) and 1 <= dilation <= 1000):
+        raise UserError(f"time dilation {dilation!r}: want a number from 1 to 1000")
     if log_dir:
         os.makedirs(log_dir, exist_ok=True)
 
@@ -85,11 +98,27 @@ def run(args) -> int:
         sys.stdout.write(json.dumps(ev) + "\n")
         sys.stdout.flush()
 
+    if args.how == "many" and not args.worker:
+        procs = args.procs or raw.get("agent_procs") or shards.auto_procs(len(phones))
+        if procs < 1:
+            raise UserError(f"--procs {procs}: want at least 1")
+        if procs > 1:
+            extra = [a for flag, v in (("--blksize", args.blksize), ("--stagger", args.stagger),
+                                       ("--time-dilation", args.time_dilation))
+                     if v is not None for a in (flag, str(v))]
+            results = shards.run_sharded(raw, args.spec, args.results, min(procs, len(phones)),
+                                         emit, extra)
+            return _finish(args, results, emit)
+
     agent = Agent(phones, server, seed=seed, log_dir=log_dir, timers=timers, blksize=blksize,
-                  stagger=stagger, faults=faults, emit=emit)
+                  stagger=stagger, faults=faults, emit=emit, time_dilation=dilation,
+                  reset_slot=tuple(shard))
+    control = _Control() if args.how == "many" and args.worker else None
 
     async def main():
-        task = asyncio.ensure_future(agent.run(timeout))
+        task = asyncio.ensure_future(agent.run(
+            timeout, start=control.start if control else None,
+            hold=control.hold if control else None))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
@@ -106,9 +135,39 @@ def run(args) -> int:
         prof.dump_stats(prof_path)
     else:
         results = asyncio.run(main())
+    return _finish(args, results, emit)
+
+
+def _finish(args, results: list[dict], emit) -> int:
     if args.results:
         with open(args.results, "w") as f:
             json.dump(results, f, indent=1)
     emit({"event": "finished", "completed": sum(r["completed"] for r in results),
           "phones": len(results)})
     return 0 if all(r["completed"] for r in results) else 1
+
+
+class _Control:
+    """A worker's side of the supervisor's stdin protocol (pfslab.agent.shards)."""
+
+    def __init__(self):
+        self.reader: asyncio.StreamReader | None = None
+
+    async def _line(self) -> bytes:
+        if self.reader is None:
+            loop = asyncio.get_running_loop()
+            self.reader = asyncio.StreamReader()
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self.reader),
+                                         sys.stdin)
+        return await self.reader.readline()
+
+    async def start(self) -> float:
+        sys.stdout.write(json.dumps({"event": "ready"}) + "\n")
+        sys.stdout.flush()
+        words = (await self._line()).split()
+        if len(words) != 2 or words[0] != b"go":
+            raise asyncio.CancelledError        # the supervisor went away
+        return float(words[1])
+
+    async def hold(self) -> None:
+        await self._line()                      # "stop", or EOF: the supervisor is gone
