@@ -80,7 +80,7 @@ def run(args) -> int:
             faults = [Fault(**f) for f in raw.get("faults", [])]
         except TypeError as e:
             raise UserError(f"bad fault in agent spec: {e}") from None
-        dilation = args.time_dilation or raw.get("time_dilation") or 1.0
+        dilation = args.time_dilation or raw.get("time_dilation") or float(os.environ.get("PFSLAB_TD", 1.0))
         shard = raw.get("shard") or [0, 1]
     else:
         phones = [AgentPhone(**{f: getattr(args, f) for f in _FIELDS})]
@@ -128,6 +128,8 @@ def run(args) -> int:
             return [r.result() for r in agent.runners]
 
     prof_path = os.environ.get("PFSLAB_AGENT_PROFILE")   # a cProfile dump, for tuning
+    if prof_path and args.how == "many" and args.worker:
+        prof_path += f".{shard[0]}"
     if prof_path:
         import cProfile
         prof = cProfile.Profile()

@@ -179,7 +179,7 @@ class PhoneRunner:
         due = self.timer_at
         self.timer, self.timer_at = None, None
         if not self.dead:
-            self.agent.lag.record(due, self.now())
+            self.agent.timer_fired(due, self.now())
         self.input("on_timer")
 
     async def _accepted(self, reader, writer) -> None:
@@ -334,6 +334,7 @@ class Agent:
         if not self.k >= 1.0:
             raise ValueError(f"time dilation must be >= 1, not {time_dilation!r}")
         self.lag = LagMeter()
+        self.late_by_second: dict[int, float] = {}      # emulated second -> worst lag > 50 ms
         self.runners: list[PhoneRunner] = []
         self.remaining = 0
         self.done = asyncio.Event()
@@ -349,6 +350,12 @@ class Agent:
     def wall(self, t: float) -> float:
         """The loop time at which emulated time ``t`` comes."""
         return self.t0 + t * self.k
+
+    def timer_fired(self, due: float, now: float) -> None:
+        lag = self.lag.record(due, now)
+        if lag > 0.05:                                  # when the loop was late, for people
+            sec = int(due)
+            self.late_by_second[sec] = max(self.late_by_second.get(sec, 0.0), lag)
 
     def emit(self, event: dict) -> None:
         if self._emit:
@@ -385,6 +392,7 @@ class Agent:
             self.emit({"event": "started", "phones": len(self.runners)})
             self.t0 = await start() if start else self.loop.time()
             self.epoch = time.time() - (self.loop.time() - self.t0)
+            self.emit({"event": "reset", "epoch": self.epoch, "time_dilation": self.k})
             self.remaining = len(self.runners)
             first, step = self.reset_slot
             for i, r in enumerate(self.runners):       # the reset: all at once, or staggered
@@ -418,7 +426,9 @@ class Agent:
         """This process's figures: timer lag (emulated ms), dilation, RSS, phase times."""
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return {"pid": os.getpid(), "phones": len(self.specs), "time_dilation": self.k,
-                "lag": self.lag.to_dict(), "maxrss_kb": ru.ru_maxrss,
+                "lag": self.lag.to_dict(),
+                "late_s": {str(k): round(v, 3) for k, v in sorted(self.late_by_second.items())},
+                "maxrss_kb": ru.ru_maxrss,
                 "cpu_s": round(ru.ru_utime + ru.ru_stime, 3), **self.timings}
 
     def _inject(self, f: Fault, tries: int) -> None:

@@ -28,7 +28,7 @@ import time
 from ..errors import UserError
 from ..lab.fidelity import LagMeter
 
-CONTROL = {"ready", "shard_done", "agent_stats", "started", "finished"}
+CONTROL = {"ready", "shard_done", "agent_stats", "started", "finished", "reset"}
 #: How far ahead of "everyone is ready" the common reset time is set.
 GO_MARGIN_S = 0.3
 
@@ -113,6 +113,8 @@ def run_sharded(raw: dict, spec_path: str, results_path: str | None, k: int, emi
         t0 = time.monotonic() + GO_MARGIN_S
         for w in workers:
             w.say(f"go {t0!r}")
+        emit({"event": "reset", "epoch": time.time() + (t0 - time.monotonic()),
+              "time_dilation": float(raw.get("time_dilation") or 1.0)})
         for w in workers:
             while not w.done.wait(0.5):
                 pass
