@@ -49,8 +49,11 @@ def test_wan_is_slowed_by_k():
     assert dilation.dilate_wan(None, 0.02, 2.0) == (None, 0.04)
 
 
-def test_auto_dilation_grows_with_the_broadcast_domains():
-    assert dilation.auto_dilation([8, 8], cores=2) == 1.0
-    small = dilation.auto_dilation([250] * 4, cores=2)
-    big = dilation.auto_dilation([1000], cores=2)
+def test_auto_dilation_grows_with_the_broadcast_domains_and_the_machine_load():
+    assert dilation.auto_dilation([8, 8], cores=2, loadavg=0.0) == 1.0
+    assert dilation.auto_dilation([100, 100], cores=2, loadavg=0.0) == 1.0
+    small = dilation.auto_dilation([250] * 4, cores=2, loadavg=0.0)
+    big = dilation.auto_dilation([1000], cores=2, loadavg=0.0)
     assert 1.0 < small < big <= dilation.MAX_AUTO
+    assert dilation.auto_dilation([1000], cores=2, loadavg=6.0) > big
+    assert dilation.auto_dilation([5000], cores=2, loadavg=0.0) == dilation.MAX_AUTO

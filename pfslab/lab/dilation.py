@@ -23,19 +23,29 @@ import math
 import os
 import struct
 
-#: Σ (phones per broadcast domain)^2 one core keeps up with in real time. Broadcasts and ARP
-#: requests grow with the phones of a domain, and each is received by all of them.
-#: Calibrated with `pfslab bench-scale` on a 2-core machine (docs/lab.md, "Time dilation").
-DOMAIN_LOAD_PER_CORE = 30_000
+#: Σ (phones per broadcast domain)^2 that one idle core keeps up with in real time: each
+#: phone's broadcasts are received by every phone of its domain. Calibrated on this project's
+#: 2-core machine with `pfslab lab --subnets 1 --phones-per-subnet 1000 ... --time-dilation K`
+#: (docs/lab.md, "1000 phones").
+DOMAIN_LOAD_PER_CORE = 60_000
 MAX_AUTO = 32.0
 
 
-def auto_dilation(domain_sizes: list[int], cores: int | None = None) -> float:
-    """The k that keeps timer lag within the fidelity bound for this site (1: none needed)."""
+def auto_dilation(domain_sizes: list[int], cores: int | None = None,
+                  loadavg: float | None = None) -> float:
+    """The k that should keep timer lag within the fidelity bound for this site (1: none).
+
+    Scaled up by how busy the machine already is (1-minute load average per core, at least
+    1): other work takes the CPU the phones' timers need."""
     cores = cores or os.cpu_count() or 1
-    load = sum(n * n for n in domain_sizes)
-    k = math.ceil(load / (DOMAIN_LOAD_PER_CORE * cores))
-    return float(min(max(1, k), MAX_AUTO))
+    if loadavg is None:
+        try:
+            loadavg = os.getloadavg()[0]
+        except OSError:
+            loadavg = 0.0
+    busy = max(1.0, loadavg / cores)
+    need = sum(n * n for n in domain_sizes) / (DOMAIN_LOAD_PER_CORE * cores)
+    return float(min(max(1, math.ceil(need * busy)), MAX_AUTO))
 
 
 def dilate_wan(bw_bps: int | None, delay_s: float, k: float) -> tuple[int | None, float]:
