@@ -103,11 +103,10 @@ def run(args) -> int:
         if procs < 1:
             raise UserError(f"--procs {procs}: want at least 1")
         if procs > 1:
-            extra = [a for flag, v in (("--blksize", args.blksize), ("--stagger", args.stagger),
-                                       ("--time-dilation", args.time_dilation))
+            extra = [a for flag, v in (("--blksize", args.blksize), ("--stagger", args.stagger))
                      if v is not None for a in (flag, str(v))]
             results = shards.run_sharded(raw, args.spec, args.results, min(procs, len(phones)),
-                                         emit, extra)
+                                         emit, extra, dilation=dilation)
             return _finish(args, results, emit)
 
     _prefer_cpu()

@@ -412,7 +412,8 @@ class Agent:
                 r.flush_log(self.log_dir)
                 r.close()
             self.timings["close_s"] = round(time.monotonic() - t, 3)
-            self.emit({"event": "agent_stats", **self.stats()})
+            st = self.stats()
+            self.emit({"event": "agent_stats", **st, "processes": [st]})
         return [r.result() for r in self.runners]
 
     async def _finished(self, hold, linger: float) -> None:

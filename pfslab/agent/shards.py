@@ -60,14 +60,15 @@ class _Worker:
 
 
 def run_sharded(raw: dict, spec_path: str, results_path: str | None, k: int, emit,
-                extra_args: list[str] = ()) -> list[dict]:
+                extra_args: list[str] = (), dilation: float = 1.0) -> list[dict]:
     """Run ``raw`` (an agent spec) in ``k`` worker processes; returns the merged results."""
     phones = raw["phones"]
     base = os.path.splitext(results_path or spec_path)[0]
     workers: list[_Worker] = []
     lock = threading.Lock()
     for i, part in enumerate(deal(phones, k)):
-        shard = {**raw, "phones": part, "agent_procs": 1, "shard": [i, k]}
+        shard = {**raw, "phones": part, "agent_procs": 1, "shard": [i, k],
+                 "time_dilation": dilation}
         if i:
             shard["faults"] = []                # fault injection picks from shard 0's phones
         path = f"{base}.shard{i}.json"
@@ -114,7 +115,7 @@ def run_sharded(raw: dict, spec_path: str, results_path: str | None, k: int, emi
         for w in workers:
             w.say(f"go {t0!r}")
         emit({"event": "reset", "epoch": time.time() + (t0 - time.monotonic()),
-              "time_dilation": float(raw.get("time_dilation") or 1.0)})
+              "time_dilation": dilation})
         for w in workers:
             while not w.done.wait(0.5):
                 pass
@@ -139,7 +140,7 @@ def run_sharded(raw: dict, spec_path: str, results_path: str | None, k: int, emi
     procs = [w.stats for w in workers if w.stats]
     lag = LagMeter.merge(LagMeter.from_dict(p.get("lag") or {}) for p in procs)
     emit({"event": "agent_stats", "processes": procs, "lag": lag.to_dict(),
-          "time_dilation": raw.get("time_dilation", 1.0),
+          "time_dilation": dilation,
           "maxrss_kb_total": sum(p.get("maxrss_kb", 0) for p in procs)})
     missing = [p["name"] for p in phones if p["name"] not in results]
     if missing:
