@@ -137,7 +137,8 @@ def run_sharded(raw: dict, spec_path: str, results_path: str | None, k: int, emi
                     results[r["name"]] = r
         except (OSError, ValueError):
             raise UserError(f"agent worker {w.i} wrote no results (exit {w.proc.returncode})")
-    procs = [w.stats for w in workers if w.stats]
+    procs = [{k: v for k, v in w.stats.items() if k not in ("event", "processes")}
+             for w in workers if w.stats]
     lag = LagMeter.merge(LagMeter.from_dict(p.get("lag") or {}) for p in procs)
     emit({"event": "agent_stats", "processes": procs, "lag": lag.to_dict(),
           "time_dilation": dilation,
