@@ -188,6 +188,7 @@ class LabNet:
         self.hq = None
         self.record: RunRecord | None = None
         self.wan: Wan | None = None
+        self.timings: dict[str, float] = {}     # bring-up step -> seconds
         self.tftp: TftpServer | None = None
         self._captures: Captures | None = None
         self._dummies: list[str] = []
@@ -239,6 +240,7 @@ class LabNet:
 
     def _step(self, name: str, t0: float) -> float:
         t = time.monotonic()
+        self.timings[name.split(" ")[0]] = round(t - t0, 3)
         self.log(f"{name}: {t - t0:.1f}s")
         return t
 

@@ -116,6 +116,14 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
     return r
 
 
+def agent_summary(ev: dict) -> dict:
+    """The agent's ``agent_stats`` event for results: no histograms, one entry per process."""
+    def short(d: dict) -> dict:
+        return {k: ({a: b for a, b in v.items() if a != "hist"} if k == "lag" else v)
+                for k, v in d.items() if k not in ("event", "processes")}
+    return {**short(ev), "processes": [short(p) for p in ev.get("processes") or []]}
+
+
 def settings_wan(settings: Settings) -> dict:
     """The WAN the user asked for (the emulated one), in results' ``wan`` keys."""
     bw, delay, loss = settings.wan()
@@ -159,8 +167,7 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str,
                 if ev.get("event") == "reset":
                     info["epoch"] = ev.get("epoch")
                 elif ev.get("event") == "agent_stats":
-                    info["stats"] = {**ev, "lag": {a: b for a, b in (ev.get("lag") or {}).items()
-                                                   if a != "hist"}}
+                    info["stats"] = agent_summary(ev)
                 progress.event(ev)
 
     reader = threading.Thread(target=pump, daemon=True)
