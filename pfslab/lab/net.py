@@ -42,6 +42,8 @@ from .nsutil import netns_path, require_binaries, require_root
 from .offload import tx_offload_off
 from .records import RunRecord, name_pattern, new_prefix
 from .tftp_server import TftpServer
+from .arpproxy import proxy_arp
+from .dilation import dilate_wan
 from .wan import Wan, WanSettings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -155,14 +157,16 @@ class LabNet:
                  out_dir: str | None = None, prefix: str | None = None,
                  run_id: str | None = None, capture: bool = True, tftp: bool = True,
                  tftp_files: dict | None = None, keep_tftp_root: bool = False,
-                 handle_signals: bool = True, log=None):
+                 handle_signals: bool = True, time_dilation: float = 1.0, log=None):
         # validate everything before touching the machine
         require_root()
         require_binaries(*LAB_BINARIES)
         self.site = site
         self.settings = settings = settings or Settings()
         bw, delay, loss = settings.wan()
-        self.wan_settings = WanSettings(bw, delay, loss)
+        self.time_dilation = float(time_dilation)    # pfslab.lab.dilation: WAN k times slower
+        bw, delay = dilate_wan(bw, delay, self.time_dilation)
+        self.wan_settings = WanSettings(bw, delay, loss, queue_s=self.time_dilation)
         self.prefix = prefix or new_prefix()
         self.topo = build_topology(settings.topo, self.prefix, site)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -185,12 +189,12 @@ class LabNet:
         self.hq = None
         self.record: RunRecord | None = None
         self.wan: Wan | None = None
+        self.timings: dict[str, float] = {}     # bring-up step -> seconds
         self.tftp: TftpServer | None = None
         self._captures: Captures | None = None
         self._dummies: list[str] = []
         self._tracked: list[tuple[subprocess.Popen, str]] = []
         self._old_handlers: dict = {}
-        self.timings: dict[str, float] = {}
         self.capture_checks: dict[str, dict] = {}
 
     # ------------------------------------------------------------ public helpers
@@ -292,6 +296,13 @@ class LabNet:
                                         netns=netns_path(self.mn.get(host).pid)))
 
         rh, rb = self.mn.get(self.info["hq_router"]), self.mn.get(self.info["branch_router"])
+        for sub in self.info["subnets"]:
+            sw = self.mn.get(sub["switch"])
+            hosts = [(p.ip, p.mac) for p in self.phones if p.subnet == sub["index"]]
+            hosts.append((sub["gateway"], rb.intf(sub["router_intf"]).MAC()))
+            proxy_arp(sw.name, [i.name for i in sw.intfList() if i.name != "lo"], hosts)
+        t = self._step("arp proxy", t)
+
         self.wan = Wan(self.wan_settings, rh.pid, self.info["hq_wan_intf"], rb.pid,
                        self.info["branch_wan_intf"], seed=self.settings.seed,
                        emulation=self.settings.wan_emulation, record=self.record,

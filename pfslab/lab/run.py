@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import glob
 import json
 import os
 import subprocess
@@ -32,6 +33,8 @@ from pfslab.settings import Settings, add_options
 
 from . import estimate as est
 from .fidelity import RunWatch, mark_missing_frames
+from .dilation import undilate_pcap
+from .footprint import footprint
 from .net import REPO_ROOT, LabNet
 from .records import new_prefix
 
@@ -87,13 +90,17 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
                         len(site.phones))
     if capped and capped.get("until_s") is not None:
         settings = dataclasses.replace(settings, timeout=capped["until_s"])
+    k = settings.dilation(site)
     net = LabNet(site, settings, out_dir=out, prefix=prefix, tftp_files=site.files(mode),
-                 log=lambda m: print(f"  {mode}: {m}", flush=True))
+                 time_dilation=k, log=lambda m: print(f"  {mode}: {m}", flush=True))
     with net:
         w = net.wan.describe()
         print(f"{mode}: lab {net.run_id}: {len(net.phones)} phones in {site.subnets()} "
-              f"subnets; WAN {w['bw']}, {w['delay']} one way, loss {w['loss']} "
+              f"subnets; WAN {settings.wan_bw}, {settings.wan_delay} one way, loss {w['loss']} "
               f"({net.wan.emulation})", flush=True)
+        print(f"{mode}: time dilation k = {k:g}" + (
+            f" (the phones' clocks run {k:g}x slower; the kernel's WAN is {w['bw']}, "
+            f"{w['delay']}; times reported are emulated)" if k != 1 else ""), flush=True)
         if cli:
             print("Mininet CLI: the lab is up; `exit` starts the upgrade", flush=True)
             net.cli()
@@ -105,30 +112,62 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
                          others={"HQ": net.hq.pid})
         watch.start()
         t_agent, t0 = time.time(), time.monotonic()
-        agent_rc = run_agent(net, settings, mode, out, phones, watch.event)
+        agent_rc, agent = run_agent(net, settings, mode, out, phones, k, on_event=watch.event)
         agent_s = time.monotonic() - t0
         watch.stop()
         tftp_log, wan = net.tftp_requests(), net.wan.describe()
-        t_end = time.monotonic()
-    # torn down: captures are complete
-    r = collect(net, mode, agent_rc, tftp_log, t_agent, wan)
+        t = time.monotonic()
+    teardown_s = round(time.monotonic() - t, 3)
+    # torn down: captures are complete; bring their clocks back to emulated time
+    t = time.monotonic()
+    epoch = agent.get("epoch") or t_agent
+    for path in glob.glob(os.path.join(out, "*.pcap")):
+        undilate_pcap(path, epoch, k)
+    wan = {**wan, **settings_wan(settings), "kernel": {"bw": wan["bw"], "delay": wan["delay"]}} \
+        if k != 1 else wan
+    r = collect(net, mode, agent_rc, tftp_log, epoch, wan)
     r.capped, r.estimate = capped, estimate
     r.fidelity = watch.result(net.capture_checks)
     if r.hierarchies_source == "wire":
         mark_missing_frames(r.hierarchies, res.hierarchies(r.phones), net.capture_checks)
-    bringup = sum(v for k, v in net.timings.items() if k != "teardown")
-    r.timings = {**net.timings, "bringup_s": round(bringup, 3), "agent_s": round(agent_s, 3),
-                 "teardown_s": round(time.monotonic() - t_end, 3)}
-    return r.to_dict()
+    r = r.to_dict()
+    if k != 1:
+        for q in r["tftp_requests"]:
+            if q.get("t") is not None:
+                q["t"] = round(q["t"] / k, 3)
+    bringup = sum(v for n, v in net.timings.items() if n != "teardown")
+    r.update(time_dilation=k, agent=agent.get("stats"), footprint=agent.get("footprint"),
+             timings={**net.timings, "bringup_s": round(bringup, 3),
+                      "agent_s": round(agent_s, 3), "teardown_s": teardown_s,
+                      "results_s": round(time.monotonic() - t, 3)})
+    return r
+
+
+def agent_summary(ev: dict) -> dict:
+    """The agent's ``agent_stats`` event for results: no histograms, one entry per process."""
+    def short(d: dict) -> dict:
+        return {k: ({a: b for a, b in v.items() if a != "hist"} if k == "lag" else v)
+                for k, v in d.items() if k not in ("event", "processes")}
+    return {**short(ev), "processes": [short(p) for p in ev.get("processes") or []]}
+
+
+def settings_wan(settings: Settings) -> dict:
+    """The WAN the user asked for (the emulated one), in results' ``wan`` keys."""
+    bw, delay, loss = settings.wan()
+    from .wan import WanSettings
+    return WanSettings(bw, delay, loss).as_dict()
 
 
 def run_agent(net: LabNet, settings: Settings, mode: str, out: str, phones: list[dict],
-              on_event=None) -> int:
-    """Run the phones in one agent process; its JSON lines go to agent-events.jsonl, the
-    progress display and ``on_event``. Returns its exit code."""
+              k: float = 1.0, on_event=None) -> tuple[int, dict]:
+    """Run the phone agent on ``phones`` (one process per core at scale:
+    pfslab.agent.shards); its JSON lines go to agent-events.jsonl, the progress display and
+    ``on_event``. Returns its exit code and {epoch: the reset's wall-clock time, stats: its
+    agent_stats, footprint: the largest memory footprint seen while it ran}."""
     spec_path = os.path.join(out, "agent-spec.json")
     with open(spec_path, "w") as f:
-        json.dump(settings.agent_spec(net.hq_ip, phones, os.path.join(out, "logs"), mode),
+        json.dump(settings.agent_spec(net.hq_ip, phones, os.path.join(out, "logs"), mode,
+                                      time_dilation=k),
                   f, indent=1)
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -139,6 +178,7 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str, phones: list
                                 cwd=REPO_ROOT, env=env, start_new_session=True)
     net.track(proc, "agent", group=True)
     progress = Progress(mode, len(phones))
+    info: dict = {}
 
     def pump():
         with open(os.path.join(out, "agent-events.jsonl"), "w") as evf:
@@ -151,24 +191,38 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str, phones: list
                     ev = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(ev, dict):
-                    progress.event(ev)
-                    if on_event:
-                        on_event(ev)
+                if not isinstance(ev, dict):
+                    continue
+                if ev.get("event") == "reset":
+                    info["epoch"] = ev.get("epoch")
+                elif ev.get("event") == "agent_stats":
+                    info["stats"] = agent_summary(ev)
+                progress.event(ev)
+                if on_event:
+                    on_event(ev)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
+    groups = {"agent": [proc.pid], "mininet_hosts": [h.pid for h in net.mn.hosts],
+              "lab": [os.getpid()]}
     try:
-        deadline = time.monotonic() + settings.timeout + 60
+        deadline = time.monotonic() + settings.timeout * k + 60
+        next_sample = time.monotonic() + 5
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
+            if time.monotonic() >= next_sample:       # memory, while everything is up
+                fp = footprint(groups, len(net.phones))
+                if fp["total"]["rss_kb"] > (info.get("footprint") or {}).get(
+                        "total", {}).get("rss_kb", 0):
+                    info["footprint"] = fp
+                next_sample = time.monotonic() + 10
         if proc.poll() is None:
             proc.terminate()
         rc = proc.wait()
         reader.join(5)
     finally:
         progress.close()
-    return rc
+    return rc, info
 
 
 def collect(net: LabNet, mode: str, agent_rc: int, tftp_log: list[dict], t_agent: float,
