@@ -113,6 +113,14 @@ def fallbacks(r: dict) -> int:
                for f in (p.get("files") or {}).values() if f.get("role") == "tftp")
 
 
+def _per_phone_mb(r: dict, mem: dict | None, phones: int) -> float | None:
+    """Peak PSS per phone: the bench's own sample of its process tree (this process, which
+    also decodes, included), else the run's ``footprint`` (agent, shells, lab process)."""
+    if mem and mem.get("peak_kb"):
+        return round(mem["peak_kb"] / 1024 / phones, 2)
+    return (r.get("footprint") or {}).get("per_phone_pss_mb")
+
+
 def _ratio(a, b):
     return round(a / b, 3) if a is not None and b else None
 
@@ -147,10 +155,12 @@ def build_row(site: dict, r: dict, exp: dict, sim: dict | None, *, run_s: float 
         "rcvbuf_drops": udp.get("rcvbuf_errors"), "capture_drops": fid.get("capture_drops"),
         "overloaded": (fid.get("verdict") or {}).get("overloaded"),
         "dilation": r.get("time_dilation") or fid.get("time_dilation") or 1.0,
-        "bringup_s": tim.get("bringup_s"), "teardown_s": tim.get("teardown_s"),
+        "bringup_s": tim.get("bringup_s"),
+        # the lab's teardown, then the results written (decoding included)
+        "teardown_s": (None if tim.get("teardown_s") is None else
+                       round(tim["teardown_s"] + (tim.get("results_s") or 0), 3)),
         "run_s": None if run_s is None else round(run_s, 1),
-        "rss_per_phone_mb": (round(mem["peak_kb"] / 1024 / phones, 2)
-                             if mem and mem.get("peak_kb") else None),
+        "rss_per_phone_mb": _per_phone_mb(r, mem, phones),
         "makespan_s": makespan, "sim_makespan_s": sim_ms,
         "makespan_ratio": _ratio(makespan, sim_ms),
         "out_dir": r.get("out_dir"), "run_id": r.get("run_id"),

@@ -51,7 +51,8 @@ def results():
             "fidelity": {"lag": {"p50_ms": 0.4, "p99_ms": 3.0, "max_ms": 40.0},
                          "udp_drops": {"rcvbuf_errors": 0}, "capture_drops": 0,
                          "verdict": {"overloaded": False}},
-            "timings": {"bringup_s": 5.0, "teardown_s": 4.0}}
+            "timings": {"bringup_s": 5.0, "teardown_s": 3.0, "results_s": 1.0},
+            "footprint": {"per_phone_pss_mb": 1.5}}
 
 
 def test_build_row_counts_roots_fallbacks_and_ratios():
@@ -68,7 +69,8 @@ def test_build_row_counts_roots_fallbacks_and_ratios():
     assert w["rss_per_phone_mb"] == 2.0
     assert (w["lag_p99_ms"], w["rcvbuf_drops"], w["capture_drops"]) == (3.0, 0, 0)
     assert w["dilation"] == 1.0 and w["overloaded"] is False
-    assert w["run_s"] == 61.2
+    assert w["run_s"] == 61.2 and w["teardown_s"] == 4.0
+    assert bs.build_row(site, results(), exp, None, run_s=1.0)["rss_per_phone_mb"] == 1.5
     json.dumps(w)
 
 
