@@ -19,7 +19,7 @@ LAB_ARGS   ?=
 PYTEST_ARGS ?=
 FUZZ_ARGS  ?= --cases 100000
 
-.PHONY: all deps apt venv test test-fast lab bench fuzz wireshark-plugin samples clean-venv help
+.PHONY: all deps apt venv test test-fast lab bench bench-scale fuzz wireshark-plugin samples clean-venv help
 
 help:
 	@echo "sudo make lab      run the default lab (PFS vs traditional), captures in pcaps/"
@@ -27,6 +27,7 @@ help:
 	@echo "make test-fast     the tests that need no root"
 	@echo "sudo make bench    WAN check and phones-per-subnet sweep, JSON + PNG in bench/out/"
 	@echo "make fuzz          10^5 hostile cases against each of the four decoders (FUZZ_ARGS)"
+	@echo "sudo make bench-scale   PFS at 100..1000 phones: fidelity, roots, WAN, memory; bench/scale/"
 	@echo "make wireshark-plugin   install the Lua dissector for Wireshark"
 	@echo "sudo make samples  regenerate pcaps/samples/ (reference captures + golden decodes)"
 
@@ -67,6 +68,10 @@ bench: deps
 # Counts per decoder (codec, Scapy, Lua under tshark, pfslab decode); exit 1 on any crash.
 fuzz: deps
 	$(PY) -m pfslab.dissect.fuzz $(FUZZ_ARGS)
+# BENCH_SCALE_ARGS='--sizes 100,250' runs a subset
+BENCH_SCALE_ARGS ?=
+bench-scale: deps
+	$(PY) -m pfslab.bench_scale --out bench/scale $(BENCH_SCALE_ARGS)
 
 # Wireshark's personal Lua plugin folder is ~/.local/lib/wireshark/plugins/ (not under
 # XDG_CONFIG_HOME). Under sudo it goes to the invoking user's home, owned by that user.

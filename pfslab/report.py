@@ -51,7 +51,8 @@ def summary_table(results: list[dict]) -> Table:
     for r in results:
         s = mode_stats(r)
         ms = "-" if s["makespan_s"] is None else f"{s['makespan_s']:,.1f} s"
-        t.add_row(r["mode"], f"{s['upgraded']}/{s['phones']}", ms, _mb(s["wan_bytes"]),
+        t.add_row(r["mode"] + mode_flags(r), f"{s['upgraded']}/{s['phones']}", ms,
+                  _mb(s["wan_bytes"]),
                   str(s["tftp_requests"]), str(s["roots"]) if r["mode"] == "pfs" else "-",
                   str(s["max_depth"]) if r["mode"] == "pfs" else "-")
     return t
@@ -106,9 +107,36 @@ def hierarchy_tree(h: dict, names: dict[str, str]) -> Tree:
     return top
 
 
+def mode_flags(r: dict) -> str:
+    """What the mode cell says beside the mode: overloaded, capped, capture incomplete."""
+    fid = r.get("fidelity") or {}
+    flags = [f for f, on in (("EMULATION OVERLOADED", (fid.get("verdict") or {}).get("overloaded")),
+                             ("CAPPED", r.get("capped")),
+                             ("capture incomplete", fid.get("captures") and not
+                              fid.get("captures_complete"))) if on]
+    return "".join(f"\n[bold red]{f}[/]" for f in flags)
+
+
+def fidelity_lines(r: dict) -> list[str]:
+    """The lines under the summary for one mode: the fidelity headline, the cap."""
+    from pfslab.lab.estimate import capped_note
+    out = []
+    fid = r.get("fidelity")
+    if fid:
+        bad = (fid.get("verdict") or {}).get("overloaded")
+        out.append(("[bold red]" if bad else "") + f"{r['mode']}: {fid['headline']}"
+                   + ("[/]" if bad else ""))
+    if r.get("capped"):
+        out.append(f"[bold]{r['mode']}: {capped_note(r['capped'])}[/]")
+    return out
+
+
 def print_report(results: list[dict], console: Console | None = None, trees: int = 1) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 120)
     console.print(summary_table(results))
+    for r in results:
+        for line in fidelity_lines(r):
+            console.print(line)
     rt = ratio_table(results)
     if rt is not None:
         console.print(rt)

@@ -118,6 +118,10 @@ class ModeResult:
     out_dir: str | None = None
     agent_exit: int | None = None
     wire_check: dict | None = None
+    capped: dict | None = None          # a capped traditional baseline (pfslab.lab.estimate)
+    fidelity: dict | None = None        # lab: did the emulation keep up (pfslab.lab.fidelity)
+    timings: dict | None = None         # lab: wall-clock seconds of each phase
+    estimate: dict | None = None        # lab: the cost printed before the run
 
     @property
     def makespan_s(self) -> float | None:
@@ -130,8 +134,9 @@ class ModeResult:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if d["wire_check"] is None:
-            del d["wire_check"]
+        for lab_only in ("wire_check", "fidelity", "timings", "estimate"):
+            if d[lab_only] is None:
+                del d[lab_only]
         return {**d, "makespan_s": self.makespan_s, "completed": self.completed,
                 "total": len(self.phones)}
 

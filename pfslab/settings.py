@@ -70,6 +70,17 @@ OPTIONS: dict[str, Option] = {
     "seed": Option(1, "random seed of the phones' timers", int),
     "timeout": Option(600.0, "give up on an upgrade after S seconds", float, "S",
                       commands=("lab",)),
+    "traditional_sample": Option(0, "cap the traditional baseline: upgrade only N phones, "
+                                    "spread over subnets and models (0: all)", int, "N",
+                                 commands=("lab",)),
+    "traditional_until": Option(None, "cap the traditional baseline: stop it after S seconds",
+                                float, "S", commands=("lab",)),
+    "time_dilation": Option("auto", "run the emulation K times slower: phones' timers x K, WAN "
+                                    "delay x K, bandwidth / K; results stay in emulated time "
+                                    "(auto: from the site's size and the machine's load)",
+                            metavar="K", commands=("lab",)),
+    "agent_procs": Option(0, "phone agent processes (0: one per core from 100 phones on)",
+                          int, "N", commands=("lab",)),
     "fail_parent": Option(None, "pfs mode: S seconds after the reset, a parent that is "
                                 "passing a file on dies (its connections reset; ':silent': it "
                                 "just goes quiet)", metavar="S[:silent]", commands=("lab",)),
@@ -142,12 +153,16 @@ class Settings:
     log_server_off: str = default("log_server_off")
     seed: int = default("seed")
     timeout: float = default("timeout")
+    traditional_sample: int = default("traditional_sample")
+    traditional_until: float | None = default("traditional_until")
     fail_parent: str | None = default("fail_parent")
     # set by scenario files only (pfslab.scenario): no flags
     layout: list | None = None          # one model list per subnet (overrides the counts)
     devices: dict = field(default_factory=dict)   # phone name -> on/off/unset (device level)
     loads: dict = field(default_factory=dict)     # model -> load name
     faults: list = field(default_factory=list)    # the scenario's [[faults]] entries
+    time_dilation: str = default("time_dilation")
+    agent_procs: int = default("agent_procs")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
@@ -215,6 +230,25 @@ class Settings:
                             "':silent' (e.g. 30 or 30:silent)")
         return {"after_s": t, "phone": "auto", "how": how or "crash"}
 
+    def dilation(self, site=None) -> float:
+        """The time dilation k (pfslab.lab.dilation): the user's, or picked for ``site``."""
+        v = str(self.time_dilation).strip().lower()
+        if v == "auto":
+            from collections import Counter
+
+            from .lab.dilation import auto_dilation
+            if site is None:
+                return 1.0
+            return auto_dilation(list(Counter(p.subnet for p in site.phones).values()))
+        try:
+            k = float(v)
+        except ValueError:
+            k = 0.0
+        if not 1.0 <= k <= 1000.0:
+            raise UserError(f"--time-dilation {self.time_dilation!r}: auto, or a factor from "
+                            "1 to 1000 (e.g. 4)")
+        return k
+
     def check(self) -> "Settings":
         """Every setting valid, or one UserError line saying which and how to fix it."""
         for name, o in OPTIONS.items():
@@ -233,17 +267,26 @@ class Settings:
             raise UserError("--timeout must be positive")
         if self.stagger < 0:
             raise UserError("--stagger must not be negative")
+        if self.traditional_sample < 0:
+            raise UserError("--traditional-sample must be 0 (all phones) or more")
+        if self.traditional_until is not None and not self.traditional_until > 0:
+            raise UserError("--traditional-until must be positive (seconds)")
         self.wan()
         self.fault()
+        self.dilation()
+        if self.agent_procs < 0:
+            raise UserError("--agent-procs must not be negative (0: one per core)")
         self.site()          # models, counts, device numbers
         return self
 
     # ------------------------------------------------------------ the agent's spec
-    def agent_spec(self, server: str, phones: list[dict], log_dir: str, mode: str) -> dict:
+    def agent_spec(self, server: str, phones: list[dict], log_dir: str, mode: str,
+                   time_dilation: float = 1.0) -> dict:
         """SPEC.json of ``pfslab phone many``: phones are PhoneSpec fields plus ``netns``."""
         spec = {"server": server, "seed": self.seed, "log_dir": log_dir,
                 "timeout_s": self.timeout, "blksize": self.blksize,
                 "stagger": self.stagger if self.reset == "staggered" else 0.0,
+                "time_dilation": time_dilation, "agent_procs": self.agent_procs,
                 "phones": phones}
         f = self.fault()
         if f and mode == "pfs":

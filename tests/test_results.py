@@ -64,7 +64,8 @@ def test_lab_shaped_result_matches_the_documented_schema(sim_result):
               for p in sim_result["phones"]]
     r = res.ModeResult(mode="pfs", wan=sim_result["wan"], phones=phones, tftp_requests=[],
                        wan_bytes=1, wan_frames=1, run_id="x", out_dir="/x", agent_exit=0,
-                       wire_check={"hierarchies_vs_agents": []}).to_dict()
+                       wire_check={"hierarchies_vs_agents": []}, fidelity={}, timings={},
+                       estimate={}).to_dict()
     _check(d["One mode"], set(r), lab=True)
     for p in r["phones"]:
         _check(d["One phone (`phones[]`)"], set(p), lab=True)

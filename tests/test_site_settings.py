@@ -82,6 +82,7 @@ def test_agent_spec_is_the_settings():
     spec = s.agent_spec("10.0.0.10", [{"name": "p1-1"}], "/x/logs", "pfs")
     assert spec == {"server": "10.0.0.10", "seed": 7, "log_dir": "/x/logs", "timeout_s": 600.0,
                     "blksize": 512, "stagger": 0.25, "phones": [{"name": "p1-1"}],
+                    "time_dilation": 1.0, "agent_procs": 0,
                     "faults": [{"after_s": 3.0, "phone": "auto", "how": "silent"}]}
     assert "faults" not in s.agent_spec("10.0.0.10", [], "/x", "traditional")
 

@@ -17,6 +17,7 @@ import struct
 import time
 from dataclasses import asdict, dataclass, field
 
+from ..lab.fidelity import LagMeter
 from ..protocol.codec import PORT
 from ..protocol.logs import LogRecord, render
 from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Installed, Phone,
@@ -25,7 +26,11 @@ from ..site import PhoneSpec
 from ..view.status import StatusFilter, phone_status, status_event
 from . import netns as ns
 from .syslog import SyslogSender
+from . import sockfilter
 from .tftp import TftpError, tftp_get
+
+#: Datagrams read from one socket per wake-up before the loop serves the others.
+RX_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -57,17 +62,6 @@ class _Stream:
     task: asyncio.Task | None = None
 
 
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, runner: "PhoneRunner"):
-        self.runner = runner
-
-    def datagram_received(self, data, addr):
-        self.runner.input("on_datagram", data, addr[0])
-
-    def error_received(self, exc):
-        pass                       # e.g. ICMP unreachable for a unicast: the protocol retries
-
-
 class PhoneRunner:
     """One phone: its sockets, its streams, its timer, its log."""
 
@@ -81,7 +75,8 @@ class PhoneRunner:
         self.timer_at: float | None = None
         self.log_lines: list[str] = []
         self.tasks: set[asyncio.Task] = set()
-        self.udp = None
+        self.udp: socket.socket | None = None
+        self.filter_key: object = "unset"
         self.server = None
         self.dead = False
         self.fault: str | None = None
@@ -91,11 +86,39 @@ class PhoneRunner:
 
     async def open(self) -> None:
         s = self.spec
-        usock = ns.udp_broadcast_socket(s.netns, PORT)
-        _big_rcvbuf(usock)
-        self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _Udp(self), sock=usock)
+        self.udp = ns.udp_broadcast_socket(s.netns, PORT)
+        _big_rcvbuf(self.udp)
+        self._refilter()
+        self.loop.add_reader(self.udp.fileno(), self._readable)
         lsock = ns.listen_tcp(s.netns, s.ip, PORT)
         self.server = await asyncio.start_server(self._accepted, sock=lsock)
+
+    def _readable(self) -> None:
+        """Read what is queued (up to RX_BATCH datagrams): one wake-up, many datagrams."""
+        recv = self.udp.recvfrom
+        for _ in range(RX_BATCH):
+            try:
+                data, addr = recv(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return                 # e.g. ICMP unreachable for a unicast: the protocol retries
+            self.input("on_datagram", data, addr[0])
+            if self.udp is None:
+                return
+
+    def _refilter(self) -> None:
+        """Keep the kernel filter in step with what the protocol listens to (sockfilter)."""
+        ph = self.phone
+        key = (ph.map, ph.id.model) if ph.pfs and not self.dead else None
+        if key == self.filter_key and self.udp is not None:
+            return
+        self.filter_key = key
+        try:
+            sockfilter.attach(self.udp, sockfilter.drop_all() if key is None else
+                              sockfilter.pfs_filter(self.spec.ip, ph.id.model, ph.map))
+        except OSError:
+            pass                       # no filter: the protocol drops them itself
 
     def kill(self, how: str) -> None:
         """Fault injection: the phone dies. Its engine gets no more input."""
@@ -128,7 +151,9 @@ class PhoneRunner:
             if st.writer:
                 st.writer.transport.abort()
         if self.udp:
+            self.loop.remove_reader(self.udp.fileno())
             self.udp.close()
+            self.udp = None
         if self.server:
             self.server.close()
         if self.syslog:
@@ -137,7 +162,7 @@ class PhoneRunner:
     # ------------------------------------------------------------- inputs
 
     def now(self) -> float:
-        return self.loop.time() - self.agent.t0
+        return self.agent.now()
 
     def input(self, method: str, *args):
         if self.dead:
@@ -152,7 +177,10 @@ class PhoneRunner:
         t.add_done_callback(self.tasks.discard)
 
     def _on_timer(self) -> None:
+        due = self.timer_at
         self.timer, self.timer_at = None, None
+        if not self.dead:
+            self.agent.timer_fired(due, self.now())
         self.input("on_timer")
 
     async def _accepted(self, reader, writer) -> None:
@@ -183,7 +211,7 @@ class PhoneRunner:
 
     async def _connect(self, sid: int, peer: str) -> None:
         try:
-            sock = await ns.connect_tcp(self.spec.netns, peer, PORT, timeout=5.0,
+            sock = await ns.connect_tcp(self.spec.netns, peer, PORT, timeout=5.0 * self.agent.k,
                                         source=(self.spec.ip, 0))
             reader, writer = await asyncio.open_connection(sock=sock)
         except (OSError, asyncio.TimeoutError) as e:
@@ -206,7 +234,7 @@ class PhoneRunner:
         sock = ns.udp_socket(self.spec.netns, self.spec.ip, 0)
         try:
             data = await tftp_get(sock, a.server, file, blksize=a.blksize,
-                                  timeout=a.tftp_timeout, retries=a.tftp_retries,
+                                  timeout=a.tftp_timeout * a.k, retries=a.tftp_retries,
                                   progress=lambda got, size: self._show(file, got, size))
             err = ""
         except TftpError as e:
@@ -237,7 +265,7 @@ class PhoneRunner:
                 dst = self.spec.broadcast if o.dst == BROADCAST else o.dst
                 try:
                     self.udp.sendto(o.data, (dst, PORT))
-                except OSError:
+                except (OSError, AttributeError):
                     pass                       # like a lost datagram: the protocol retries
             elif isinstance(o, Connect):
                 self.streams[o.sid] = _Stream()
@@ -260,12 +288,14 @@ class PhoneRunner:
             elif isinstance(o, Completed):
                 a.phone_completed(self, o)
         self._show()
+        if self.filter_key is None and self.phone.pfs:
+            self._refilter()
         dl = self.phone.next_deadline()
         if dl != self.timer_at:
             if self.timer:
                 self.timer.cancel()
             self.timer_at = dl
-            self.timer = None if dl is None else self.loop.call_at(a.t0 + dl, self._on_timer)
+            self.timer = None if dl is None else self.loop.call_at(a.wall(dl), self._on_timer)
 
     def _syslog(self, rec: LogRecord, line: str) -> None:
         cfg = self.phone.config
@@ -296,12 +326,19 @@ class PhoneRunner:
 
 
 class Agent:
-    """Runs many phones in one asyncio loop until all have completed or time runs out."""
+    """Runs many phones in one asyncio loop until all have completed or time runs out.
+
+    ``time_dilation`` k: the protocol's clock runs k times slower than the wall clock (every
+    timer, TFTP timeout and fault time is k times longer in real time), and every time the
+    agent reports (logs, events, results, timer lag) is emulated time: wall seconds / k.
+    ``lag``: how late the phones' timers fired, in emulated seconds (pfslab.lab.fidelity).
+    """
 
     def __init__(self, phones: list[AgentPhone], server: str, *, seed: int = 1,
                  log_dir: str | None = None, timers: Timers | None = None,
                  blksize: int = 1428, tftp_timeout: float = 1.0, tftp_retries: int = 8,
-                 stagger: float = 0.0, faults: list[Fault] = (), emit=None):
+                 stagger: float = 0.0, faults: list[Fault] = (), emit=None,
+                 time_dilation: float = 1.0, reset_slot: tuple[int, int] = (0, 1)):
         self.specs = phones
         self.server = server
         self.seed = seed
@@ -311,14 +348,35 @@ class Agent:
         self.tftp_timeout = tftp_timeout
         self.tftp_retries = tftp_retries
         self.stagger = stagger
+        self.reset_slot = reset_slot      # (i, k): these are phones i, i+k, i+2k... of the site
         self.faults = list(faults)
         self._emit = emit
+        self.k = float(time_dilation)
+        if not self.k >= 1.0:
+            raise ValueError(f"time dilation must be >= 1, not {time_dilation!r}")
+        self.lag = LagMeter()
+        self.late_by_second: dict[int, float] = {}      # emulated second -> worst lag > 50 ms
         self.runners: list[PhoneRunner] = []
         self.remaining = 0
         self.done = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.t0 = 0.0
         self.epoch = time.time()
+        self.timings: dict[str, float] = {}
+
+    def now(self) -> float:
+        """Emulated seconds since the reset."""
+        return (self.loop.time() - self.t0) / self.k
+
+    def wall(self, t: float) -> float:
+        """The loop time at which emulated time ``t`` comes."""
+        return self.t0 + t * self.k
+
+    def timer_fired(self, due: float, now: float) -> None:
+        lag = self.lag.record(due, now)
+        if lag > 0.05:                                  # when the loop was late, for people
+            sec = int(due)
+            self.late_by_second[sec] = max(self.late_by_second.get(sec, 0.0), lag)
 
     def emit(self, event: dict) -> None:
         if self._emit:
@@ -331,36 +389,69 @@ class Agent:
         if self.remaining == 0:
             self.done.set()
 
-    async def run(self, timeout: float, linger: float = 1.0) -> list[dict]:
+    async def open(self) -> None:
+        """Make every phone and open its sockets (the lab's bring-up)."""
         _raise_fd_limit(len(self.specs) * 6 + 64)
         self.loop = asyncio.get_running_loop()
+        t = time.monotonic()
+        for spec in self.specs:
+            ph = Phone(PhoneId(spec.name, spec.ip, spec.mac, spec.model), self.server,
+                       seed=self.seed, timers=self.timers)
+            r = PhoneRunner(self, spec, ph)
+            self.runners.append(r)
+            await r.open()
+        self.timings["open_s"] = round(time.monotonic() - t, 3)
+
+    async def run(self, timeout: float, linger: float = 1.0, *, start=None,
+                  hold=None) -> list[dict]:
+        """Open, reset every phone, run until all completed (then ``linger``) or ``timeout``
+        (emulated seconds). Several agent processes (pfslab.agent.shards) pass ``start``, an
+        awaitable giving the common reset time (a ``loop.time()`` value), and ``hold``, one
+        that returns when every process's phones are done (their roots must serve on)."""
         try:
-            for spec in self.specs:
-                ph = Phone(PhoneId(spec.name, spec.ip, spec.mac, spec.model), self.server,
-                           seed=self.seed, timers=self.timers)
-                r = PhoneRunner(self, spec, ph)
-                self.runners.append(r)
-                await r.open()
+            await self.open()
             self.emit({"event": "started", "phones": len(self.runners)})
-            self.t0 = self.loop.time()
-            self.epoch = time.time()
+            self.t0 = await start() if start else self.loop.time()
+            self.epoch = time.time() - (self.loop.time() - self.t0)
+            self.emit({"event": "reset", "epoch": self.epoch, "time_dilation": self.k})
             self.remaining = len(self.runners)
+            first, step = self.reset_slot
             for i, r in enumerate(self.runners):       # the reset: all at once, or staggered
-                self.loop.call_at(self.t0 + i * self.stagger, r.input, "start")
+                self.loop.call_at(self.wall((first + i * step) * self.stagger), r.input,
+                                  "start")
             flusher = self.loop.create_task(self._flush_logs())
             for f in self.faults:
-                self.loop.call_at(self.t0 + f.after_s, self._inject, f, 0)
+                self.loop.call_at(self.wall(f.after_s), self._inject, f, 0)
             try:
-                await asyncio.wait_for(self.done.wait(), timeout)
-                await asyncio.sleep(linger)             # let the last END/FIN frames go out
+                await asyncio.wait_for(self._finished(hold, linger), timeout * self.k)
             except asyncio.TimeoutError:
                 self.emit({"event": "timeout", "remaining": self.remaining})
             flusher.cancel()
         finally:
+            t = time.monotonic()
             for r in self.runners:
                 r.flush_log(self.log_dir)
                 r.close()
+            self.timings["close_s"] = round(time.monotonic() - t, 3)
+            st = self.stats()
+            self.emit({"event": "agent_stats", **st, "processes": [st]})
         return [r.result() for r in self.runners]
+
+    async def _finished(self, hold, linger: float) -> None:
+        await self.done.wait()
+        if hold:
+            self.emit({"event": "shard_done"})
+            await hold()
+        await asyncio.sleep(linger * self.k)          # let the last END/FIN frames go out
+
+    def stats(self) -> dict:
+        """This process's figures: timer lag (emulated ms), dilation, RSS, phase times."""
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {"pid": os.getpid(), "phones": len(self.specs), "time_dilation": self.k,
+                "lag": self.lag.to_dict(),
+                "late_s": {str(k): round(v, 3) for k, v in sorted(self.late_by_second.items())},
+                "maxrss_kb": ru.ru_maxrss,
+                "cpu_s": round(ru.ru_utime + ru.ru_stime, 3), **self.timings}
 
     def _inject(self, f: Fault, tries: int) -> None:
         if f.phone == "auto":
@@ -370,7 +461,7 @@ class Agent:
             victim = next((r for r in self.runners if r.spec.name == f.phone), None)
         if victim is None:
             if f.phone == "auto" and tries < 400 and self.remaining:
-                self.loop.call_later(0.25, self._inject, f, tries + 1)
+                self.loop.call_later(0.25 * self.k, self._inject, f, tries + 1)
             else:
                 self.emit({"event": "fault", "phone": None, "how": f.how,
                            "error": "no phone to fail"})

@@ -38,12 +38,14 @@ from pfslab.settings import Settings
 from pfslab.site import PhoneSpec, Site
 
 from . import clean, records
-from .capture import Captures, add_mirror, set_ipv6
+from .capture import WAN_BUFFER_KIB, Captures, add_mirror, set_ipv6
 from .nsutil import netns_path, require_binaries, require_root
 from .offload import tx_offload_off
 from .records import RunRecord, name_pattern, new_prefix
 from .syslog_server import SyslogServer
 from .tftp_server import TftpServer
+from .arpproxy import proxy_arp
+from .dilation import dilate_wan
 from .wan import Wan, WanSettings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -149,21 +151,25 @@ class LabNet:
     run_id, prefix, out_dir, site, settings, phones (list[LabPhone], the site's order),
     hq (Mininet host), hq_ip, mn (the Mininet object), wan (Wan; .describe()), tftp
     (TftpServer), captures (label -> pcap path), tftp_log (path), info (the topology's plan),
-    record (RunRecord).
+    record (RunRecord), timings (set-up steps and teardown, seconds); after teardown,
+    capture_checks (label -> Capture.check(): every frame once?).
     """
 
     def __init__(self, site: Site, settings: Settings | None = None, *,
                  out_dir: str | None = None, prefix: str | None = None,
                  run_id: str | None = None, capture: bool = True, tftp: bool = True,
                  tftp_files: dict | None = None, keep_tftp_root: bool = False,
-                 syslog: bool = True, handle_signals: bool = True, log=None):
+                 syslog: bool = True, handle_signals: bool = True,
+                 time_dilation: float = 1.0, log=None):
         # validate everything before touching the machine
         require_root()
         require_binaries(*LAB_BINARIES, *(("rsyslogd",) if syslog else ()))
         self.site = site
         self.settings = settings = settings or Settings()
         bw, delay, loss = settings.wan()
-        self.wan_settings = WanSettings(bw, delay, loss)
+        self.time_dilation = float(time_dilation)    # pfslab.lab.dilation: WAN k times slower
+        bw, delay = dilate_wan(bw, delay, self.time_dilation)
+        self.wan_settings = WanSettings(bw, delay, loss, queue_s=self.time_dilation)
         self.prefix = prefix or new_prefix()
         self.topo = build_topology(settings.topo, self.prefix, site)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -188,11 +194,13 @@ class LabNet:
         self.hq = None
         self.record: RunRecord | None = None
         self.wan: Wan | None = None
+        self.timings: dict[str, float] = {}     # bring-up step -> seconds
         self.tftp: TftpServer | None = None
         self._captures: Captures | None = None
         self._dummies: list[str] = []
         self._tracked: list[tuple[subprocess.Popen, str]] = []
         self._old_handlers: dict = {}
+        self.capture_checks: dict[str, dict] = {}
 
     # ------------------------------------------------------------ public helpers
     def track(self, proc: subprocess.Popen, what: str, group: bool = False) -> None:
@@ -205,6 +213,10 @@ class LabNet:
 
     def tftp_requests(self) -> list[dict]:
         return self.tftp.requests() if self.tftp else []
+
+    def phone_pids(self) -> dict[str, int]:
+        """Phone name -> a process in its namespace (its Mininet shell), for /proc reads."""
+        return {p.name: self.mn.get(p.host).pid for p in self.phones}
 
     def node_netns(self, name: str) -> str:
         return netns_path(self.mn.get(name).pid)
@@ -239,6 +251,7 @@ class LabNet:
 
     def _step(self, name: str, t0: float) -> float:
         t = time.monotonic()
+        self.timings[name.split(" ")[0]] = round(t - t0, 3)
         self.log(f"{name}: {t - t0:.1f}s")
         return t
 
@@ -288,6 +301,13 @@ class LabNet:
                                         netns=netns_path(self.mn.get(host).pid)))
 
         rh, rb = self.mn.get(self.info["hq_router"]), self.mn.get(self.info["branch_router"])
+        for sub in self.info["subnets"]:
+            sw = self.mn.get(sub["switch"])
+            hosts = [(p.ip, p.mac) for p in self.phones if p.subnet == sub["index"]]
+            hosts.append((sub["gateway"], rb.intf(sub["router_intf"]).MAC()))
+            proxy_arp(sw.name, [i.name for i in sw.intfList() if i.name != "lo"], hosts)
+        t = self._step("arp proxy", t)
+
         self.wan = Wan(self.wan_settings, rh.pid, self.info["hq_wan_intf"], rb.pid,
                        self.info["branch_wan_intf"], seed=self.settings.seed,
                        emulation=self.settings.wan_emulation, record=self.record,
@@ -305,9 +325,15 @@ class LabNet:
                     dummy = f"{self.prefix}M{sub['index']}"
                     self._dummies.append(dummy)
                     self.record.add_names([dummy])
-                    add_mirror(ipr, dummy, [i.name for i in sw.intfList() if i.name != "lo"])
-                    self._captures.add(f"subnet-{sub['index']}", dummy)
-            self._captures.add("wan", self.info["branch_wan_intf"], netns_pid=rb.pid)
+                    ports = [i.name for i in sw.intfList() if i.name != "lo"]
+                    add_mirror(ipr, dummy, ports)
+                    # every frame enters the bridge once: the ports' rx counters
+                    self._captures.add(f"subnet-{sub['index']}", dummy,
+                                       counted=(ports, None, ("rx_packets",)))
+            self._captures.add("wan", self.info["branch_wan_intf"], netns_pid=rb.pid,
+                               buffer_kib=WAN_BUFFER_KIB,
+                               counted=([self.info["branch_wan_intf"]], netns_path(rb.pid),
+                                        ("rx_packets", "tx_packets")))
             self._captures.start()
             self.captures = dict(self._captures.files)
             t = self._step("captures", t)
@@ -343,6 +369,7 @@ class LabNet:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM,
                                                       signal.SIGHUP})
         errors = []
+        t0 = time.monotonic()
 
         def step(what, fn):
             try:
@@ -360,6 +387,8 @@ class LabNet:
                 step("wan", self.wan.stop)
             if self._captures:
                 step("captures", self._captures.stop)
+                step("capture checks",
+                     lambda: self.capture_checks.update(self._captures.checks()))
             if self.mn is not None:
                 step("mininet", self.mn.stop)
             if self.record:
@@ -380,6 +409,7 @@ class LabNet:
             for sig, h in self._old_handlers.items():
                 signal.signal(sig, h)
             self._old_handlers = {}
+            self.timings["teardown"] = round(time.monotonic() - t0, 3)
         finally:
             if blocked:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM,

@@ -6,7 +6,10 @@ One mode is a pipeline (``run_mode``), the same topology, seed and settings each
      ``Site.files(mode)``)
   -> ``LabNet(site, settings)`` (Mininet, WAN, captures, in.tftpd serving the site's files)
   -> the phone agent (``python -m pfslab.agent many SPEC.json``, all phones in one process)
-  -> results (pfslab.results: per-phone outcomes, pcap figures, the wire check).
+  -> results (pfslab.results: per-phone outcomes, pcap figures, the wire check, and the
+     fidelity account: timer lag, UDP receive drops, capture drops -> overloaded or not).
+Before the first mode it prints what each will cost (pfslab.lab.estimate); the traditional
+baseline can be capped (--traditional-sample N, --traditional-until S) and then says so.
 Output: <out>/<mode>/{wan.pcap, subnet-<k>.pcap, tftpd.log, pfs-syslog.log, logs/,
 agent-*.json*}, <out>/results.json (a list of one dict per mode when both ran;
 docs/results.md) and <out>/report.html (docs/report.md), then a summary table. While the
@@ -15,7 +18,9 @@ phones upgrade, the live view shows their screens (plain lines without a termina
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import glob
 import json
 import os
 import subprocess
@@ -29,6 +34,10 @@ from pfslab.settings import Settings, add_options
 
 from pfslab.view.live import Board, LiveView
 
+from . import estimate as est
+from .fidelity import RunWatch, mark_missing_frames
+from .dilation import undilate_pcap
+from .footprint import footprint
 from .net import REPO_ROOT, LabNet
 from .records import new_prefix
 from .syslog_server import PORT as PFS_LOG_PORT
@@ -50,33 +59,94 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
     """One mode: settings -> site -> LabNet -> agent -> results (one results.json entry).
     ``live``: the live phone screens (None: when stdout is a terminal)."""
     site = settings.site()
-    net = LabNet(site, settings, out_dir=out, prefix=prefix,
+    estimate = est.estimate_settings(settings, mode, site)
+    capped = est.capped(mode, settings.traditional_sample, settings.traditional_until,
+                        len(site.phones))
+    if capped and capped.get("until_s") is not None:
+        settings = dataclasses.replace(settings, timeout=capped["until_s"])
+    k = settings.dilation(site)
+    net = LabNet(site, settings, out_dir=out, prefix=prefix, time_dilation=k,
                  log=lambda m: print(f"  {mode}: {m}", flush=True))
     site.log_server = f"{net.hq_ip}:{PFS_LOG_PORT}"     # the PFS log server at HQ
     net.tftp_files = site.files(mode)
     with net:
         w = net.wan.describe()
         print(f"{mode}: lab {net.run_id}: {len(net.phones)} phones in {site.subnets()} "
-              f"subnets; WAN {w['bw']}, {w['delay']} one way, loss {w['loss']} "
+              f"subnets; WAN {settings.wan_bw}, {settings.wan_delay} one way, loss {w['loss']} "
               f"({net.wan.emulation})", flush=True)
+        print(f"{mode}: time dilation k = {k:g}" + (
+            f" (the phones' clocks run {k:g}x slower; the kernel's WAN is {w['bw']}, "
+            f"{w['delay']}; times reported are emulated)" if k != 1 else ""), flush=True)
         if cli:
             print("Mininet CLI: the lab is up; `exit` starts the upgrade", flush=True)
             net.cli()
-        t_agent = time.time()
-        agent_rc = run_agent(net, settings, mode, out, live)
+        phones = net.agent_phones()
+        if capped and capped.get("sample"):
+            phones = est.sample_phones(phones, capped["sample"])
+            print(f"{mode}: {est.capped_note(capped)}", flush=True)
+        watch = RunWatch({n: pid for n, pid in net.phone_pids().items()},
+                         others={"HQ": net.hq.pid})
+        watch.start()
+        t_agent, t0 = time.time(), time.monotonic()
+        agent_rc, agent = run_agent(net, settings, mode, out, phones, k, on_event=watch.event,
+                                    live=live)
+        agent_s = time.monotonic() - t0
+        watch.stop()
         tftp_log, wan = net.tftp_requests(), net.wan.describe()
-    # torn down: captures are complete
-    return collect(net, mode, agent_rc, tftp_log, t_agent, wan).to_dict()
+        t = time.monotonic()
+    teardown_s = round(time.monotonic() - t, 3)
+    # torn down: captures are complete; bring their clocks back to emulated time
+    t = time.monotonic()
+    epoch = agent.get("epoch") or t_agent
+    for path in glob.glob(os.path.join(out, "*.pcap")):
+        undilate_pcap(path, epoch, k)
+    wan = {**wan, **settings_wan(settings), "kernel": {"bw": wan["bw"], "delay": wan["delay"]}} \
+        if k != 1 else wan
+    r = collect(net, mode, agent_rc, tftp_log, epoch, wan)
+    r.capped, r.estimate = capped, estimate
+    r.fidelity = watch.result(net.capture_checks)
+    if r.hierarchies_source == "wire":
+        mark_missing_frames(r.hierarchies, res.hierarchies(r.phones), net.capture_checks)
+    r = r.to_dict()
+    if k != 1:
+        for q in r["tftp_requests"]:
+            if q.get("t") is not None:
+                q["t"] = round(q["t"] / k, 3)
+    bringup = sum(v for n, v in net.timings.items() if n != "teardown")
+    r.update(time_dilation=k, agent=agent.get("stats"), footprint=agent.get("footprint"),
+             timings={**net.timings, "bringup_s": round(bringup, 3),
+                      "agent_s": round(agent_s, 3), "teardown_s": teardown_s,
+                      "results_s": round(time.monotonic() - t, 3)})
+    return r
 
 
-def run_agent(net: LabNet, settings: Settings, mode: str, out: str,
-              live: bool | None = None) -> int:
-    """Run all phones in one agent process; its JSON lines go to agent-events.jsonl and the
-    live view (pfslab.view.live). Returns its exit code."""
+def agent_summary(ev: dict) -> dict:
+    """The agent's ``agent_stats`` event for results: no histograms, one entry per process."""
+    def short(d: dict) -> dict:
+        return {k: ({a: b for a, b in v.items() if a != "hist"} if k == "lag" else v)
+                for k, v in d.items() if k not in ("event", "processes")}
+    return {**short(ev), "processes": [short(p) for p in ev.get("processes") or []]}
+
+
+def settings_wan(settings: Settings) -> dict:
+    """The WAN the user asked for (the emulated one), in results' ``wan`` keys."""
+    bw, delay, loss = settings.wan()
+    from .wan import WanSettings
+    return WanSettings(bw, delay, loss).as_dict()
+
+
+def run_agent(net: LabNet, settings: Settings, mode: str, out: str, phones: list[dict],
+              k: float = 1.0, on_event=None, live: bool | None = None) -> tuple[int, dict]:
+    """Run the phone agent on ``phones`` (one process per core at scale:
+    pfslab.agent.shards); its JSON lines go to agent-events.jsonl, the live view
+    (pfslab.view.live) and ``on_event``. Returns its exit code and {epoch: the reset's
+    wall-clock time, stats: its agent_stats, footprint: the largest memory footprint seen
+    while it ran}."""
     spec_path = os.path.join(out, "agent-spec.json")
     with open(spec_path, "w") as f:
-        json.dump(settings.agent_spec(net.hq_ip, net.agent_phones(),
-                                      os.path.join(out, "logs"), mode), f, indent=1)
+        json.dump(settings.agent_spec(net.hq_ip, phones, os.path.join(out, "logs"), mode,
+                                      time_dilation=k),
+                  f, indent=1)
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(os.path.join(out, "agent.stderr"), "wb") as err:
@@ -85,7 +155,8 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str,
                                 stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                 cwd=REPO_ROOT, env=env, start_new_session=True)
     net.track(proc, "agent", group=True)
-    view = LiveView(Board(net.agent_phones(), mode, settings.wan()[0]), live=live)
+    view = LiveView(Board(phones, mode, settings.wan()[0]), live=live)
+    info: dict = {}
 
     def pump():
         with open(os.path.join(out, "agent-events.jsonl"), "w") as evf:
@@ -95,21 +166,39 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str,
                     continue
                 evf.write(line + "\n")
                 try:
-                    view.event(json.loads(line))
+                    ev = json.loads(line)
                 except ValueError:
-                    pass
+                    continue
+                if not isinstance(ev, dict):
+                    continue
+                if ev.get("event") == "reset":
+                    info["epoch"] = ev.get("epoch")
+                elif ev.get("event") == "agent_stats":
+                    info["stats"] = agent_summary(ev)
+                view.event(ev)
+                if on_event:
+                    on_event(ev)
 
     reader = threading.Thread(target=pump, daemon=True)
+    groups = {"agent": [proc.pid], "mininet_hosts": [h.pid for h in net.mn.hosts],
+              "lab": [os.getpid()]}
     with view:
         reader.start()
-        deadline = time.monotonic() + settings.timeout + 60
+        deadline = time.monotonic() + settings.timeout * k + 60
+        next_sample = time.monotonic() + 5
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
+            if time.monotonic() >= next_sample:       # memory, while everything is up
+                fp = footprint(groups, len(net.phones))
+                if fp["total"]["rss_kb"] > (info.get("footprint") or {}).get(
+                        "total", {}).get("rss_kb", 0):
+                    info["footprint"] = fp
+                next_sample = time.monotonic() + 10
         if proc.poll() is None:
             proc.terminate()
         rc = proc.wait()
         reader.join(5)
-    return rc
+    return rc, info
 
 
 def collect(net: LabNet, mode: str, agent_rc: int, tftp_log: list[dict], t_agent: float,
@@ -138,6 +227,16 @@ def run(args) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = os.path.abspath(args.out or os.path.join(REPO_ROOT, "pcaps", f"{stamp}-lab"))
     modes = settings.modes
+    site = settings.site()
+    print("what it will cost (lower bounds, from the WAN settings and the load sizes):")
+    for mode in modes:
+        print("  " + est.describe(est.estimate_settings(settings, mode, site)))
+    if "traditional" in modes and not (settings.traditional_sample or
+                                       settings.traditional_until):
+        t = est.estimate_settings(settings, "traditional", site)
+        if t["makespan_s"] > 1800:
+            print(f"  (the traditional baseline alone takes >= {est.human_s(t['makespan_s'])};"
+                  " cap it with --traditional-sample N or --traditional-until S)")
     results = []
     for mode in modes:
         prefix = args.prefix if (args.prefix and len(modes) == 1) else new_prefix()

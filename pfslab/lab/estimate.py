@@ -1,0 +1,156 @@
+"""What a lab run will cost, before it starts: WAN bytes and emulated WAN time per mode.
+
+The model is the simulator's (``pfslab.sim.memnet``): every TFTP transfer is lock-step, one
+block per round trip, so one transfer moves at most blksize x 8 / RTT bits/s; all transfers
+share the WAN's bandwidth; a phone fetches its files one after another. Its figures are lower
+bounds: the makespan is at least the busier of
+
+* the WAN: every byte that must cross it (files plus TFTP/UDP/IP/Ethernet headers of each
+  DATA block and its ACK) over the bandwidth;
+* the slowest phone's chain of lock-step transfers (one RTT per block, one more per file).
+
+In PFS mode a (subnet, model) group's root fetches the load set for the whole group (one
+hierarchy per (subnet, model, file)), the other phones only their configuration file; phones with PFS off (or a model without PFS) fetch
+everything. The election adds its ~2 s (listening, then the offer-to-confirmation delay).
+
+    est = estimate_site(site, mode, wan_bps=..., wan_rtt=..., blksize=1428)
+    print(describe(est))
+"""
+from __future__ import annotations
+
+import math
+
+from pfslab import firmware, phoneconfig
+
+#: bytes on the wire per TFTP block beyond its payload: the DATA's Ethernet + IPv4 + UDP +
+#: TFTP headers (14 + 20 + 8 + 4) and its ACK, a minimum-size 60-byte Ethernet frame
+BLOCK_OVERHEAD = 46 + 60
+#: one RRQ and its OACK, roughly (file name and options)
+REQUEST_BYTES = 2 * 90
+#: listening (up to 0.75 s) and the offer-to-confirmation delay (1.25 s) before a root fetches
+ELECTION_S = 2.0
+#: Mininet's build measured about 35 ms per host on this 2-core machine (docs/lab.md, "Scale")
+BUILD_S_PER_HOST = 0.035
+
+
+def wire_bytes(size: int, blksize: int) -> int:
+    """One TFTP transfer of ``size`` bytes as the WAN capture counts it (both ways)."""
+    blocks = size // blksize + 1          # the last block is short (maybe empty)
+    return size + blocks * BLOCK_OVERHEAD + REQUEST_BYTES
+
+
+def transfer_s(size: int, blksize: int, rtt: float) -> float:
+    """One lock-step transfer alone on the WAN: the request's round trip and one per block."""
+    return (size // blksize + 2) * rtt
+
+
+def load_files(files: dict[str, bytes], load_name: str) -> list[tuple[str, int]]:
+    """(file, size) of a load set as HQ serves it: the .loads, then its components."""
+    loads = load_name + firmware.LOADS_SUFFIX
+    data = files.get(loads)
+    if data is None:
+        return []
+    ls = firmware.parse_loads(data)
+    return [(loads, len(data))] + [(c.name, c.size) for c in ls.components]
+
+
+def estimate_mode(phones: list[dict], files: dict[str, bytes], pfs_of: dict[str, bool],
+                  mode: str, *, wan_bps: float | None, wan_rtt: float,
+                  blksize: int = 1428) -> dict:
+    """The cost of one mode. ``phones``: dicts with name, subnet, model, mac; ``files``:
+    what HQ serves in this mode; ``pfs_of``: each phone's resolved PFS setting, by name."""
+    total_bytes = 0
+    requests = 0
+    chains = []
+    groups: set = set()
+    roots = 0
+    for p in phones:
+        label = p.get("label") or p["name"]
+        load = firmware.model_load(p["model"])
+        cfg = len(files.get(phoneconfig.sep_filename(p["mac"]), b""))
+        mine = [cfg]
+        shares = mode == "pfs" and pfs_of.get(label) and p["model"] in firmware.PFS_CAPABLE
+        key = (p.get("subnet"), p["model"])
+        if not shares or key not in groups:
+            lf = load_files(files, load)
+            if shares:
+                groups.add(key)
+                roots += len(lf)
+            mine += [size for _, size in lf]
+        total_bytes += sum(wire_bytes(s, blksize) for s in mine)
+        requests += len(mine)
+        chain = sum(transfer_s(s, blksize, wan_rtt) for s in mine)
+        if shares and len(mine) > 1:
+            chain += ELECTION_S
+        chains.append(chain)
+    wan_s = total_bytes * 8 / wan_bps if wan_bps else 0.0
+    chain_s = max(chains, default=0.0)
+    return {"mode": mode, "phones": len(phones), "wan_bytes": total_bytes,
+            "hq_requests": requests, "groups": len(groups), "roots": roots,
+            "wan_busy_s": round(wan_s, 1), "lockstep_s": round(chain_s, 1),
+            "makespan_s": round(max(wan_s, chain_s), 1),
+            "bound": "bandwidth" if wan_s >= chain_s else "lock-step TFTP",
+            "build_s": round(BUILD_S_PER_HOST * len(phones), 1)}
+
+
+def estimate_site(site, mode: str, *, wan_bps: float | None, wan_rtt: float,
+                  blksize: int = 1428) -> dict:
+    """``estimate_mode`` for a ``pfslab.site.Site``: the files HQ serves in that mode."""
+    return estimate_mode([vars(p) for p in site.phones], site.files(mode), site.pfs_of(mode),
+                         mode, wan_bps=wan_bps, wan_rtt=wan_rtt, blksize=blksize)
+
+
+def estimate_settings(settings, mode: str, site=None) -> dict:
+    """``estimate_site`` for a run's ``pfslab.settings.Settings``."""
+    bps, delay, _ = settings.wan()
+    return estimate_site(site or settings.site(), mode, wan_bps=bps, wan_rtt=2 * delay,
+                         blksize=settings.blksize)
+
+
+def human_s(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def describe(est: dict) -> str:
+    """One line: 'traditional: >= 3.1 h emulated (bandwidth), 167 MB over the WAN, ...'."""
+    return (f"{est['mode']}: >= {human_s(est['makespan_s'])} of upgrade ({est['bound']}-bound), "
+            f"{est['wan_bytes'] / 1e6:,.1f} MB over the WAN, {est['hq_requests']:,} TFTP "
+            f"requests at HQ; lab bring-up ~{human_s(est['build_s'])}")
+
+
+def sample_phones(phones: list[dict], n: int) -> list[dict]:
+    """``n`` phones spread evenly over the plan (every subnet and model represented as far as
+    n allows): the traditional baseline's sample."""
+    if n >= len(phones):
+        return list(phones)
+    step = len(phones) / n
+    return [phones[math.floor(i * step)] for i in range(n)]
+
+
+def capped(mode: str, sample: int | None, until_s: float | None, total: int) -> dict | None:
+    """The ``capped`` entry of a mode's results (None when the run is not capped)."""
+    if mode != "traditional" or (not sample or sample >= total) and until_s is None:
+        return None
+    out = {"phones_in_lab": total}
+    if sample and sample < total:
+        out["sample"] = sample
+    if until_s is not None:
+        out["until_s"] = until_s
+    return out
+
+
+def capped_note(c: dict | None) -> str:
+    """How a summary says a traditional run was capped ('' when it was not)."""
+    if not c:
+        return ""
+    parts = []
+    if c.get("sample"):
+        parts.append(f"a sample of {c['sample']} of {c['phones_in_lab']} phones")
+    if c.get("until_s") is not None:
+        parts.append(f"stopped at {c['until_s']:g} s")
+    return "CAPPED traditional baseline: " + ", ".join(parts) + \
+        " -- its makespan and WAN bytes are not the full site's (see the estimate)"
