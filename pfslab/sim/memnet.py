@@ -12,7 +12,6 @@ as their size and digest (:class:`pfslab.protocol.payload.Content`), not as byte
 """
 from __future__ import annotations
 
-import heapq
 from collections import deque
 
 from .. import firmware
@@ -20,6 +19,7 @@ from ..protocol import codec
 from ..protocol.logs import LogRecord, render
 from ..protocol.payload import Content
 from ..protocol.phone import BROADCAST, Close, Completed, Connect, Fetch, Phone, Send, Write
+from .events import EventHeap
 from .pslink import PSLink
 from .wan import MODELS as WAN_MODELS
 
@@ -54,7 +54,7 @@ class _Link:
         self.last = 0.0                    # when its latest delivery happens
 
 
-class SimNet:
+class SimNet(EventHeap):
     def __init__(self, files: dict[str, bytes], *, server: str = "10.0.0.10",
                  lan_latency: float = 0.0002, lan_bps: float = 100e6, wan_rtt: float = 0.1,
                  blksize: int = 1428, wan_bps: float | None = None, wan_model: str = "packet",
@@ -73,13 +73,11 @@ class SimNet:
         # what the server hands out: firmware images by size and digest unless payloads
         self.store = {f: d if payloads or not _is_image(d) else Content.of(d)
                       for f, d in files.items()}
+        super().__init__()
         self.wan = WAN_MODELS[wan_model](
             self, self._fetched, bps=wan_bps, rtt=wan_rtt, blksize=blksize,
             queue_bytes=wan_queue_bytes, loss=wan_loss, seed=seed, timeout=tftp_timeout,
             retries=tftp_retries)
-        self.now = 0.0
-        self._heap: list = []
-        self._seq = 0
         self.nodes: dict[str, Node] = {}                   # by ip
         self.subnets: dict[int, list[Node]] = {}
         self._groups: dict[tuple, list[Node]] = {}         # (subnet, model, map) -> listeners
@@ -87,7 +85,6 @@ class SimNet:
         self.tftp_requests: list[tuple[float, str, str]] = []   # (t, client ip, file)
         self.connections: list[tuple[float, str, str]] = []     # (t, child ip, parent ip)
         self.datagrams = 0
-        self.events = 0
         self.pending = 0                                   # phones started, not completed
         self._started: list[Node] = []
 
@@ -112,28 +109,13 @@ class SimNet:
 
     # ---------------------------------------------------------------- running
 
+    def busy(self) -> bool:
+        return self.pending > 0        # run() ends when every reset phone has ended
+
     def run(self, until: float | None = None) -> float:
         """Run until every reset phone has ended (or virtual time ``until``); returns the
         time reached. :meth:`summary` says whether the run was cut short."""
-        heap, pop = self._heap, heapq.heappop
-        n = 0
-        try:
-            while heap and self.pending > 0:
-                if until is not None and heap[0][0] > until:
-                    self.now = max(self.now, until)
-                    break
-                t, _, fn, a, b, c = pop(heap)
-                self.now = t
-                fn(a, b, c)
-                n += 1
-        finally:
-            self.events += n
-        return self.now
-
-    def at(self, t: float, fn, a=None, b=None, c=None) -> None:
-        """Schedule ``fn(a, b, c)`` at virtual time ``t``."""
-        self._seq += 1
-        heapq.heappush(self._heap, (t, self._seq, fn, a, b, c))
+        return super().run(until)
 
     # ---------------------------------------------------------------- inputs to phones
 
