@@ -16,12 +16,14 @@ LAB_ARGS   ?=
 PYTEST_ARGS ?=
 
 .PHONY: all deps apt venv test test-fast lab bench wireshark-plugin samples clean-venv help
+.PHONY: bench-sim
 
 help:
 	@echo "sudo make lab      run the default lab (PFS vs traditional), captures in pcaps/"
 	@echo "sudo make test     run all tests (installs what is missing)"
 	@echo "make test-fast     the tests that need no root"
 	@echo "sudo make bench    WAN check and phones-per-subnet sweep, JSON + PNG in bench/out/"
+	@echo "make bench-sim     simulated curve, 1..1000 phones/subnet at full size: bench/sim/"
 	@echo "make wireshark-plugin   install the Lua dissector for Wireshark"
 	@echo "sudo make samples  regenerate pcaps/samples/ (reference captures + golden decodes)"
 
@@ -58,6 +60,9 @@ lab: deps
 
 bench: deps
 	$(PY) -m pfslab.bench --out bench/out
+
+bench-sim: venv
+	$(PY) -m pfslab.sim.bench --out bench/sim $(BENCH_SIM_ARGS)
 
 # Wireshark's personal Lua plugin folder is ~/.local/lib/wireshark/plugins/ (not under
 # XDG_CONFIG_HOME). Under sudo it goes to the invoking user's home, owned by that user.
