@@ -42,7 +42,7 @@ def bounds(specs, files: dict, mode: str, *, bps: float, rtt: float, lan_bps: fl
     """The physical lower bounds (seconds, WAN bytes) of one upgrade: the WAN's bytes at its
     rate, or a phone's lock-step fetches one after the other (a block per round trip),
     whichever is longer; PFS adds its fixed waits and the tree's LAN hops."""
-    configs = [len(d) for f, d in files.items() if f.endswith(".cnf.xml")]
+    configs = [len(d) for f, d in files.items() if f.startswith("SEP")]   # one per phone
     load_of = {m: [len(files[f]) for f in firmware.parse_loads(
         files[firmware.model_load(m) + firmware.LOADS_SUFFIX]).files()]
         for m in {sp.model for sp in specs}}
