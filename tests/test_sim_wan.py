@@ -134,10 +134,13 @@ def test_n_lock_step_flows_share_the_bottleneck_fairly():
 def test_the_fluid_wan_counts_bytes_delivered_not_requested():
     c = Clock()
     wan = FluidWan(c, c.deliver, bps=8000, rtt=0.1, blksize=454)
-    wan.fetch(0.0, "f", 454 * 9)              # 10 blocks: 4540 payload + 460 overhead bytes
-    c.run(until=0.1 + 2.5)                     # after the request's round trip, 2.5 s at 1 kB/s
-    assert "f" not in c.ended
-    assert wan.delivered() == (pytest.approx(2500 * 4086 / 4546, abs=1), 2500)
+    # alone, a flow is lock-step: 500 bytes per 0.1 s + (500 + 46) bytes at 1 kB/s = 0.646 s,
+    # 6192 bit/s; two share 8000 bit/s: 4000 each, below that cap
+    for tok in "ab":
+        wan.fetch(0.0, tok, 454 * 9)          # 10 blocks: 4086 payload + 460 header bytes
+    c.run(until=0.1 + 2.5)                     # after the request's round trip, 2.5 s
+    assert not c.ended
+    assert wan.delivered() == (pytest.approx(2 * 4086 * 1250 / 4546, abs=1), 2500)
     c.run()
-    assert c.ended["f"][0] == pytest.approx(0.1 + 4546 / 1000)
-    assert wan.delivered() == (4086, 4546)
+    assert c.ended["a"][0] == c.ended["b"][0] == pytest.approx(0.1 + 4546 * 8 / 4000)
+    assert wan.delivered() == (2 * 4086, 2 * 4546)

@@ -27,7 +27,7 @@ import time
 from .. import firmware
 from ..protocol.phone import Timers
 from . import scenario
-from .wan import OACK_BYTES, OVERHEAD, blocks_of
+from .wan import OACK_BYTES, OVERHEAD, block_time, blocks_of
 
 NS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
@@ -47,7 +47,8 @@ def bounds(specs, files: dict, mode: str, *, bps: float, rtt: float, lan_bps: fl
         files[firmware.model_load(m) + firmware.LOADS_SUFFIX]).files()]
         for m in {sp.model for sp in specs}}
     per_phone = {m: sum(wire_bytes(n, blksize) for n in fs) for m, fs in load_of.items()}
-    lockstep = max(sum((blocks_of(n, blksize) + 1) * rtt for n in fs + configs[:1])
+    step = block_time(rtt, bps, blksize)
+    lockstep = max(sum((blocks_of(n, blksize) + 1) * step for n in fs + configs[:1])
                    for fs in load_of.values())
     config_bytes = sum(wire_bytes(n, blksize) for n in configs)
     if mode == "traditional":
@@ -60,11 +61,11 @@ def bounds(specs, files: dict, mode: str, *, bps: float, rtt: float, lan_bps: fl
     fs = max(load_of.values(), key=sum)
     loads, comps = min(fs), sorted(fs)[1:]              # the manifest is the smallest file
     # the components' roots fetch in parallel, at most one file each at a time
-    step = [(blocks_of(c, blksize) + 1) * rtt for c in comps]
-    comp_lockstep = max(max(step), sum(step) / min(n, len(step)))
+    each = [(blocks_of(c, blksize) + 1) * step for c in comps]
+    comp_lockstep = max(max(each), sum(each) / min(n, len(each)))
     t = Timers()
     election = t.listen_min + (t.ads + 1) * t.ad_interval + t.root_wait   # .loads, then the rest
-    return {"bound_s": round(2 * election + (blocks_of(loads, blksize) + 1) * rtt
+    return {"bound_s": round(2 * election + (blocks_of(loads, blksize) + 1) * step
                              + max(wan * 8 / bps, comp_lockstep)
                              + depth * 2 * max(comps) * 8 / lan_bps, 3),
             "bound_wan_bytes": wan}

@@ -12,6 +12,7 @@ as their size and digest (:class:`pfslab.protocol.payload.Content`), not as byte
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from .. import firmware
@@ -28,14 +29,14 @@ _SMALL = 1500         # bytes: a write this small on an idle stream skips the up
 
 
 class Node:
-    __slots__ = ("phone", "ip", "subnet", "alive", "logs", "timers", "listening", "uplink",
+    __slots__ = ("phone", "ip", "subnet", "alive", "logs", "armed", "listening", "uplink",
                  "links", "done")
 
     def __init__(self, phone: Phone, subnet: int):
         self.phone, self.ip, self.subnet = phone, phone.id.ip, subnet
         self.alive = True
         self.logs: list[LogRecord] = []
-        self.timers: set[float] = set()         # deadlines with an event in the heap
+        self.armed = math.inf                   # its earliest timer event in the heap
         self.listening = False                  # in its (subnet, model, load) broadcast group
         self.uplink: PSLink | None = None
         self.links: set[int] = set()            # sids of its open streams
@@ -125,12 +126,17 @@ class SimNet(EventHeap):
             self._drain(node)
 
     def _timer(self, node: Node, t: float, _=None) -> None:
-        node.timers.discard(t)
+        # One timer event per phone at a time, at its earliest deadline: a deadline that
+        # moves later (a keepalive pushing a silence timer back) costs no new event; this
+        # one finds it not due yet and re-arms for it.
+        if t != node.armed:
+            return                                  # superseded by an earlier one
+        node.armed = math.inf
         if node.alive:
             dl = node.phone.next_deadline()
             if dl is not None and dl <= self.now:
                 node.phone.on_timer(self.now)
-                self._drain(node)
+            self._drain(node)
 
     def _datagram(self, node: Node, data: bytes, src: str) -> None:
         if node.alive:
@@ -204,8 +210,8 @@ class SimNet(EventHeap):
             node.listening = True
             self._groups.setdefault((node.subnet, ph.id.model, ph.map), []).append(node)
         dl = ph.next_deadline()
-        if dl is not None and dl not in node.timers:
-            node.timers.add(dl)
+        if dl is not None and dl < node.armed:
+            node.armed = dl
             self.at(dl, self._timer, node, dl, None)
 
     def _send(self, node: Node, o: Send) -> None:

@@ -11,7 +11,8 @@ event only when the block's ACK will not beat it. The upstream direction (RRQs, 
 queued: it carries ~3 % of the downstream bytes.
 
 :class:`FluidWan`: every transfer is a fluid sharing the bandwidth fairly with the others,
-each capped at one block per round trip (lock-step), after one round trip for the request.
+each capped at one block per round trip and serialisation (lock-step), after one round trip
+for the request.
 No queue, no loss: O(log n) per fetch, whatever the file size. The seed of the curves.
 
 Both count what actually crossed the link: payload bytes and wire bytes (with TFTP, UDP, IP
@@ -30,6 +31,12 @@ OVERHEAD = 4 + 8 + 20 + 14
 #: An OACK (blksize, tsize, timeout options) and an RRQ/ACK, on the wire.
 OACK_BYTES = OVERHEAD - 4 + 2 + 40
 ACK_BYTES = OVERHEAD
+
+
+def block_time(rtt: float, bps: float | None, blksize: int) -> float:
+    """One full block of a lock-step transfer on an idle link: its round trip, and the
+    serialisation of the block and of its ACK."""
+    return rtt + ((blksize + OVERHEAD + ACK_BYTES) * 8 / bps if bps else 0.0)
 
 
 def blocks_of(nbytes: int, blksize: int) -> int:
@@ -165,7 +172,8 @@ class FluidWan:
                  **_ignored):
         self.clock, self.deliver = clock, deliver
         self.rtt, self.blksize = rtt, blksize
-        self.link = PSLink(bps, cap=(blksize + OVERHEAD) * 8 / rtt if rtt > 0 else math.inf)
+        step = block_time(rtt, bps, blksize)
+        self.link = PSLink(bps, cap=(blksize + OVERHEAD) * 8 / step if step > 0 else math.inf)
         self._active: dict = {}       # token -> (payload bytes, wire bytes)
         self.payload_bytes = 0
         self.retransmits = self.tail_drops = self.losses = self.failures = 0
