@@ -334,6 +334,7 @@ class SimNet(EventHeap):
                 "makespan_s": None if truncated or not self._started else
                 round(max((n.done.t for n in ok + failed), default=0.0), 3),
                 "wan_payload_bytes": payload, "wan_wire_bytes": wire,
+                "wan_up_bytes": self.wan.up_bytes,
                 "tftp_retransmits": self.wan.retransmits, "wan_drops": self.wan.tail_drops,
                 "wan_losses": self.wan.losses, "tftp_failures": self.wan.failures,
                 "events": self.events, "datagrams": self.datagrams}

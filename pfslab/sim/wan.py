@@ -31,6 +31,8 @@ OVERHEAD = 4 + 8 + 20 + 14
 #: An OACK (blksize, tsize, timeout options) and an RRQ/ACK, on the wire.
 OACK_BYTES = OVERHEAD - 4 + 2 + 40
 ACK_BYTES = OVERHEAD
+#: An RRQ's name and options, beyond an ACK's size.
+RRQ_EXTRA = 40
 
 
 def block_time(rtt: float, bps: float | None, blksize: int) -> float:
@@ -75,6 +77,7 @@ class PacketWan:
         self._up = ACK_BYTES * 8 / bps if bps else 0.0
         self.payload_bytes = 0        # TFTP data delivered to the phones (first copies)
         self.wire_bytes = 0           # every packet that crossed the link, duplicates included
+        self.up_bytes = 0             # RRQs and ACKs, the other way
         self.tail_drops = 0
         self.losses = 0
         self.retransmits = 0
@@ -82,6 +85,7 @@ class PacketWan:
 
     def fetch(self, now: float, token, nbytes: int) -> None:
         f = _Flow(token, nbytes, blocks_of(nbytes, self.blksize), self.timeout)
+        self.up_bytes += ACK_BYTES + RRQ_EXTRA
         self.clock.at(now + self.d + self._up, self._send, f, 0, None)   # the RRQ goes up
 
     # ----------------------------------------------------------------- the link
@@ -122,6 +126,7 @@ class PacketWan:
             if k == f.blocks:
                 self.clock.at(arr, self._complete, f, k, None)
             ack = arr + self.d + self._up
+            self.up_bytes += ACK_BYTES
             if self.loss and self.rng.random() < self.loss:
                 self.losses += 1
             elif ack < f.best_ack:
@@ -176,6 +181,7 @@ class FluidWan:
         self.link = PSLink(bps, cap=(blksize + OVERHEAD) * 8 / step if step > 0 else math.inf)
         self._active: dict = {}       # token -> (payload bytes, wire bytes)
         self.payload_bytes = 0
+        self.up_bytes = 0             # RRQs and ACKs, counted when the fetch starts
         self.retransmits = self.tail_drops = self.losses = self.failures = 0
 
     def fetch(self, now: float, token, nbytes: int) -> None:
@@ -183,6 +189,7 @@ class FluidWan:
 
     def _start(self, token, nbytes: int, _=None) -> None:
         wire = nbytes + blocks_of(nbytes, self.blksize) * OVERHEAD
+        self.up_bytes += (blocks_of(nbytes, self.blksize) + 1) * ACK_BYTES + RRQ_EXTRA
         self._active[token] = (nbytes, wire)
         self.link.add(self.clock.now, wire * 8, token)
         self._schedule()
