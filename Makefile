@@ -9,7 +9,9 @@ SHELL      := /bin/bash
 SYSPY      := /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
+# ping, ip, tcpdump, tftp and nc: what a user types inside a lab host (`pingall` needs ping)
 APT_PKGS   := mininet bridge-utils iproute2 iptables tcpdump tshark tftpd-hpa tftp-hpa \
+              iputils-ping netcat-openbsd \
               libnetfilter-queue-dev python3-venv python3-dev gcc ethtool procps
 STAMP      := $(VENV)/.pfslab-installed
 LAB_ARGS   ?=

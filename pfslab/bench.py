@@ -22,8 +22,8 @@ Three parts, each printed as it runs and all written to ``<out>/bench.json`` and
 
 Defaults (chosen so the whole run takes about 20-25 minutes on a 2-core machine):
 2 subnets; models CP-7961G,CP-7941G (both PFS-capable: the sweep compares sharing with not
-sharing; `--models` can add the CP-7960G); WAN 512kbit, 75 ms one way, no loss (the lab's
-defaults); firmware scale 0.02 (163 kB per SCCP41 load set, so traditional mode at N=64, 128
+sharing; `--models` can add the CP-7960G); WAN 512kbit (`pfslab lab` defaults to 384kbit;
+the sweep keeps the setting of its measured runs), 75 ms one way, no loss; firmware scale 0.02 (163 kB per SCCP41 load set, so traditional mode at N=64, 128
 phones, moves about 21 MB through 512 kbit/s); agent timeout 600 s per mode; seed 1.
 
 Measured: ``sudo make bench`` on 2026-11-25 took 15.3 min on this machine (2 cores, kernel
@@ -45,19 +45,22 @@ import glob
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 
 from pfslab.errors import UserError
+from pfslab.results import give_to_sudo_user
+from pfslab.settings import Settings, default
 
 LAB_NS = [1, 2, 4, 8, 16, 32, 64]
 SIM_NS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 QUICK_LAB_NS = [1, 4, 16]
 QUICK_SIM_NS = [1, 4, 16, 64]
-DEFAULTS = {"subnets": 2, "models": "CP-7961G,CP-7941G", "wan_bw": "512kbit",
-            "wan_delay": "75ms", "wan_loss": "0%", "firmware_scale": 0.02, "timeout": 600.0,
-            "seed": 1}
+#: pfslab.settings' defaults, except where the sweep deliberately differs: two PFS-capable
+#: models, a smaller firmware, and 512kbit (the WAN of the measured runs in docs/lab.md; the
+#: lab's default is 384kbit)
+DEFAULTS = {**{k: default(k) for k in ("subnets", "wan_delay", "wan_loss", "timeout", "seed")},
+            "models": "CP-7961G,CP-7941G", "wan_bw": "512kbit", "firmware_scale": 0.02}
 WAN_GRIDS = {"default": {"bw": ["512kbit", "2mbit"], "delay": ["25ms", "75ms"]}}
 MODES = ("pfs", "traditional")
 
@@ -76,8 +79,12 @@ def parse_ns(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pfslab.bench",
-                                description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="bench/out", help="bench.json, bench.png and lab/ go here")
+                                description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example: sudo .venv/bin/python -m pfslab.bench --quick "
+                                       "--out bench/out   (sudo make bench: the full run)")
+    p.add_argument("--out", default="bench/out",
+                   help="bench.json, bench.png and lab/ go here (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
                    help=f"lab N={','.join(map(str, QUICK_LAB_NS))}, simulated up to "
                         f"{QUICK_SIM_NS[-1]}, one WAN setting (a few minutes)")
@@ -85,16 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
                                 f"{','.join(map(str, LAB_NS))})")
     p.add_argument("--sim-ns", help="simulated sweep, phones per subnet (default "
                                     f"{','.join(map(str, SIM_NS))})")
-    p.add_argument("--subnets", type=int, default=DEFAULTS["subnets"], metavar="K")
-    p.add_argument("--models", default=DEFAULTS["models"], help="comma list, cycled per subnet")
-    p.add_argument("--wan-bw", default=DEFAULTS["wan_bw"])
-    p.add_argument("--wan-delay", default=DEFAULTS["wan_delay"], help="one way")
-    p.add_argument("--wan-loss", default=DEFAULTS["wan_loss"], help="per direction")
+    p.add_argument("--subnets", type=int, default=DEFAULTS["subnets"], metavar="K",
+                   help="remote subnets (default: %(default)s)")
+    p.add_argument("--models", default=DEFAULTS["models"],
+                   help="comma list, cycled per subnet (default: %(default)s)")
+    p.add_argument("--wan-bw", default=DEFAULTS["wan_bw"], metavar="BW",
+                   help="WAN bandwidth (default: %(default)s)")
+    p.add_argument("--wan-delay", default=DEFAULTS["wan_delay"], metavar="T",
+                   help="WAN delay, one way (default: %(default)s)")
+    p.add_argument("--wan-loss", default=DEFAULTS["wan_loss"], metavar="P",
+                   help="WAN loss per direction (default: %(default)s)")
     p.add_argument("--firmware-scale", type=float, default=DEFAULTS["firmware_scale"],
-                   metavar="F")
+                   metavar="F", help="component sizes x F (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=DEFAULTS["timeout"], metavar="S",
-                   help="per lab run: give up on an upgrade after S seconds")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+                   help="per lab run: give up on an upgrade after S seconds "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                   help="random seed (default: %(default)s)")
     p.add_argument("--wan-grid", choices=("default", "full", "sweep"), default=None,
                    help="WAN check grid: default (2 bw x 2 delays), full (bench_wan's 4 x 4), "
                         "sweep (the sweep's setting only; the --quick default)")
@@ -111,33 +125,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.sim_ns = parse_ns(a.sim_ns) if a.sim_ns else list(QUICK_SIM_NS if a.quick else SIM_NS)
     if a.wan_grid is None:
         a.wan_grid = "sweep" if a.quick else "default"
-    a.models_list = [m.strip() for m in a.models.split(",") if m.strip()]
     _check(a)
     return a
 
 
 def _check(a: argparse.Namespace) -> None:
-    from pfslab import firmware
-    from pfslab.lab.units import parse_bandwidth, parse_delay, parse_loss
-    if a.subnets < 1:
-        raise UserError("--subnets must be at least 1")
-    if not a.firmware_scale > 0:
-        raise UserError("--firmware-scale must be positive")
-    if not a.models_list:
-        raise UserError("--models is empty")
-    for m in a.models_list:
-        try:
-            firmware.model_load(m)
-        except firmware.FirmwareError as e:
-            raise UserError(str(e)) from None
+    from pfslab.site import SiteError, split_models
     try:
-        parse_bandwidth(a.wan_bw)
-        parse_delay(a.wan_delay)
-        parse_loss(a.wan_loss)
-    except UserError:
-        raise
-    except ValueError as e:
+        a.models_list = split_models(a.models)
+    except SiteError as e:
         raise UserError(str(e)) from None
+    for n in a.ns:
+        lab_settings(a, n).check()
 
 
 def settings(a: argparse.Namespace) -> dict:
@@ -225,16 +224,11 @@ def wan_table(rows: list[dict]):
 
 
 # ---------------------------------------------------------------- 2. lab sweep
-def lab_args(a: argparse.Namespace, n: int) -> argparse.Namespace:
-    """`pfslab lab`'s own argument namespace for one N (its defaults for everything else)."""
-    from pfslab.lab import run as labrun
-    p = argparse.ArgumentParser()
-    labrun.add_arguments(p)
-    return p.parse_args(["--subnets", str(a.subnets), "--phones-per-subnet", str(n),
-                         "--models", ",".join(a.models_list), "--wan-bw", a.wan_bw,
-                         "--wan-delay", a.wan_delay, "--wan-loss", a.wan_loss,
-                         "--firmware-scale", repr(a.firmware_scale), "--timeout",
-                         repr(a.timeout), "--seed", str(a.seed)])
+def lab_settings(a: argparse.Namespace, n: int) -> Settings:
+    """`pfslab lab`'s settings for one N (its defaults for everything else)."""
+    return Settings(subnets=a.subnets, phones_per_subnet=n, models=a.models_list,
+                    wan_bw=a.wan_bw, wan_delay=a.wan_delay, wan_loss=a.wan_loss,
+                    firmware_scale=a.firmware_scale, timeout=a.timeout, seed=a.seed)
 
 
 def row(series: str, n: int, subnets: int, r: dict, duration_s: float | None) -> dict:
@@ -261,7 +255,7 @@ def run_lab_sweep(a: argparse.Namespace, out: str, clock: Clock, on_row=None) ->
             mode_out = os.path.abspath(os.path.join(out, "lab", f"n{n:03d}", mode))
             t = time.monotonic()
             try:
-                r = run_mode(lab_args(a, n), mode, mode_out, new_prefix())
+                r = run_mode(lab_settings(a, n), mode, mode_out, new_prefix())
                 rw = row("lab", n, a.subnets, r, time.monotonic() - t)
             except (UserError, OSError, RuntimeError) as e:
                 rw = {"series": "lab", "n": n, "phones": n * a.subnets, "mode": mode,
@@ -284,18 +278,15 @@ def run_lab_sweep(a: argparse.Namespace, out: str, clock: Clock, on_row=None) ->
 
 # ---------------------------------------------------------------- 3. simulated sweep
 def run_sim_sweep(a: argparse.Namespace, clock: Clock | None = None, on_row=None) -> list[dict]:
-    from pfslab.lab.units import parse_bandwidth, parse_delay
-    from pfslab.sim import scenario
     from pfslab.sim.run import simulate
-    rtt = 2 * parse_delay(a.wan_delay)
-    bps = parse_bandwidth(a.wan_bw)
     rows = []
     for n in a.sim_ns:
-        specs = scenario.phone_specs(a.subnets, n, a.models_list)
+        st = lab_settings(a, n)
+        site = st.site()
+        bps, delay, _ = st.wan()
         for mode in MODES:
             t = time.monotonic()
-            r = simulate(specs, mode, scale=a.firmware_scale, seed=a.seed, wan_rtt=rtt,
-                         wan_bps=bps)
+            r = simulate(site, mode, seed=a.seed, wan_delay_s=delay, wan_bps=bps)
             rw = row("simulated", n, a.subnets, r, time.monotonic() - t)
             rows.append(rw)
             if clock:
@@ -421,20 +412,6 @@ def sweep_table(rows: list[dict], series: str):
     return t
 
 
-def _chown(paths: list[str]) -> None:
-    uid = os.environ.get("SUDO_UID")
-    if not uid:
-        return
-    gid = int(os.environ.get("SUDO_GID") or uid)
-    for top in paths:
-        for dirpath, _, files in os.walk(top) if os.path.isdir(top) else [("", [], [top])]:
-            for x in ([dirpath] if dirpath else []) + [os.path.join(dirpath, f) for f in files]:
-                try:
-                    os.chown(x, int(uid), gid)
-                except OSError:
-                    pass
-
-
 # ---------------------------------------------------------------- main
 def main(argv=None) -> int:
     from rich.console import Console
@@ -495,7 +472,7 @@ def main(argv=None) -> int:
     result["durations_s"]["total"] = round(clock.elapsed(), 1)
     result["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     jp, pp = write_outputs(result, out)
-    _chown([out])
+    give_to_sudo_user(out)
     if result["wan_check"]:
         console.print(wan_table(result["wan_check"]))
     for series in ("lab", "simulated"):

@@ -41,13 +41,14 @@ def test_bad_arguments_are_user_errors(argv):
         bench.parse_args(argv)
 
 
-def test_lab_args_are_pfslab_lab_arguments():
+def test_lab_settings_are_pfslab_lab_settings():
+    from pfslab.settings import Settings
     a = bench.parse_args(["--subnets", "3", "--wan-bw", "1mbit", "--firmware-scale", "0.01"])
-    la = bench.lab_args(a, 16)
+    la = bench.lab_settings(a, 16)
     assert (la.subnets, la.phones_per_subnet, la.wan_bw, la.firmware_scale) == (3, 16, "1mbit",
                                                                                  0.01)
     assert la.models == ",".join(a.models_list) and la.timeout == a.timeout
-    assert not la.cli and la.device_pfs_off == ""
+    assert la.device_pfs_off == "" and la.blksize == Settings().blksize
 
 
 def test_not_root_without_no_lab_exits_2(monkeypatch, tmp_path, capsys):

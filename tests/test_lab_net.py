@@ -101,12 +101,22 @@ def tftp_get(netns, server, filename, timeout=5.0) -> bytes:
         s.close()
 
 
+def small_lab(phones_per_subnet=2, topo="small", **kw):
+    """LabNet of the `small` topology's site (2 subnets, CP-7961G/CP-7960G); ``kw``: LabNet's
+    own arguments, or Settings fields."""
+    from pfslab.lab.net import LabNet
+    from pfslab.settings import Settings
+    from pfslab.site import Site
+    fields = {k: kw.pop(k) for k in list(kw) if k.startswith("wan_")}
+    site = Site.branch(2, phones_per_subnet, "CP-7961G,CP-7960G")
+    return LabNet(site, Settings(topo=topo, **fields), **kw)
+
+
 # ------------------------------------------------------------------ the shared small lab
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from pfslab.lab.net import LabNet
     out = tmp_path_factory.mktemp("lab")
-    with LabNet("small", wan_bw=f"{BW_BPS}bit", wan_delay=f"{DELAY_S * 1000:g}ms",
+    with small_lab(wan_bw=f"{BW_BPS}bit", wan_delay=f"{DELAY_S * 1000:g}ms",
                 wan_loss="0%", out_dir=str(out), tftp_files={"hello.bin": bytes(range(256)) * 7},
                 keep_tftp_root=True) as net:
         yield net
@@ -118,13 +128,13 @@ def test_topology_plan(lab):
     assert [p.model for p in lab.phones] == ["CP-7961G", "CP-7960G"] * 2
     p = lab.phones[0]
     assert (p.ip, p.mac, p.broadcast) == ("10.1.1.10", "02:50:46:01:00:00", "10.1.1.255")
-    assert p.netns == f"/proc/{p.pid}/ns/net" and os.path.exists(p.netns)
+    assert p.netns.startswith("/proc/") and os.path.exists(p.netns) and p.name == "p1-1"
     for name in lab_links(lab.prefix):
         assert len(name) <= 15
-    spec = lab.agent_spec(mode="pfs", seed=3, log_dir="/tmp/x", timeout_s=9)
-    assert spec["server"] == "10.0.0.10" and spec["mode"] == "pfs" and spec["seed"] == 3
-    assert set(spec["phones"][0]) == {"name", "host", "ip", "mac", "model", "subnet",
-                                      "broadcast", "netns"}
+    spec = lab.settings.agent_spec(lab.hq_ip, lab.agent_phones(), "/tmp/x", "pfs")
+    assert spec["server"] == "10.0.0.10" and spec["blksize"] == 1428 and "mode" not in spec
+    assert set(spec["phones"][0]) == {"name", "ip", "mac", "model", "subnet", "broadcast",
+                                      "pfs", "netns"}
     assert lab.wan.emulation in ("netem", "nfqueue")
 
 
@@ -270,12 +280,11 @@ def _alive(entries):
 @pytest.mark.parametrize("how", ["normal", "error", "interrupt"])
 def test_teardown_leaves_nothing(tmp_path, how):
     from pfslab.lab import records
-    from pfslab.lab.net import LabNet
     seen = {}
     exc = {"normal": None, "error": RuntimeError, "interrupt": KeyboardInterrupt}[how]
     try:
-        with LabNet("small", topo_args={"phones_per_subnet": 1}, wan_bw="1mbit",
-                    wan_delay="10ms", wan_loss="1%", out_dir=str(tmp_path)) as net:
+        with small_lab(1, wan_bw="1mbit", wan_delay="10ms", wan_loss="1%",
+                       out_dir=str(tmp_path)) as net:
             seen["prefix"] = net.prefix
             seen["record"] = net.record.path
             seen["pids"] = list(net.record.data["pids"])
@@ -297,8 +306,9 @@ def test_clean_removes_a_crashed_run(tmp_path):
     code = f"""
 import os, json, sys
 from pfslab.lab.net import LabNet
-net = LabNet("small", topo_args={{"phones_per_subnet": 1}}, wan_delay="5ms",
-             out_dir={str(tmp_path)!r})
+from pfslab.settings import Settings
+from pfslab.site import Site
+net = LabNet(Site.branch(2, 1), Settings(wan_delay="5ms"), out_dir={str(tmp_path)!r})
 net.__enter__()
 print(json.dumps({{"run_id": net.run_id, "prefix": net.prefix,
                    "pids": net.record.data["pids"]}}), flush=True)
@@ -328,27 +338,25 @@ def _snapshot():
 ])
 def test_bad_input_is_a_user_error_and_leaves_nothing(tmp_path, kwargs, words):
     from pfslab.errors import UserError
-    from pfslab.lab.net import LabNet
     before = _snapshot()
     kwargs = dict(kwargs)
     topo = kwargs.pop("topo", "small")
     with pytest.raises(UserError, match=words):
-        LabNet(topo, prefix="pzzbad", out_dir=str(tmp_path), **kwargs)
+        small_lab(topo=topo, prefix="pzzbad", out_dir=str(tmp_path), **kwargs)
     assert _snapshot() == before
     assert lab_links("pzzbad") == []
 
 
 def test_broken_topology_file(tmp_path):
     from pfslab.errors import UserError
-    from pfslab.lab.net import LabNet
     bad = tmp_path / "broken.py"
     bad.write_text("topos = {'x': \n")
     with pytest.raises(UserError, match="broken"):
-        LabNet(str(bad), out_dir=str(tmp_path))
+        small_lab(topo=str(bad), out_dir=str(tmp_path))
     empty = tmp_path / "empty.py"
     empty.write_text("X = 1\n")
     with pytest.raises(UserError, match="topos"):
-        LabNet(str(empty), out_dir=str(tmp_path))
+        small_lab(topo=str(empty), out_dir=str(tmp_path))
 
 
 def test_missing_binary_names_the_package(tmp_path, monkeypatch):
@@ -358,13 +366,13 @@ def test_missing_binary_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("pfslab.lab.nsutil", fromlist=["x"]).BINARIES,
                         "in.tftpd-nope", "tftpd-hpa")
     with pytest.raises(UserError, match="tftpd-hpa"):
-        netmod.LabNet("small", out_dir=str(tmp_path))
+        small_lab(out_dir=str(tmp_path))
 
 
 def test_not_root_is_a_user_error():
     code = ("import sys; from pfslab.errors import UserError\n"
-            "from pfslab.lab.net import LabNet\n"
-            "try:\n    LabNet('small')\nexcept UserError as e:\n    print(e); sys.exit(2)\n")
+            "from pfslab.lab.net import LabNet; from pfslab.site import Site\n"
+            "try:\n    LabNet(Site.branch(1, 1))\nexcept UserError as e:\n    print(e); sys.exit(2)\n")
     try:
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
                            cwd="/", user=65534, group=65534,
@@ -380,7 +388,9 @@ def test_not_root_is_a_user_error():
 def test_mn_custom_loads_the_topology(tmp_path):
     """`mn --custom topologies/pfs_branch.py --topo small,prefix=P` builds and tears down."""
     from pfslab.lab.records import new_prefix
+    from test_lab_first_minutes import check_mn_can_load
     prefix = new_prefix()
+    check_mn_can_load("small", prefix=prefix)   # before mn: its failure cleans up globally
     r = subprocess.run(["mn", "--custom", os.path.join(REPO, "topologies", "pfs_branch.py"),
                         "--topo", f"small,prefix={prefix}", "--switch", "lxbr",
                         "--controller", "none", "--test", "build"],
@@ -390,10 +400,8 @@ def test_mn_custom_loads_the_topology(tmp_path):
 
 
 def test_wan_loss_drops_about_the_configured_share(tmp_path):
-    from pfslab.lab.net import LabNet
-    with LabNet("small", topo_args={"phones_per_subnet": 1}, wan_bw="10mbit",
-                wan_delay="5ms", wan_loss="20%", capture=False, tftp=False,
-                out_dir=str(tmp_path)) as net:
+    with small_lab(1, wan_bw="10mbit", wan_delay="5ms", wan_loss="20%", capture=False,
+                   tftp=False, out_dir=str(tmp_path)) as net:
         hq = net.node_netns(net.info["hq"])
         r = sock_in(hq)
         r.bind((net.hq_ip, 9998))

@@ -13,15 +13,15 @@ pytestmark = pytest.mark.lab
 
 def test_one_phone_in_its_mininet_host(tmp_path):
     from pfslab.lab.net import LabNet
-    from pfslab.lab.run import render_files
-    with LabNet("branch", {"subnets": 1, "phones_per_subnet": 1, "models": "CP-7961G"},
-                wan_bw="4mbit", wan_delay="5ms", out_dir=str(tmp_path)) as net:
-        files, _ = render_files(net.topo.phones, "pfs", 0.002, None, True, set())
-        net.tftp.add_files(files)
+    from pfslab.settings import Settings
+    from pfslab.site import Site
+    site = Site.branch(1, 1, "CP-7961G", firmware_scale=0.002)
+    with LabNet(site, Settings(wan_bw="4mbit", wan_delay="5ms"), out_dir=str(tmp_path),
+                tftp_files=site.files("pfs")) as net:
         ph = net.phones[0]
-        host = net.mn.get(ph.name)
+        host = net.mn.get(ph.host)
         out = host.cmd(
-            f"{sys.executable} -m pfslab.agent one --name {ph.label} --ip {ph.ip} "
+            f"{sys.executable} -m pfslab.agent one --name {ph.name} --ip {ph.ip} "
             f"--mac {ph.mac} --model {ph.model} --broadcast {ph.broadcast} "
             f"--server {net.hq_ip} --log-dir {tmp_path} --timeout 120 "
             f"--results {tmp_path}/one.json; echo rc=$?")
@@ -31,6 +31,6 @@ def test_one_phone_in_its_mininet_host(tmp_path):
     assert result["completed"] and result["pfs_enabled"]
     assert all(c["source"] == "tftp" and c["sha256_ok"] for c in result["components"].values())
     assert rrqs >= {result["load"] + ".loads", *result["components"]}
-    log = (tmp_path / f"{ph.label}.log").read_text()
+    log = (tmp_path / f"{ph.name}.log").read_text()
     assert "+++ fd=7 Listening on peer TCP port 4051" in log
     assert "UT:Confirmed root bumping strength" in log and "@@@HROOT:XID" in log

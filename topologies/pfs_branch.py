@@ -1,7 +1,7 @@
 """pfslab topologies: an HQ with the TFTP server, a WAN, and a branch of remote phone subnets.
 
-Loadable by Mininet itself (this file imports nothing from pfslab, so the Debian `mn`, which
-runs on /usr/bin/python3, can load it)::
+Loadable by Mininet itself (it imports only pfslab.site, pure Python, from this checkout, so
+the Debian `mn`, which runs on /usr/bin/python3, can load it)::
 
     sudo mn --custom topologies/pfs_branch.py --topo branch,subnets=2,phones_per_subnet=4 \\
             --switch lxbr --controller none
@@ -25,26 +25,31 @@ root namespace, and no router has a default route.
 """
 
 import ipaddress
+import os
 import random
 import re
 import string
+import sys
 
 from mininet.node import Node
 from mininet.nodelib import LinuxBridge
 from mininet.topo import Topo
 
-DEFAULT_MODELS = ("CP-7961G", "CP-7941G", "CP-7960G")
+# pfslab's site (phones, address plan) is pure Python: importable from the checkout even under
+# Debian's /usr/bin/python3 that `mn` runs on
+# (`mn --custom` exec()s this file without __file__; the code object still knows its file)
+_HERE = globals().get("__file__") or sys._getframe().f_code.co_filename
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(_HERE))))
+from pfslab.site import Site  # noqa: E402
+
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,5}$")
 
-HQ_NET = ipaddress.ip_network("10.0.0.0/24")
+HQ_NET = "10.0.0.0/24"
 HQ_ROUTER_IP = "10.0.0.1"
 TFTP_IP = "10.0.0.10"
-WAN_NET = ipaddress.ip_network("10.254.0.0/30")
 WAN_HQ_IP = "10.254.0.1"
 WAN_BRANCH_IP = "10.254.0.2"
 
-#: first host number of the phones in a subnet (.1 is the branch router)
-PHONE_HOST_BASE = 10
 #: a Linux bridge takes at most 1024 ports; one is the router's
 MAX_PHONES_PER_SUBNET = 1000
 
@@ -62,28 +67,19 @@ def check_prefix(prefix):
     return prefix
 
 
-def split_models(models):
-    """'CP-7961G+CP-7941G' / 'A,B' / 'A:B' / ['A', 'B'] -> ['A', 'B']."""
-    if models is None:
-        return list(DEFAULT_MODELS)
-    if isinstance(models, str):
-        models = re.split(r"[+,:\s]+", models.strip())
-    models = [str(m).strip() for m in models if str(m).strip()]
-    if not models:
-        raise ValueError("models: give at least one phone model, e.g. CP-7961G")
-    return models
+class LabBridge(LinuxBridge):
+    """A Linux bridge that turns bridge netfilter off (bridge-nf-call-{arp,ip,ip6}tables = 0,
+    which exist once br_netfilter is loaded) before Mininet checks it, so bridged frames are
+    not filtered and Mininet has nothing to warn about."""
 
-
-def subnet_network(k, phones_per_subnet):
-    """Remote subnet k (1-based): 10.1.k.0/24 while the phones fit, else 10.(100+k).0.0/16."""
-    if PHONE_HOST_BASE + phones_per_subnet <= 254:
-        return ipaddress.ip_network("10.1.%d.0/24" % k)
-    return ipaddress.ip_network("10.%d.0.0/16" % (100 + k))
-
-
-def phone_mac(k, j):
-    """Locally administered, deterministic: 02:50:46 ('PF') : subnet : position (16 bits)."""
-    return "02:50:46:%02x:%02x:%02x" % (k, (j >> 8) & 0xFF, j & 0xFF)
+    @classmethod
+    def setup(cls):
+        for table in ("arp", "ip", "ip6"):
+            path = "/proc/sys/net/bridge/bridge-nf-call-%stables" % table
+            if os.path.exists(path):
+                with open(path, "w") as f:
+                    f.write("0")
+        LinuxBridge.setup()
 
 
 class LabHost(Node):
@@ -130,41 +126,38 @@ class BranchTopo(Topo):
                          CP-7961G, CP-7941G, CP-7960G); a string may use + , or : between models
       layout             explicit models instead: one list of models per subnet
                          (phones_per_subnet and subnets are then taken from it)
+      site               a pfslab.site.Site instead of all the above (what `pfslab lab` passes)
       prefix             run-unique name prefix (default: a fresh random one)
 
-    After construction, `self.phones` lists each phone: name, ip, mac, subnet (1-based),
-    model, broadcast, prefixlen, gateway, intf; `self.info` holds the rest of the plan.
+    After construction, `self.site` is the Site (its phones are pfslab.site.PhoneSpec),
+    `self.hosts_of` maps a phone's name to its Mininet host name, and `self.info` holds the
+    rest of the plan.
     """
 
-    def build(self, subnets=2, phones_per_subnet=4, models=None, layout=None, prefix=None):
+    def build(self, subnets=2, phones_per_subnet=4, models=None, layout=None, site=None,
+              prefix=None):
         P = check_prefix(prefix if prefix is not None else random_prefix())
-        if layout is not None:
-            layout = [split_models(row) for row in layout]
-            subnets = len(layout)
-        else:
-            subnets, phones_per_subnet = int(subnets), int(phones_per_subnet)
-            mlist = split_models(models)
-            layout = [[mlist[j % len(mlist)] for j in range(phones_per_subnet)]
-                      for _ in range(subnets)]
-        if not 1 <= subnets <= 99:
-            raise ValueError("subnets: 1..99, not %r" % (subnets,))
-        widest = max(len(row) for row in layout)
-        if widest > MAX_PHONES_PER_SUBNET:
+        if site is None:
+            site = Site.branch(subnets, phones_per_subnet, models, layout=layout)
+        per_subnet = {}
+        for ph in site.phones:
+            per_subnet.setdefault(ph.subnet, []).append(ph)
+        if max(len(v) for v in per_subnet.values()) > MAX_PHONES_PER_SUBNET:
             raise ValueError("phones_per_subnet: at most %d (a Linux bridge takes 1024 ports)"
                              % MAX_PHONES_PER_SUBNET)
-        if sum(len(row) for row in layout) > 9999:
+        if len(site.phones) > 9999:
             raise ValueError("at most 9999 phones in one lab")
 
         self.prefix = P
-        self.phones = []
+        self.site = site
+        self.hosts_of = {}
         rh, rb, hq = P + "RH", P + "RB", P + "HQ"
-        subnet_nets = [subnet_network(k, max(widest, 1)) for k in range(1, subnets + 1)]
 
         # HQ side
-        s0 = self.addSwitch(P + "S0", cls=LinuxBridge)
+        s0 = self.addSwitch(P + "S0", cls=LabBridge)
         self.addNode(rh, cls=LabRouter, ip=None,
-                     routes=[(str(n), WAN_BRANCH_IP) for n in subnet_nets])
-        self.addNode(rb, cls=LabRouter, ip=None, routes=[(str(HQ_NET), WAN_HQ_IP)])
+                     routes=[(n, WAN_BRANCH_IP) for n in site.networks])
+        self.addNode(rb, cls=LabRouter, ip=None, routes=[(HQ_NET, WAN_HQ_IP)])
         self.addHost(hq, cls=LabHost, ip="%s/24" % TFTP_IP, mac="02:50:46:00:00:0a",
                      defaultRoute="via " + HQ_ROUTER_IP)
         self.addLink(hq, s0, intfName1=hq + "-0", intfName2=s0 + "-hq")
@@ -180,31 +173,28 @@ class BranchTopo(Topo):
                      "branch_router": rb, "hq_wan_intf": rh + "-w", "branch_wan_intf": rb + "-w",
                      "hq_switch": s0, "subnets": []}
         index = 0
-        for k, (net, row) in enumerate(zip(subnet_nets, layout), start=1):
-            sw = self.addSwitch("%sS%d" % (P, k), cls=LinuxBridge)
-            gw = str(net.network_address + 1)
+        for k, net in enumerate(site.networks, start=1):
+            sw = self.addSwitch("%sS%d" % (P, k), cls=LabBridge)
+            plen = ipaddress.ip_network(net).prefixlen
+            gw = str(ipaddress.ip_network(net).network_address + 1)
             self.addLink(rb, sw, intfName1="%s-%d" % (rb, k), intfName2="%s-r" % sw,
-                         params1={"ip": "%s/%d" % (gw, net.prefixlen)},
+                         params1={"ip": "%s/%d" % (gw, plen)},
                          addr1="02:50:46:%02x:ff:01" % k)
             self.info["subnets"].append({
-                "index": k, "switch": sw, "network": str(net), "gateway": gw,
-                "broadcast": str(net.broadcast_address), "router_intf": "%s-%d" % (rb, k)})
-            for j, model in enumerate(row):
+                "index": k, "switch": sw, "network": net, "gateway": gw,
+                "broadcast": per_subnet[k][0].broadcast, "router_intf": "%s-%d" % (rb, k)})
+            for j, ph in enumerate(per_subnet[k]):
                 index += 1
                 name = "%sP%d" % (P, index)
-                ip = str(net.network_address + PHONE_HOST_BASE + j)
-                mac = phone_mac(k, j)
-                self.addHost(name, cls=LabHost, ip="%s/%d" % (ip, net.prefixlen), mac=mac,
+                self.hosts_of[ph.name] = name
+                self.addHost(name, cls=LabHost, ip="%s/%d" % (ph.ip, plen), mac=ph.mac,
                              defaultRoute="via " + gw)
                 self.addLink(name, sw, intfName1=name + "-0", intfName2="%s-%d" % (sw, j))
-                self.phones.append({
-                    "name": name, "label": "p%d-%d" % (k, j + 1), "ip": ip, "mac": mac, "subnet": k, "model": model,
-                    "broadcast": str(net.broadcast_address), "prefixlen": net.prefixlen,
-                    "gateway": gw, "intf": name + "-0"})
 
 
 class SmallTopo(BranchTopo):
-    """The lab tests' net: 2 subnets x 2 phones (CP-7961G, CP-7960G) (drawing: BranchTopo)."""
+    """2 subnets x 2 phones (CP-7961G, CP-7960G) for `mn` (drawing: BranchTopo); given a
+    `site` (as `pfslab lab --topo small` gives it), the site's phones."""
 
     def build(self, prefix=None, **kw):
         kw.setdefault("subnets", 2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import os
@@ -18,6 +19,7 @@ import sys
 
 from ..errors import UserError
 from ..protocol.phone import Timers
+from ..settings import BLKSIZE
 from .driver import Agent, AgentPhone, Fault
 
 _FIELDS = ("name", "ip", "mac", "model", "broadcast")
@@ -25,26 +27,37 @@ _FIELDS = ("name", "ip", "mac", "model", "broadcast")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="how", metavar="many|one", required=True)
-    m = sub.add_parser("many", help="many phones in one process, from a spec file")
+    m = sub.add_parser("many", help="many phones in one process, from a spec file",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example: pfslab phone many pcaps/RUN/pfs/agent-spec.json")
     m.add_argument("spec", help="JSON: {server, seed, log_dir, timeout_s, phones: [...]}")
-    m.add_argument("--results", help="write the per-phone results here (JSON)")
-    o = sub.add_parser("one", help="one phone in the current network namespace")
+    m.add_argument("--results", help="write the per-phone results here (JSON; default: none)")
+    o = sub.add_parser("one", help="one phone in the current network namespace",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example: mininet> p1 pfslab phone one --name p1-1 --ip 10.1.1.10 "
+                              "--mac 02:50:46:01:00:00 --model CP-7961G --broadcast 10.1.1.255 "
+                              "--server 10.0.0.10")
     for f in _FIELDS:
         o.add_argument(f"--{f}", required=True)
+    o.add_argument("--subnet", type=int, default=0, help="its subnet number (default: 0)")
     o.add_argument("--server", required=True, help="the HQ TFTP server's address")
-    o.add_argument("--seed", type=int, default=1)
-    o.add_argument("--log-dir", default=".")
-    o.add_argument("--timeout", type=float, default=900.0)
-    o.add_argument("--results")
+    o.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    o.add_argument("--log-dir", default=".", help="its log goes here (default: .)")
+    o.add_argument("--timeout", type=float, default=900.0,
+                   help="give up after S seconds (default: 900.0)", metavar="S")
+    o.add_argument("--results", help="write its result here (JSON; default: none)")
     for q in (m, o):
-        q.add_argument("--blksize", type=int, default=None, help="TFTP blksize to ask for")
+        q.add_argument("--blksize", type=int, default=None,
+                       help=f"TFTP blksize to ask for (default: the spec's, else {BLKSIZE})")
         q.add_argument("--stagger", type=float, default=None,
-                       help="seconds between phone resets (0: all at once)")
+                       help="seconds between phone resets (default: the spec's, else 0: all "
+                            "at once)")
 
 
 def _spec_phones(raw: dict) -> list[AgentPhone]:
+    names = {f.name for f in dataclasses.fields(AgentPhone)}
     try:
-        phones = [AgentPhone(**{k: p[k] for k in (*_FIELDS, "subnet", "netns", "host") if k in p})
+        phones = [AgentPhone(**{k: v for k, v in p.items() if k in names})
                   for p in raw["phones"]]
         for ph in phones:
             ipaddress.IPv4Address(ph.ip)
@@ -65,7 +78,7 @@ def run(args) -> int:
         server = raw.get("server")
         seed, log_dir = raw.get("seed", 1), raw.get("log_dir")
         timeout = float(raw.get("timeout_s", 900))
-        blksize = args.blksize or raw.get("blksize", 1428)
+        blksize = args.blksize or raw.get("blksize", BLKSIZE)
         stagger = args.stagger if args.stagger is not None else raw.get("stagger", 0.0)
         timers = Timers(**raw["timers"]) if raw.get("timers") else None
         try:
@@ -73,9 +86,9 @@ def run(args) -> int:
         except TypeError as e:
             raise UserError(f"bad fault in agent spec: {e}") from None
     else:
-        phones = [AgentPhone(**{f: getattr(args, f) for f in _FIELDS})]
+        phones = [AgentPhone(**{f: getattr(args, f) for f in _FIELDS}, subnet=args.subnet)]
         server, seed, log_dir, timeout = args.server, args.seed, args.log_dir, args.timeout
-        blksize, stagger, timers, faults = args.blksize or 1428, 0.0, None, []
+        blksize, stagger, timers, faults = args.blksize or BLKSIZE, 0.0, None, []
     if not server:
         raise UserError("no TFTP server address (spec field 'server' or --server)")
     if log_dir:

@@ -10,7 +10,6 @@ Never imports Scapy (a phone agent must stay light: 1000 phones on 2 cores).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import resource
 import socket
@@ -22,21 +21,16 @@ from ..protocol.codec import PORT
 from ..protocol.logs import LogRecord, render
 from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Installed, Phone,
                               PhoneId, Send, Timers, Write)
+from ..site import PhoneSpec
 from . import netns as ns
 from .tftp import TftpError, tftp_get
 
 
 @dataclass(frozen=True)
-class AgentPhone:
-    """One phone as the lab describes it (the agent's spec file holds a list of these)."""
-    name: str
-    ip: str
-    mac: str
-    model: str
-    broadcast: str
-    subnet: int = 0
-    netns: str | None = None   # /proc/<pid>/ns/net of the phone's host; None: this namespace
-    host: str | None = None    # the Mininet host it runs in (for people; unused here)
+class AgentPhone(PhoneSpec):
+    """A site's phone (pfslab.site.PhoneSpec) plus the one thing the agent adds: the network
+    namespace it runs in (/proc/<pid>/ns/net of its host; None: this namespace)."""
+    netns: str | None = None
 
 
 @dataclass(frozen=True)
@@ -386,8 +380,3 @@ def _raise_fd_limit(want: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(want, soft), hard), hard))
-
-
-def load_spec(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)

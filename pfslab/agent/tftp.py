@@ -8,7 +8,7 @@
 - block numbers wrap past 65535 (to 0, as tftpd-hpa and atftpd do; a server that wraps to 1 is
   followed too).
 
-Three layers, so that each can be tested (and reused by the simulator) on its own:
+Three layers, so that each can be tested on its own (the simulator models TFTP itself):
 
 1. packet codec: small pure functions (:func:`encode_rrq`, :func:`decode`, ...). Decoding
    untrusted bytes raises :class:`TftpPacketError` and nothing else;

@@ -24,9 +24,12 @@ QUICK = {"bw": ["512kbit", "2mbit"], "delay": ["25ms", "75ms"]}
 
 def measure_one(bw: str, delay: str, loss: str = "0%", seconds: float = 4.0,
                 emulation: str = "auto") -> dict:
+    from pfslab.settings import Settings
+    from pfslab.site import Site
+
     from .net import LabNet
-    with LabNet("branch", topo_args={"subnets": 1, "phones_per_subnet": 1},
-                wan_bw=bw, wan_delay=delay, wan_loss=loss, wan_emulation=emulation,
+    with LabNet(Site.branch(1, 1), Settings(wan_bw=bw, wan_delay=delay, wan_loss=loss,
+                                            wan_emulation=emulation),
                 capture=False, tftp=False, out_dir=None) as net:
         phone, hq = net.phones[0].netns, net.node_netns(net.info["hq"])
         rtt = summary(udp_rtt(phone, hq, net.hq_ip, n=20))

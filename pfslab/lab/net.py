@@ -1,9 +1,9 @@
 """`LabNet`: one lab run's network, from topology to teardown.
 
-    with LabNet(topo="branch", topo_args={"subnets": 2, "phones_per_subnet": 4},
-                wan_bw="512kbit", wan_delay="75ms", wan_loss="0.5%", out_dir="pcaps/x") as net:
-        net.tftp.add_files({...})               # serve the rendered load sets and configs
-        spec = net.agent_spec(mode="pfs", seed=1, log_dir=..., timeout_s=600)
+    settings = Settings(wan_bw="384kbit", wan_delay="75ms", wan_loss="0.5%")
+    site = settings.site()                      # or Site.branch(2, 4)
+    with LabNet(site, settings, out_dir="pcaps/x", tftp_files=site.files("pfs")) as net:
+        net.phones                              # [LabPhone: a PhoneSpec + host, netns]
         ...                                     # run the agent (net.track(popen, "agent"))
         net.tftp_requests()                     # [{"client", "file", "time", "event"}, ...]
 
@@ -23,7 +23,6 @@ import dataclasses
 import datetime
 import glob
 import importlib.util
-import json
 import os
 import shutil
 import signal
@@ -33,6 +32,9 @@ import threading
 import time
 
 from pfslab.errors import UserError
+from pfslab.results import give_to_sudo_user
+from pfslab.settings import Settings
+from pfslab.site import PhoneSpec, Site
 
 from . import clean, records
 from .capture import Captures, add_mirror, set_ipv6
@@ -48,26 +50,17 @@ LAB_BINARIES = ("mnexec", "brctl", "tcpdump", "in.tftpd", "iptables", "nsenter",
                 "mount", "ip")
 
 
-@dataclasses.dataclass
-class Phone:
-    name: str
-    ip: str
-    mac: str
-    model: str
-    subnet: int
-    broadcast: str
-    netns: str           # /proc/<pid of the Mininet host's shell>/ns/net
-    pid: int
-    gateway: str = ""
-    prefixlen: int = 24
-    intf: str = ""
-    label: str = ""      # the phone's name in logs and results (p<subnet>-<n>); no prefix
+@dataclasses.dataclass(frozen=True)
+class LabPhone(PhoneSpec):
+    """A site's phone in this lab: plus its Mininet host and that host's network namespace."""
+    host: str = ""
+    netns: str = ""      # /proc/<pid of the Mininet host's shell>/ns/net
 
-    def spec(self) -> dict:
-        """The fields the phone agent needs (SPEC.json's phones[])."""
-        return {"name": self.label or self.name, "host": self.name, "ip": self.ip,
-                "mac": self.mac, "model": self.model,
-                "subnet": self.subnet, "broadcast": self.broadcast, "netns": self.netns}
+    def agent_entry(self) -> dict:
+        """SPEC.json's phones[]: the PhoneSpec's fields plus the namespace."""
+        d = dataclasses.asdict(self)
+        del d["host"]
+        return d
 
 
 # ---------------------------------------------------------------- topologies
@@ -125,10 +118,10 @@ def resolve_topology(topo: str) -> type:
     return known[topo][1]
 
 
-def build_topology(topo, prefix: str, topo_args: dict | None):
-    """A Topo instance with this run's prefix (validated: names, phones)."""
+def build_topology(topo, prefix: str, site: Site):
+    """A Topo instance of this site with this run's prefix (validated: names, phones)."""
     cls = resolve_topology(topo) if isinstance(topo, str) else topo
-    kwargs = {k: v for k, v in (topo_args or {}).items() if v is not None}
+    kwargs = {"site": site}
     try:
         t = cls(prefix=prefix, **kwargs)
     except TypeError as e:
@@ -136,8 +129,8 @@ def build_topology(topo, prefix: str, topo_args: dict | None):
                         f"parameters {sorted(kwargs)}: {e}")
     except ValueError as e:
         raise UserError(f"topology parameters: {e}")
-    if not hasattr(t, "phones") or not hasattr(t, "info"):
-        raise UserError(f"topology {cls.__name__} lacks .phones/.info "
+    if not hasattr(t, "hosts_of") or not hasattr(t, "info"):
+        raise UserError(f"topology {cls.__name__} lacks .hosts_of/.info "
                         "(derive it from topologies/pfs_branch.py's BranchTopo)")
     pat = name_pattern(prefix)
     bad = [n for n in t.nodes() if not pat.match(n)]
@@ -151,47 +144,42 @@ def build_topology(topo, prefix: str, topo_args: dict | None):
 class LabNet:
     """See the module docstring. Attributes once entered:
 
-    run_id, prefix, out_dir, phones (list[Phone]), hq (Mininet host), hq_ip, mn (the Mininet
-    object), wan (Wan; .describe()), tftp (TftpServer), captures (label -> pcap path),
-    tftp_log (path), info (the topology's plan), record (RunRecord).
+    run_id, prefix, out_dir, site, settings, phones (list[LabPhone], the site's order),
+    hq (Mininet host), hq_ip, mn (the Mininet object), wan (Wan; .describe()), tftp
+    (TftpServer), captures (label -> pcap path), tftp_log (path), info (the topology's plan),
+    record (RunRecord).
     """
 
-    def __init__(self, topo="branch", topo_args: dict | None = None, *,
-                 wan_bw="512kbit", wan_delay="75ms", wan_loss="0%", wan_emulation="auto",
-                 wan_queue_s: float = 1.0, seed: int = 1, out_dir: str | None = None,
-                 run_id: str | None = None, prefix: str | None = None, capture: bool = True,
-                 tftp: bool = True, tftp_args=(), tftp_files: dict | None = None,
-                 keep_tftp_root: bool = False, handle_signals: bool = True,
-                 mininet_log: str = "warning", log=None):
+    def __init__(self, site: Site, settings: Settings | None = None, *,
+                 out_dir: str | None = None, prefix: str | None = None,
+                 run_id: str | None = None, capture: bool = True, tftp: bool = True,
+                 tftp_files: dict | None = None, keep_tftp_root: bool = False,
+                 handle_signals: bool = True, log=None):
         # validate everything before touching the machine
         require_root()
         require_binaries(*LAB_BINARIES)
-        self.wan_settings = WanSettings.parse(wan_bw, wan_delay, wan_loss, wan_queue_s)
-        if wan_emulation not in ("auto", "netem", "nfqueue"):
-            raise UserError(f"bad WAN emulation {wan_emulation!r}: auto, netem or nfqueue")
+        self.site = site
+        self.settings = settings = settings or Settings()
+        bw, delay, loss = settings.wan()
+        self.wan_settings = WanSettings(bw, delay, loss)
         self.prefix = prefix or new_prefix()
-        self.topo = build_topology(topo, self.prefix, topo_args)
-        self.wan_emulation = wan_emulation
-        self.seed = int(seed)
+        self.topo = build_topology(settings.topo, self.prefix, site)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_id = run_id or f"{stamp}-{self.prefix}"
         self.out_dir = os.path.abspath(out_dir or os.path.join(REPO_ROOT, "pcaps", self.run_id))
         self.capture_enabled = capture
         self.tftp_enabled = tftp
-        self.tftp_args = list(tftp_args)
         self.tftp_files = tftp_files or {}
         self.keep_tftp_root = keep_tftp_root
         self.handle_signals = handle_signals
-        self.mininet_log = mininet_log
         self.log = log or (lambda msg: None)
         self.info = self.topo.info
         self.hq_ip = self.info["hq_ip"]
         self.run_dir = os.path.join(records.RECORD_DIR, f"{self.run_id}.d")
         self.tftp_root = os.path.join(self.out_dir, "tftproot")
         self.tftp_log = os.path.join(self.out_dir, "tftpd.log")
-        self.phones: list[Phone] = []
+        self.phones: list[LabPhone] = []
         self.captures: dict[str, str] = {}
-        self.capture_summary: dict = {}
         self.mn = None
         self.hq = None
         self.record: RunRecord | None = None
@@ -201,7 +189,6 @@ class LabNet:
         self._dummies: list[str] = []
         self._tracked: list[tuple[subprocess.Popen, str]] = []
         self._old_handlers: dict = {}
-        self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------ public helpers
     def track(self, proc: subprocess.Popen, what: str, group: bool = False) -> None:
@@ -209,38 +196,24 @@ class LabNet:
         self._tracked.append((proc, what))
         self.record.add_pid(proc.pid, what, group=group)
 
-    def agent_spec(self, mode: str, seed: int | None = None, log_dir: str | None = None,
-                   timeout_s: float = 600, **extra) -> dict:
-        spec = {"server": self.hq_ip, "mode": mode,
-                "seed": self.seed if seed is None else seed,
-                "log_dir": log_dir or os.path.join(self.out_dir, "logs"),
-                "timeout_s": timeout_s, "phones": [p.spec() for p in self.phones]}
-        spec.update(extra)
-        return spec
-
-    def write_spec(self, path: str, **kw) -> str:
-        with open(path, "w") as f:
-            json.dump(self.agent_spec(**kw), f, indent=1)
-        return path
+    def agent_phones(self) -> list[dict]:
+        return [p.agent_entry() for p in self.phones]
 
     def tftp_requests(self) -> list[dict]:
         return self.tftp.requests() if self.tftp else []
 
-    def host(self, name: str):
-        return self.mn.get(name)
-
     def node_netns(self, name: str) -> str:
         return netns_path(self.mn.get(name).pid)
 
-    def describe(self) -> dict:
-        return {"run_id": self.run_id, "prefix": self.prefix, "out_dir": self.out_dir,
-                "wan": self.wan.describe() if self.wan else self.wan_settings.as_dict(),
-                "captures": self.captures, "tftp_log": self.tftp_log,
-                "phones": [dataclasses.asdict(p) for p in self.phones], "timings": self.timings}
-
     def cli(self):
+        """The Mininet CLI, its commands' output shown (the lab keeps Mininet's log quiet)."""
         from mininet.cli import CLI
-        CLI(self.mn)
+        from mininet.log import setLogLevel
+        setLogLevel("output")
+        try:
+            CLI(self.mn)
+        finally:
+            setLogLevel("warning")
 
     # ------------------------------------------------------------ setup
     def __enter__(self) -> "LabNet":
@@ -262,7 +235,6 @@ class LabNet:
 
     def _step(self, name: str, t0: float) -> float:
         t = time.monotonic()
-        self.timings[name] = round(t - t0, 3)
         self.log(f"{name}: {t - t0:.1f}s")
         return t
 
@@ -277,8 +249,15 @@ class LabNet:
         from mininet.node import Host  # noqa: F401  (mininet import check)
         from mininet.nodelib import LinuxBridge
 
-        setLogLevel(self.mininet_log)
+        setLogLevel("warning")
         t = time.monotonic()
+        # bridges: no netfilter on bridged frames, set before Mininet checks it (the sysctls
+        # exist once br_netfilter loads; topologies/pfs_branch.py's LabBridge does the same)
+        for table in ("arp", "ip", "ip6"):
+            p = f"/proc/sys/net/bridge/bridge-nf-call-{table}tables"
+            if os.path.exists(p):
+                with open(p, "w") as f:
+                    f.write("0")
         self.mn = Mininet(topo=self.topo, switch=LinuxBridge, controller=None, build=False,
                           autoSetMacs=False, autoStaticArp=False, waitConnected=False)
         self.mn.build()
@@ -286,12 +265,6 @@ class LabNet:
         self.mn.start()
         t = self._step("build", t)
 
-        # bridges: no netfilter on bridged frames (the sysctls exist once br_netfilter loads)
-        for table in ("arp", "ip", "ip6"):
-            p = f"/proc/sys/net/bridge/bridge-nf-call-{table}tables"
-            if os.path.exists(p):
-                with open(p, "w") as f:
-                    f.write("0")
         root_names = []
         for sw in self.mn.switches:
             root_names.append(sw.name)
@@ -305,22 +278,16 @@ class LabNet:
         t = self._step("offload", t)
 
         self.hq = self.mn.get(self.info["hq"])
-        byname = {p["name"]: p for p in self.topo.phones}
-        for h in self.mn.hosts:
-            p = byname.get(h.name)
-            if p:
-                self.phones.append(Phone(
-                    name=p["name"], ip=p["ip"], mac=p["mac"], model=p["model"],
-                    subnet=p["subnet"], broadcast=p["broadcast"], netns=netns_path(h.pid),
-                    pid=h.pid, gateway=p.get("gateway", ""), prefixlen=p.get("prefixlen", 24),
-                    intf=p.get("intf", ""), label=p.get("label", "")))
-        order = {p["name"]: i for i, p in enumerate(self.topo.phones)}
-        self.phones.sort(key=lambda ph: order[ph.name])
+        for ph in self.site.phones:
+            host = self.topo.hosts_of[ph.name]
+            self.phones.append(LabPhone(**vars(ph), host=host,
+                                        netns=netns_path(self.mn.get(host).pid)))
 
         rh, rb = self.mn.get(self.info["hq_router"]), self.mn.get(self.info["branch_router"])
         self.wan = Wan(self.wan_settings, rh.pid, self.info["hq_wan_intf"], rb.pid,
-                       self.info["branch_wan_intf"], seed=self.seed,
-                       emulation=self.wan_emulation, record=self.record, log_dir=self.out_dir)
+                       self.info["branch_wan_intf"], seed=self.settings.seed,
+                       emulation=self.settings.wan_emulation, record=self.record,
+                       log_dir=self.out_dir)
         self.wan.start()
         self.record.set(wan=self.wan.describe())
         t = self._step(f"wan ({self.wan.emulation})", t)
@@ -344,7 +311,9 @@ class LabNet:
         if self.tftp_enabled:
             os.makedirs(self.run_dir, exist_ok=True)
             self.tftp = TftpServer(self.hq.pid, self.tftp_root, self.tftp_log, self.run_dir,
-                                   self.hq_ip, self.tftp_args, self.record)
+                                   self.hq_ip,
+                                   [a for o in self.settings.tftp_refuse for a in ("--refuse", o)],
+                                   self.record)
             self.tftp.add_files(self.tftp_files)
             self.tftp.start()
             t = self._step("tftpd", t)
@@ -376,7 +345,7 @@ class LabNet:
             if self.wan:
                 step("wan", self.wan.stop)
             if self._captures:
-                step("captures", lambda: self.capture_summary.update(self._captures.stop()))
+                step("captures", self._captures.stop)
             if self.mn is not None:
                 step("mininet", self.mn.stop)
             if self.record:
@@ -419,13 +388,5 @@ class LabNet:
         self._tracked = []
 
     def _chown_out(self) -> None:
-        """Under sudo, give the run's output to the user who ran it."""
-        uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
-        if not uid or not os.path.isdir(self.out_dir):
-            return
-        for dirpath, dirnames, filenames in os.walk(self.out_dir):
-            for n in [dirpath] + [os.path.join(dirpath, f) for f in dirnames + filenames]:
-                try:
-                    os.lchown(n, int(uid), int(gid or uid))
-                except OSError:
-                    pass
+        if os.path.isdir(self.out_dir):
+            give_to_sudo_user(self.out_dir)

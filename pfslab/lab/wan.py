@@ -17,34 +17,32 @@ import os
 import select
 import subprocess
 import sys
-import time
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from pfslab.errors import UserError
+from pfslab.results import wan_dict
 
 from .nsutil import iproute_in, netns_path, ns_argv, require_binaries
-from .units import format_bandwidth, parse_bandwidth, parse_delay, parse_loss
+from .units import parse_bandwidth, parse_delay, parse_loss
 
 QUEUE_NUM = 0  # NFQUEUE numbers are per network namespace: no clash between runs
 
 
 @dataclasses.dataclass
 class WanSettings:
-    bw_bps: int | None = 512_000
+    bw_bps: int | None = 384_000
     delay_s: float = 0.075
     loss: float = 0.0
     queue_s: float = 1.0  # TBF queue: how much traffic (in seconds at the rate) may wait
 
     @classmethod
-    def parse(cls, bw="512kbit", delay="75ms", loss="0%", queue_s: float = 1.0) -> "WanSettings":
+    def parse(cls, bw="384kbit", delay="75ms", loss="0%", queue_s: float = 1.0) -> "WanSettings":
         return cls(parse_bandwidth(bw), parse_delay(delay), parse_loss(loss), float(queue_s))
 
     def as_dict(self) -> dict:
-        return {"bw": format_bandwidth(self.bw_bps), "bw_bps": self.bw_bps,
-                "delay": f"{self.delay_s * 1000:g}ms", "delay_s": self.delay_s,
-                "loss": f"{self.loss * 100:g}%", "loss_ratio": self.loss}
+        return wan_dict(self.bw_bps, self.delay_s, self.loss)
 
 
 def _tbf_params(bw_bps: int, queue_s: float) -> dict:

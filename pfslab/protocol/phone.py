@@ -356,12 +356,21 @@ class Phone:
                 comps[c.name] = ({"source": i.source, "sha256_ok": i.sha256_ok,
                                   "at_s": round(i.t, 3)} if i else None)
         loads = self.installed.get(self.load.loads_file) if self.load is not None else None
+        files = {}
+        for f in sorted(set(self.sessions) | set(self.installed)):
+            i, s = self.installed.get(f), self.sessions.get(f)
+            src = i.source if i else None
+            role = ("root" if s is not None and s.registrar is not None else
+                    "tftp" if src == "tftp" else "child" if src else None)
+            files[f] = {"role": role, "source": src,
+                        "parent": src if role == "child" else None}
         return {"pfs_enabled": self.pfs,
                 "completed": bool(self.completed and self.completed.ok),
                 "completed_at_s": round(self.completed.t, 3) if self.completed else None,
                 "load": self.load.name if self.load else None,
                 "loads_source": loads.source if loads else None,
-                "components": comps}
+                "components": comps,
+                "files": files}     # per file: role root/child/tftp, its source and parent
 
     # ------------------------------------------------------------------ helpers
 

@@ -1,0 +1,158 @@
+"""One mode's results (`results.json`), the same for the lab and the simulator.
+
+:class:`ModeResult` is the one result type; :func:`hierarchies` the one derivation of PFS
+trees from what each phone says it did (``Phone.outcome()["files"]``: role root/child/tftp);
+:func:`pcap_bytes` and :func:`wire_check` the lab's figures and cross-check from its captures.
+The schema is documented in docs/results.md (tests/test_results.py holds the two together).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import struct
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+
+# ---------------------------------------------------------------- trees
+def hierarchies(phones: list[dict]) -> list[dict]:
+    """Per (subnet, model, file) of the PFS phones: the root (the phone that held the
+    registrar) and the parent->child edges, from each phone's ``files``."""
+    groups = defaultdict(lambda: {"roots": [], "tftp": [], "edges": []})
+    for p in phones:
+        if not p.get("pfs_enabled"):
+            continue
+        for f, v in sorted((p.get("files") or {}).items()):
+            g = groups[(p["subnet"], p["model"], f)]
+            if v.get("role") == "root":
+                g["roots"].append(p["ip"])
+            if v.get("source") == "tftp":
+                g["tftp"].append(p["ip"])
+            elif v.get("parent"):
+                g["edges"].append([v["parent"], p["ip"]])
+    return [{"subnet": s, "model": m, "file": f,
+             "root": g["roots"][0] if g["roots"] else None,
+             "edges": g["edges"], "tftp_fetchers": g["tftp"]}
+            for (s, m, f), g in sorted(groups.items()) if g["roots"] or g["edges"]]
+
+
+def wan_dict(bw_bps: int | None, delay_s: float, loss: float) -> dict:
+    """results' ``wan``: the settings, as typed and in base units (lab and sim alike)."""
+    from pfslab.lab.units import format_bandwidth
+    return {"bw": format_bandwidth(bw_bps), "bw_bps": bw_bps, "delay": f"{delay_s * 1000:g}ms",
+            "delay_s": delay_s, "loss": f"{loss * 100:g}%", "loss_ratio": loss}
+
+
+# ---------------------------------------------------------------- the lab's figures
+def pcap_bytes(path: str) -> tuple[int, int]:
+    """(frames, bytes on the wire) of a classic pcap file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+            if len(head) < 24:
+                return 0, 0
+            e = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+            n = total = 0
+            while True:
+                rec = f.read(16)
+                if len(rec) < 16:
+                    break
+                _, _, incl, orig = struct.unpack(e + "IIII", rec)
+                f.seek(incl, 1)
+                n += 1
+                total += orig
+            return n, total
+    except FileNotFoundError:
+        return 0, 0
+
+
+def wire_check(out: str, agent_hier: list[dict], tftp_log: list[dict]) -> dict:
+    """``hierarchies`` from the mode's pcaps (``pfslab decode``), and ``wire_check``: how
+    they compare with the agents' account, and the RRQs in wan.pcap with tftpd's log. Falls
+    back to the agents' account if decoding fails."""
+    try:
+        from pfslab.dissect.decode import (compare_hierarchies, compare_tftp, decode_paths,
+                                           lab_hierarchies)
+        rep = decode_paths([out])
+        wire = lab_hierarchies(rep)
+        check = {"hierarchies_vs_agents": compare_hierarchies(wire, agent_hier),
+                 "tftp_vs_log": compare_tftp(rep, tftp_log),
+                 "malformed": rep["malformed"], "unreadable_pcaps": rep["errors"]}
+    except Exception as e:  # noqa: BLE001 - results must still be written
+        return {"hierarchies": agent_hier, "hierarchies_source": f"agents (decode failed: {e})"}
+    return {"hierarchies": wire, "hierarchies_source": "wire", "wire_check": check}
+
+
+def tftp_requests_since(log: list[dict], t0: float) -> list[dict]:
+    """in.tftpd's RRQs as results' ``tftp_requests`` (t: seconds after t0)."""
+    out = []
+    for r in log:
+        if r.get("event") != "RRQ":
+            continue
+        try:
+            t = datetime.datetime.fromisoformat(r["time"]).timestamp() - t0
+        except (KeyError, ValueError):
+            t = None
+        out.append({"client": r["client"], "file": r["file"],
+                    "t": round(t, 3) if t is not None else None})
+    return out
+
+
+# ---------------------------------------------------------------- one mode
+@dataclass
+class ModeResult:
+    """One mode's results; ``to_dict()`` is one entry of results.json (docs/results.md)."""
+    mode: str
+    wan: dict
+    phones: list[dict]
+    tftp_requests: list[dict]
+    wan_bytes: int | None
+    hierarchies: list[dict] = field(default_factory=list)
+    hierarchies_source: str = "agents"
+    wan_frames: int | None = None
+    run_id: str | None = None
+    out_dir: str | None = None
+    agent_exit: int | None = None
+    wire_check: dict | None = None
+
+    @property
+    def makespan_s(self) -> float | None:
+        done = [p["completed_at_s"] for p in self.phones if p.get("completed_at_s") is not None]
+        return round(max(done), 3) if done else None
+
+    @property
+    def completed(self) -> int:
+        return sum(1 for p in self.phones if p.get("completed"))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if d["wire_check"] is None:
+            del d["wire_check"]
+        return {**d, "makespan_s": self.makespan_s, "completed": self.completed,
+                "total": len(self.phones)}
+
+
+def write_results(results: list[dict], path: str) -> str:
+    """results.json: one dict for one mode, a list for several; the file goes to the user."""
+    with open(path, "w") as f:
+        json.dump(results if len(results) > 1 else results[0], f, indent=1)
+    give_to_sudo_user(path)
+    return path
+
+
+def give_to_sudo_user(*paths: str) -> None:
+    """Under sudo, hand these files and folders (recursively) to the user who ran it."""
+    uid = os.environ.get("SUDO_UID")
+    if not uid:
+        return
+    gid = int(os.environ.get("SUDO_GID") or uid)
+    for top in paths:
+        walk = os.walk(top) if os.path.isdir(top) else [(top, [], [])]
+        for dirpath, dirs, files in walk:
+            for n in [dirpath] + [os.path.join(dirpath, x) for x in dirs + files]:
+                try:
+                    os.lchown(n, int(uid), gid)
+                except OSError:
+                    pass

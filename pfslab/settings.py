@@ -1,0 +1,215 @@
+"""One run's settings: one table of defaults, the same flags and units for the lab and the sim.
+
+``OPTIONS`` is the table: each option's default, type, metavar and help, and which commands
+take it. ``add_options(parser, command)`` turns it into argparse options whose help shows the
+default; ``Settings.from_args(args)`` builds the object once (validated: one clear line on bad
+input); the bench and the tests build ``Settings(...)`` directly. ``Settings.site()`` makes the
+:class:`pfslab.site.Site`, ``Settings.agent_spec(...)`` the phone agent's spec.
+
+Units: ``--wan-bw`` is a bandwidth as tc writes it (``384kbit``, a bare number is bit/s),
+``--wan-delay`` is ONE WAY (``75ms``, a bare number is ms), ``--wan-loss`` per direction.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+
+from .errors import UserError
+
+#: TFTP blksize the phones ask for (RFC 2348): 1428 fits a 1500-byte Ethernet frame
+BLKSIZE = 1428
+BLKSIZE_RANGE = (8, 65464)
+LEVELS = {"on": True, "off": False, "unset": None}
+
+
+@dataclass(frozen=True)
+class Option:
+    default: object
+    help: str
+    type: type = str
+    metavar: str | None = None
+    choices: tuple | None = None
+    commands: tuple = ("lab", "sim")
+    sim_default: object = None     # the simulator's default where it differs (bigger sites)
+
+
+#: THE table of defaults. 384 kbit/s is where Cisco's 9900 white paper starts calling a link
+#: "low-bandwidth"; the lab's scale keeps both modes within about 2.5 minutes on 2 cores.
+OPTIONS: dict[str, Option] = {
+    "topo": Option("branch", "a name in topologies/ or FILE.py[:NAME]", commands=("lab",)),
+    "subnets": Option(2, "remote subnets", int, "K"),
+    "phones_per_subnet": Option(8, "phones in each subnet", int, "N", sim_default=50),
+    "models": Option("CP-7961G,CP-7941G,CP-7960G", "comma list, cycled in each subnet"),
+    "mode": Option("both", "which upgrade(s) to run", choices=("pfs", "traditional", "both")),
+    "reset": Option("all", "reset all phones at once, or one after another",
+                    choices=("all", "staggered"), commands=("lab",)),
+    "stagger": Option(0.5, "seconds between resets with --reset staggered", float, "S",
+                      commands=("lab",)),
+    "wan_bw": Option("384kbit", "WAN bandwidth (tc units; a bare number is bit/s)",
+                     metavar="BW"),
+    "wan_delay": Option("75ms", "WAN delay, one way (a bare number is ms)", metavar="T"),
+    "wan_loss": Option("0%", "WAN loss per direction", metavar="P", commands=("lab",)),
+    "wan_emulation": Option("auto", "how the WAN delays (auto: netem if the kernel has it)",
+                            choices=("auto", "netem", "nfqueue"), commands=("lab",)),
+    "firmware_scale": Option(0.035, "component sizes x F (1.0: the real 8.1 MB SCCP41 set)",
+                             float, "F", sim_default=0.01),
+    "blksize": Option(BLKSIZE, "TFTP blksize the phones ask for", int, "B"),
+    "tftp_refuse": Option((), "in.tftpd refuses this TFTP option (e.g. blksize); repeatable",
+                          metavar="OPTION", commands=("lab",)),
+    "pfs_enterprise": Option("unset", "enterprise-level PFS setting (pfs mode)",
+                             choices=tuple(LEVELS)),
+    "pfs_profile": Option("on", "common phone profile PFS setting (pfs mode)",
+                          choices=tuple(LEVELS)),
+    "device_pfs_off": Option("", "phone numbers (1-based, across subnets) with PFS off at "
+                                 "device level", metavar="I,J"),
+    "seed": Option(1, "random seed of the phones' timers", int),
+    "timeout": Option(600.0, "give up on an upgrade after S seconds", float, "S",
+                      commands=("lab",)),
+    "fail_parent": Option(None, "pfs mode: S seconds after the reset, a parent that is "
+                                "passing a file on dies (its connections reset; ':silent': it "
+                                "just goes quiet)", metavar="S[:silent]", commands=("lab",)),
+}
+
+
+def default(name: str, command: str = "lab"):
+    o = OPTIONS[name]
+    return o.sim_default if command == "sim" and o.sim_default is not None else o.default
+
+
+def add_options(p: argparse.ArgumentParser, command: str) -> None:
+    """Every option of the table that ``command`` takes, its default in its help."""
+    for name, o in OPTIONS.items():
+        if command not in o.commands:
+            continue
+        flag = "--" + name.replace("_", "-")
+        d = default(name, command)
+        shown = "none" if d in (None, "", ()) else ",".join(d) if isinstance(d, tuple) else d
+        kw = dict(help=f"{o.help} (default: {shown})".replace("%", "%%"), metavar=o.metavar)
+        if isinstance(o.default, tuple):
+            kw.update(action="append", default=[])
+        else:
+            kw.update(default=d, type=o.type)
+        if o.choices:
+            kw.update(choices=o.choices, metavar=None)
+        p.add_argument(flag, **kw)
+
+
+@dataclass
+class Settings:
+    """One run's settings (see the module docstring). Field defaults come from ``OPTIONS``."""
+    topo: str = default("topo")
+    subnets: int = default("subnets")
+    phones_per_subnet: int = default("phones_per_subnet")
+    models: str = default("models")
+    mode: str = default("mode")
+    reset: str = default("reset")
+    stagger: float = default("stagger")
+    wan_bw: str = default("wan_bw")
+    wan_delay: str = default("wan_delay")
+    wan_loss: str = default("wan_loss")
+    wan_emulation: str = default("wan_emulation")
+    firmware_scale: float = default("firmware_scale")
+    blksize: int = default("blksize")
+    tftp_refuse: list = field(default_factory=list)
+    pfs_enterprise: str = default("pfs_enterprise")
+    pfs_profile: str = default("pfs_profile")
+    device_pfs_off: str = default("device_pfs_off")
+    seed: int = default("seed")
+    timeout: float = default("timeout")
+    fail_parent: str | None = default("fail_parent")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Settings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        s = cls(**{k: v for k, v in vars(args).items() if k in names})
+        s.check()
+        return s
+
+    def __post_init__(self):
+        if isinstance(self.models, (list, tuple)):
+            self.models = ",".join(self.models)
+
+    # ------------------------------------------------------------ derived values
+    @property
+    def modes(self) -> list[str]:
+        return ["pfs", "traditional"] if self.mode == "both" else [self.mode]
+
+    def wan(self):
+        """(bits/s or None, one-way delay s, loss ratio)."""
+        from .lab.units import parse_bandwidth, parse_delay, parse_loss
+        return parse_bandwidth(self.wan_bw), parse_delay(self.wan_delay), \
+            parse_loss(self.wan_loss)
+
+    def device_off(self) -> set[int]:
+        try:
+            return {int(x) for x in self.device_pfs_off.split(",") if x.strip()}
+        except ValueError:
+            raise UserError(f"--device-pfs-off {self.device_pfs_off!r}: want phone numbers, "
+                            "e.g. 1,3") from None
+
+    def site(self):
+        from .site import Site, SiteError
+        try:
+            return Site.branch(self.subnets, self.phones_per_subnet, self.models,
+                               device_pfs_off=self.device_off(),
+                               profile=LEVELS[self.pfs_profile],
+                               enterprise=LEVELS[self.pfs_enterprise],
+                               firmware_scale=self.firmware_scale)
+        except SiteError as e:
+            raise UserError(str(e)) from None
+
+    def fault(self) -> dict | None:
+        """'30' or '30:silent' -> the agent spec's fault entry."""
+        if not self.fail_parent:
+            return None
+        after, _, how = self.fail_parent.partition(":")
+        try:
+            t = float(after)
+        except ValueError:
+            t = -1.0
+        if t < 0 or how not in ("", "crash", "silent"):
+            raise UserError(f"--fail-parent {self.fail_parent!r}: want seconds, optionally "
+                            "':silent' (e.g. 30 or 30:silent)")
+        return {"after_s": t, "phone": "auto", "how": how or "crash"}
+
+    def check(self) -> "Settings":
+        """Every setting valid, or one UserError line saying which and how to fix it."""
+        for name, o in OPTIONS.items():
+            if o.choices and getattr(self, name) not in o.choices:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: one of "
+                                f"{', '.join(o.choices)}")
+        for name in ("subnets", "phones_per_subnet"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if not self.firmware_scale > 0:
+            raise UserError("--firmware-scale must be positive")
+        if not BLKSIZE_RANGE[0] <= self.blksize <= BLKSIZE_RANGE[1]:
+            raise UserError(f"--blksize {self.blksize}: {BLKSIZE_RANGE[0]}..{BLKSIZE_RANGE[1]} "
+                            "(RFC 2348)")
+        if not self.timeout > 0:
+            raise UserError("--timeout must be positive")
+        if self.stagger < 0:
+            raise UserError("--stagger must not be negative")
+        self.wan()
+        self.fault()
+        self.site()          # models, counts, device numbers
+        return self
+
+    # ------------------------------------------------------------ the agent's spec
+    def agent_spec(self, server: str, phones: list[dict], log_dir: str, mode: str) -> dict:
+        """SPEC.json of ``pfslab phone many``: phones are PhoneSpec fields plus ``netns``."""
+        spec = {"server": server, "seed": self.seed, "log_dir": log_dir,
+                "timeout_s": self.timeout, "blksize": self.blksize,
+                "stagger": self.stagger if self.reset == "staggered" else 0.0,
+                "phones": phones}
+        f = self.fault()
+        if f and mode == "pfs":
+            spec["faults"] = [f]
+        return spec
+
+
+def deprecated(old: str, new: str) -> None:
+    """The one-line warning of an old flag that still works."""
+    print(f"pfslab: {old} is deprecated; use {new}", file=sys.stderr)
