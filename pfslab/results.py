@@ -116,9 +116,13 @@ class ModeResult:
     out_dir: str | None = None
     agent_exit: int | None = None
     wire_check: dict | None = None
+    truncated: bool = False          # stopped before every phone had ended: no makespan
+    sim: dict | None = None          # the simulator's own figures (pfslab.sim.run.simulate)
 
     @property
     def makespan_s(self) -> float | None:
+        if self.truncated:
+            return None
         done = [p["completed_at_s"] for p in self.phones if p.get("completed_at_s") is not None]
         return round(max(done), 3) if done else None
 

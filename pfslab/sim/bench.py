@@ -26,6 +26,7 @@ import time
 
 from .. import firmware
 from ..protocol.phone import Timers
+from ..site import Site, SiteError
 from . import scenario
 from .wan import OACK_BYTES, OVERHEAD, block_time, blocks_of
 
@@ -72,10 +73,9 @@ def bounds(specs, files: dict, mode: str, *, bps: float, rtt: float, lan_bps: fl
 
 
 def point(n: int, mode: str, wan_model: str, a) -> dict:
-    specs = scenario.phone_specs(a.subnets, n, [a.model])
-    if mode == "traditional":
-        specs = [scenario.PhoneSpec(**{**sp.__dict__, "pfs": False}) for sp in specs]
-    net, phones = scenario.build(specs, scale=a.scale, seed=a.seed, wan_rtt=2 * a.wan_delay,
+    site = Site.branch(a.subnets, n, [a.model], firmware_scale=a.scale)
+    specs = site.phones
+    net, phones = scenario.build(site, mode, seed=a.seed, wan_rtt=2 * a.wan_delay,
                                  wan_bps=a.wan_bw, wan_model=wan_model, payloads=False,
                                  logs=False)
     for p in phones:
@@ -163,8 +163,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         ns = [int(x) for x in a.ns.split(",")]
-        firmware.model_load(a.model)
-    except (ValueError, firmware.FirmwareError) as e:
+        for n in ns:
+            Site.branch(a.subnets, n, [a.model])
+    except (ValueError, SiteError) as e:
         p.exit(2, f"pfslab sim bench: {e}\n")
     os.makedirs(a.out, exist_ok=True)
     rows = []
