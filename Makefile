@@ -19,7 +19,7 @@ LAB_ARGS   ?=
 PYTEST_ARGS ?=
 FUZZ_ARGS  ?= --cases 100000
 
-.PHONY: all deps apt venv test test-fast lab bench bench-scale fuzz wireshark-plugin samples clean-venv help
+.PHONY: all deps apt venv test test-fast lab bench bench-scale bench-sim fuzz wireshark-plugin samples clean-venv help
 
 help:
 	@echo "sudo make lab      run the default lab (PFS vs traditional), captures in pcaps/"
@@ -28,6 +28,7 @@ help:
 	@echo "sudo make bench    WAN check and phones-per-subnet sweep, JSON + PNG in bench/out/"
 	@echo "make fuzz          10^5 hostile cases against each of the four decoders (FUZZ_ARGS)"
 	@echo "sudo make bench-scale   PFS at 100..1000 phones: fidelity, roots, WAN, memory; bench/scale/"
+	@echo "make bench-sim     simulated curve, 1..1000 phones/subnet at full size: bench/sim/"
 	@echo "make wireshark-plugin   install the Lua dissector for Wireshark"
 	@echo "sudo make samples  regenerate pcaps/samples/ (reference captures + golden decodes)"
 
@@ -72,6 +73,8 @@ fuzz: deps
 BENCH_SCALE_ARGS ?=
 bench-scale: deps
 	$(PY) -m pfslab.bench_scale --out bench/scale $(BENCH_SCALE_ARGS)
+bench-sim: venv
+	$(PY) -m pfslab.sim.bench --out bench/sim $(BENCH_SIM_ARGS)
 
 # Wireshark's personal Lua plugin folder is ~/.local/lib/wireshark/plugins/ (not under
 # XDG_CONFIG_HOME). Under sudo it goes to the invoking user's home, owned by that user.

@@ -15,10 +15,10 @@ Three parts, each printed as it runs and all written to ``<out>/bench.json`` and
    headers and TFTP ACKs included. The pcaps are deleted after they are counted
    (``--keep-pcaps`` keeps them); each run's logs and agent results stay in
    ``<out>/lab/n<N>/<mode>/``.
-3. **Simulated sweep.** The same site in ``pfslab.sim.run.simulate`` (virtual clock, lock-step
-   TFTP sharing the WAN bandwidth, no loss) up to ``--sim-ns`` (default 1..512 phones per
-   subnet). Its WAN bytes are the TFTP payload fetched from HQ, without headers or ACKs, so they
-   sit a few per cent below the lab's for the same transfers.
+3. **Simulated sweep.** The same site in ``pfslab.sim.run.simulate`` (virtual clock, a WAN
+   link with a queue and TFTP's timers, docs/sim.md) up to ``--sim-ns`` (default 1..512 phones
+   per subnet). Its WAN bytes are the frames its WAN model delivered, both directions, headers
+   and ACKs included, as the lab's.
 
 Defaults (chosen so the whole run takes about 20-25 minutes on a 2-core machine):
 2 subnets; models CP-7961G,CP-7941G (both PFS-capable: the sweep compares sharing with not
@@ -359,7 +359,7 @@ def plot(result: dict, path: str) -> None:
     b.set_ylabel("WAN bytes, MB")
     b.set_title("Bytes across the WAN")
     a.legend(fontsize=8)
-    b.text(0.99, 0.01, "lab: all frames on wan.pcap; simulated: TFTP payload from HQ",
+    b.text(0.99, 0.01, "lab: all frames on wan.pcap; simulated: all frames its WAN delivered",
            transform=b.transAxes, ha="right", va="bottom", fontsize=7, color="grey")
     when = result.get("started", "")[:16].replace("T", " ")
     fig.suptitle(f"pfslab bench: WAN {st['wan_bw']}, {st['wan_delay']} one way, loss "

@@ -50,7 +50,8 @@ def summary_table(results: list[dict]) -> Table:
                  "tree depth: the deepest phone, root = 0")
     for r in results:
         s = mode_stats(r)
-        ms = "-" if s["makespan_s"] is None else f"{s['makespan_s']:,.1f} s"
+        ms = "not reached" if r.get("truncated") else "-" if s["makespan_s"] is None \
+            else f"{s['makespan_s']:,.1f} s"
         t.add_row(r["mode"] + mode_flags(r), f"{s['upgraded']}/{s['phones']}", ms,
                   _mb(s["wan_bytes"]),
                   str(s["tftp_requests"]), str(s["roots"]) if r["mode"] == "pfs" else "-",

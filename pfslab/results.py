@@ -122,9 +122,13 @@ class ModeResult:
     fidelity: dict | None = None        # lab: did the emulation keep up (pfslab.lab.fidelity)
     timings: dict | None = None         # lab: wall-clock seconds of each phase
     estimate: dict | None = None        # lab: the cost printed before the run
+    truncated: bool = False             # stopped before every phone had ended: no makespan
+    sim: dict | None = None             # the simulator's own figures (pfslab.sim.run.simulate)
 
     @property
     def makespan_s(self) -> float | None:
+        if self.truncated:
+            return None
         done = [p["completed_at_s"] for p in self.phones if p.get("completed_at_s") is not None]
         return round(max(done), 3) if done else None
 

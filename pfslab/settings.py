@@ -50,7 +50,7 @@ OPTIONS: dict[str, Option] = {
     "wan_bw": Option("384kbit", "WAN bandwidth (tc units; a bare number is bit/s)",
                      metavar="BW"),
     "wan_delay": Option("75ms", "WAN delay, one way (a bare number is ms)", metavar="T"),
-    "wan_loss": Option("0%", "WAN loss per direction", metavar="P", commands=("lab",)),
+    "wan_loss": Option("0%", "WAN loss per direction", metavar="P"),
     "wan_emulation": Option("auto", "how the WAN delays (auto: netem if the kernel has it)",
                             choices=("auto", "netem", "nfqueue"), commands=("lab",)),
     "firmware_scale": Option(0.035, "component sizes x F (1.0: the real 8.1 MB SCCP41 set)",

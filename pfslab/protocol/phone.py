@@ -18,7 +18,6 @@ timers are those of docs/protocol.md.
 from __future__ import annotations
 
 import functools
-import hashlib
 import heapq
 import ipaddress
 import random
@@ -27,7 +26,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from .. import firmware, phoneconfig
-from . import codec
+from . import codec, payload
 from .codec import (AbortReason, DecodeError, Frame, FrameReader, FrameType, Message, MsgType,
                     ReadySource, RefuseReason)
 from .logs import LogRecord, xid as fmt_xid
@@ -300,7 +299,7 @@ class Phone:
         if st is None:
             return
         try:
-            frames = st.reader.feed(data)
+            frames = payload.feed(st.reader, data)
         except DecodeError as e:
             self.log("WRN", f"peer {st.peer} sent a malformed frame: {e}")
             self._abort(st, AbortReason.PROTOCOL, "malformed frame")
@@ -495,7 +494,7 @@ class Phone:
             comp = self.load.component(file)
         except KeyError:
             return False
-        return firmware.verify(comp, data)
+        return payload.verify(comp, data)
 
     def _install(self, s: Session, data: bytes, source: str) -> bool:
         ok = self._expected_ok(s.file, data)
@@ -825,13 +824,13 @@ class Phone:
                 self._parent_lost(s, f"parent {st.peer} sent more than announced")
         elif f.type == FrameType.END:
             st.done = True
-            data = b"".join(st.parts)
+            data = payload.join(st.parts)
             st.parts = []
             self.streams.pop(st.sid, None)
             self._out.append(Close(st.sid))
             self._cancel(s, Timer.SILENCE, Timer.BUDGET)
             s.up_sid = None
-            if len(data) != st.size or hashlib.sha256(data).digest() != st.digest:
+            if len(data) != st.size or payload.sha256(data) != st.digest:
                 self.log("ERR", f"{fmt_xid(s.root_xid)} {s.file} from {st.peer}: size/sha256"
                                 f" differ from its header: discarded")
                 self._bad_parent(s, st.peer, "its bytes differ from its header")
@@ -962,13 +961,7 @@ class Phone:
             return
         self.log("INF", f"{fmt_xid(s.hier_xid)} TxFile {s.file} {len(data)} bytes to child "
                         f"{st.peer}")
-        chunks = [codec.encode_frame(Frame(FrameType.HEADER, size=len(data),
-                                           sha256=hashlib.sha256(data).digest()))]
-        view = memoryview(data)
-        for off in range(0, len(data), codec.MAX_FRAME):
-            chunks.append(codec.encode_data(view[off:off + codec.MAX_FRAME]))
-        chunks.append(codec.encode_frame(Frame(FrameType.END)))
-        self._out.append(Write(sid, b"".join(chunks)))
+        self._out.append(Write(sid, payload.framed(data)))
         self._out.append(Close(sid))
         st.done = True
         if s.is_root:                 # it has the file now, whatever root it reports to

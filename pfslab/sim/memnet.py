@@ -1,35 +1,67 @@
 """A deterministic in-memory network with a virtual clock, for the sans-I/O phones.
 
-Broadcast domains (subnets), unicast datagrams, ordered TCP-like streams, and a TFTP server
-model whose fetch time is lock-step (one block per WAN round trip). No sockets, no threads:
-events run from one heap in time order, so a run is a pure function of its inputs.
+Subnets are broadcast domains; a broadcast reaches only the phones that listen for its model
+and load (an index filled as phones learn their load). Unicast datagrams take the LAN latency.
+TCP streams are ordered and share the sending phone's uplink fairly (a processor-sharing
+link: a parent's two children each get half). TFTP fetches cross the WAN model of
+:mod:`pfslab.sim.wan`. No sockets, no threads: events run from one heap of plain tuples in
+time order, so a run is a pure function of its inputs. docs/sim.md describes the model.
 
-Used by the unit tests, and the seed of the discrete-event simulator for large runs.
+Used by the unit tests and by ``pfslab sim``. With ``payloads=False`` firmware images travel
+as their size and digest (:class:`pfslab.protocol.payload.Content`), not as bytes.
 """
 from __future__ import annotations
 
-import heapq
 import math
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections import deque
 
+from .. import firmware
+from ..protocol import codec
 from ..protocol.logs import LogRecord, render
-from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Installed, Phone,
-                              Send, Write)
+from ..protocol.payload import Content
+from ..protocol.phone import BROADCAST, Close, Completed, Connect, Fetch, Phone, Send, Write
+from .events import EventHeap
+from .pslink import PSLink
+from .wan import MODELS as WAN_MODELS
+
+_CLOSE = object()     # in a stream's queue: the close that follows its data
+_SMALL = 1500         # bytes: a write this small on an idle stream skips the uplink's sharing
 
 
-@dataclass
 class Node:
-    phone: Phone
-    subnet: int
-    alive: bool = True
-    logs: list[LogRecord] = field(default_factory=list)
+    __slots__ = ("phone", "ip", "subnet", "alive", "logs", "armed", "listening", "uplink",
+                 "links", "done")
+
+    def __init__(self, phone: Phone, subnet: int):
+        self.phone, self.ip, self.subnet = phone, phone.id.ip, subnet
+        self.alive = True
+        self.logs: list[LogRecord] = []
+        self.armed = math.inf                   # its earliest timer event in the heap
+        self.listening = False                  # in its (subnet, model, load) broadcast group
+        self.uplink: PSLink | None = None
+        self.links: set[int] = set()            # sids of its open streams
+        self.done: Completed | None = None
 
 
-class SimNet:
+class _Link:
+    """One direction of a stream: what the sender wrote, in order, not yet delivered."""
+    __slots__ = ("src", "dst", "dsid", "q", "busy", "dead", "last")
+
+    def __init__(self, src: Node, dst: Node, dsid: int):
+        self.src, self.dst, self.dsid = src, dst, dsid
+        self.q: deque = deque()
+        self.busy = False
+        self.dead = False
+        self.last = 0.0                    # when its latest delivery happens
+
+
+class SimNet(EventHeap):
     def __init__(self, files: dict[str, bytes], *, server: str = "10.0.0.10",
                  lan_latency: float = 0.0002, lan_bps: float = 100e6, wan_rtt: float = 0.1,
-                 blksize: int = 1428, wan_bps: float | None = None):
+                 blksize: int = 1428, wan_bps: float | None = None, wan_model: str = "packet",
+                 wan_queue_bytes: float | None = None, wan_loss: float = 0.0,
+                 tftp_timeout: float = 1.0, tftp_retries: int = 8, seed: int = 1,
+                 payloads: bool = True, logs: bool = True):
         self.files = files
         self.server = server
         self.lan_latency = lan_latency
@@ -37,212 +69,283 @@ class SimNet:
         self.wan_rtt = wan_rtt
         self.blksize = blksize
         self.wan_bps = wan_bps
-        self._wan: dict[int, list] = {}     # transfer id -> [remaining bits, ip, file, data]
-        self._wan_t = 0.0
-        self._wan_gen = 0
-        self._wan_id = 0
-        self.now = 0.0
-        self._heap: list = []
-        self._seq = 0
+        self.wan_model = wan_model
+        self.keep_logs = logs
+        # what the server hands out: firmware images by size and digest unless payloads
+        self.store = {f: d if payloads or not _is_image(d) else Content.of(d)
+                      for f, d in files.items()}
+        super().__init__()
+        self.wan = WAN_MODELS[wan_model](
+            self, self._fetched, bps=wan_bps, rtt=wan_rtt, blksize=blksize,
+            queue_bytes=wan_queue_bytes, loss=wan_loss, seed=seed, timeout=tftp_timeout,
+            retries=tftp_retries)
         self.nodes: dict[str, Node] = {}                   # by ip
-        self.subnets: dict[int, list[Node]] = defaultdict(list)
-        self._links: dict[tuple[str, int], tuple[str, int]] = {}
-        self._chan: dict[tuple[str, int], float] = {}      # per direction: last delivery
-        self._timer_at: dict[str, set[float]] = defaultdict(set)
+        self.subnets: dict[int, list[Node]] = {}
+        self._groups: dict[tuple, list[Node]] = {}         # (subnet, model, map) -> listeners
+        self._links: dict[tuple[str, int], _Link] = {}     # (sender ip, sid) -> its direction
         self.tftp_requests: list[tuple[float, str, str]] = []   # (t, client ip, file)
         self.connections: list[tuple[float, str, str]] = []     # (t, child ip, parent ip)
         self.datagrams = 0
         self.pending = 0                                   # phones started, not completed
+        self._started: list[Node] = []
         self.on_drain = None      # called with (phone, now) after each input: the live view
 
     # ---------------------------------------------------------------- set-up
 
     def add(self, phone: Phone, subnet: int = 1) -> Phone:
         node = Node(phone, subnet)
-        self.nodes[phone.id.ip] = node
-        self.subnets[subnet].append(node)
+        self.nodes[node.ip] = node
+        self.subnets.setdefault(subnet, []).append(node)
         return phone
 
     def reset(self, phone: Phone, at: float = 0.0) -> None:
         """Power-cycle the phone at time ``at``: it starts its upgrade."""
+        node = self.nodes[phone.id.ip]
         self.pending += 1
-        self._at(at, self._call, phone.id.ip, "start")
+        self._started.append(node)
+        self.at(at, self._start, node, None, None)
 
     def kill(self, phone: Phone, at: float, silent: bool = False) -> None:
         """The phone vanishes at ``at``: its streams reset, or (silent) just go quiet."""
-        self._at(at, self._kill, phone.id.ip, silent)
+        self.at(at, self._kill, self.nodes[phone.id.ip], silent, None)
 
     # ---------------------------------------------------------------- running
 
-    def run(self, until: float = 3600.0) -> float:
-        """Run until every reset phone completed (or ``until``); returns the time."""
-        while self._heap and self.pending > 0:
-            t, _, fn, args = heapq.heappop(self._heap)
-            if t > until:
-                heapq.heappush(self._heap, (t, 0, fn, args))
-                break
-            self.now = t
-            fn(*args)
-        return self.now
+    def busy(self) -> bool:
+        return self.pending > 0        # run() ends when every reset phone has ended
 
-    def _at(self, t: float, fn, *args) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (t, self._seq, fn, args))
+    def run(self, until: float | None = None) -> float:
+        """Run until every reset phone has ended (or virtual time ``until``); returns the
+        time reached. :meth:`summary` says whether the run was cut short."""
+        return super().run(until)
 
-    def _call(self, ip: str, method: str, *args):
-        node = self.nodes[ip]
-        if not node.alive:
-            return None
-        result = getattr(node.phone, method)(self.now, *args)
-        self._drain(node)
-        return result
+    # ---------------------------------------------------------------- inputs to phones
 
-    def _timer(self, ip: str, t: float) -> None:
-        self._timer_at[ip].discard(t)
-        node = self.nodes[ip]
-        dl = node.phone.next_deadline()
-        if node.alive and dl is not None and dl <= self.now:
-            self._call(ip, "on_timer")
+    def _start(self, node: Node, _a=None, _b=None) -> None:
+        if node.alive:
+            node.phone.start(self.now)
+            self._drain(node)
 
-    def _kill(self, ip: str, silent: bool) -> None:
-        node = self.nodes[ip]
+    def _timer(self, node: Node, t: float, _=None) -> None:
+        # One timer event per phone at a time, at its earliest deadline: a deadline that
+        # moves later (a keepalive pushing a silence timer back) costs no new event; this
+        # one finds it not due yet and re-arms for it.
+        if t != node.armed:
+            return                                  # superseded by an earlier one
+        node.armed = math.inf
+        if node.alive:
+            dl = node.phone.next_deadline()
+            if dl is not None and dl <= self.now:
+                node.phone.on_timer(self.now)
+            self._drain(node)
+
+    def _datagram(self, node: Node, data: bytes, src: str) -> None:
+        if node.alive:
+            node.phone.on_datagram(self.now, data, src)
+            self._drain(node)
+
+    def _broadcast(self, group: list[Node], data: bytes, src: Node) -> None:
+        now = self.now
+        self.datagrams += len(group) - 1
+        for node in group:
+            if node is not src and node.alive:
+                node.phone.on_datagram(now, data, src.ip)
+                self._drain(node)
+
+    def _stream_data(self, node: Node, sid: int, data) -> None:
+        if node.alive:
+            node.phone.on_stream_data(self.now, sid, data)
+            self._drain(node)
+
+    def _stream_closed(self, node: Node, sid: int, why: str) -> None:
+        node.links.discard(sid)
+        if node.alive:
+            node.phone.on_stream_closed(self.now, sid, why)
+            self._drain(node)
+
+    def _fetched(self, token: tuple[Node, str], ok: bool, error: str) -> None:
+        node, file = token
+        if node.alive:
+            node.phone.on_fetched(self.now, file, self.store[file] if ok else None, error)
+            self._drain(node)
+
+    def _kill(self, node: Node, silent: bool, _=None) -> None:
         node.alive = False
-        if not node.phone.completed:
+        if node.done is None:
             self.pending -= 1
-        if silent:
-            return
-        for (a, sid), (b, bsid) in list(self._links.items()):
-            if a == ip:
-                self._drop_link(a, sid)
-                self._at(self.now + self.lan_latency, self._call, b, "on_stream_closed", bsid,
-                         "reset by peer")
+        for sid in list(node.links):
+            link = self._links.get((node.ip, sid))
+            if link is None:
+                continue
+            link.dead = True                       # what it had not sent yet never leaves
+            if not silent:
+                self._drop(node.ip, sid)
+                self.at(self.now + self.lan_latency, self._stream_closed, link.dst, link.dsid,
+                        "reset by peer")
 
-    # ---------------------------------------------------------------- outputs
+    # ---------------------------------------------------------------- outputs of phones
 
     def _drain(self, node: Node) -> None:
         ph = node.phone
-        ip = ph.id.ip
         for o in ph.pop_outputs():
-            if isinstance(o, LogRecord):
-                node.logs.append(o)
-            elif isinstance(o, Send):
+            k = type(o)
+            if k is LogRecord:
+                if self.keep_logs:
+                    node.logs.append(o)
+            elif k is Send:
                 self._send(node, o)
-            elif isinstance(o, Connect):
-                self._connect(ip, o)
-            elif isinstance(o, Write):
-                self._write(ip, o)
-            elif isinstance(o, Close):
-                self._close(ip, o.sid)
-            elif isinstance(o, Fetch):
-                self._fetch(ip, o.file)
-            elif isinstance(o, Completed):
-                self.pending -= 1
-            elif isinstance(o, Installed):
-                pass
+            elif k is Write:
+                self._write(node, o.sid, o.data)
+            elif k is Connect:
+                self._connect(node, o)
+            elif k is Close:
+                self._write(node, o.sid, _CLOSE)
+            elif k is Fetch:
+                self._fetch(node, o.file)
+            elif k is Completed:
+                if node.done is None and node.alive:
+                    self.pending -= 1
+                node.done = o
+            # Installed: the phone's own record (phone.installed) is what results read
+        if not node.listening and ph.pfs:
+            node.listening = True
+            self._groups.setdefault((node.subnet, ph.id.model, ph.map), []).append(node)
         if self.on_drain is not None:
             self.on_drain(ph, self.now)
         dl = ph.next_deadline()
-        if dl is not None and dl not in self._timer_at[ip]:
-            self._timer_at[ip].add(dl)
-            self._at(dl, self._timer, ip, dl)
+        if dl is not None and dl < node.armed:
+            node.armed = dl
+            self.at(dl, self._timer, node, dl, None)
 
     def _send(self, node: Node, o: Send) -> None:
-        src = node.phone.id.ip
         t = self.now + self.lan_latency
         if o.dst == BROADCAST:
-            targets = [n for n in self.subnets[node.subnet] if n is not node]
-        else:
-            n = self.nodes.get(o.dst)
-            targets = [n] if n is not None else []
-        for n in targets:
+            try:
+                m = codec.decode_shared(o.data)
+                group = self._groups.get((node.subnet, m.model, m.map), ())
+            except codec.DecodeError:
+                group = self.subnets[node.subnet]     # not ours: everyone hears it
+            if group:
+                self.at(t, self._broadcast, group, o.data, node)
+            return
+        dst = self.nodes.get(o.dst)
+        if dst is not None:
             self.datagrams += 1
-            self._at(t, self._call, n.phone.id.ip, "on_datagram", o.data, src)
+            self.at(t, self._datagram, dst, o.data, node.ip)
 
-    def _connect(self, ip: str, o: Connect) -> None:
+    def _connect(self, node: Node, o: Connect) -> None:
         peer = self.nodes.get(o.peer)
         if peer is None or not peer.alive:
-            self._at(self.now + self.lan_latency, self._call, ip, "on_stream_closed", o.sid,
-                     "connection refused")
+            self.at(self.now + self.lan_latency, self._stream_closed, node, o.sid,
+                    "connection refused")
             return
-        psid = peer.phone.on_accept(self.now, ip)
-        self._links[(ip, o.sid)] = (o.peer, psid)
-        self._links[(o.peer, psid)] = (ip, o.sid)
-        self.connections.append((self.now, ip, o.peer))
+        psid = peer.phone.on_accept(self.now, node.ip)
+        self._links[(node.ip, o.sid)] = _Link(node, peer, psid)
+        self._links[(peer.ip, psid)] = _Link(peer, node, o.sid)
+        node.links.add(o.sid)
+        peer.links.add(psid)
+        self.connections.append((self.now, node.ip, peer.ip))
 
-    def _deliver_time(self, key, nbytes: int) -> float:
-        t = max(self.now + self.lan_latency, self._chan.get(key, 0.0)) + nbytes * 8 / self.lan_bps
-        self._chan[key] = t
-        return t
+    def _drop(self, ip: str, sid: int) -> None:
+        link = self._links.pop((ip, sid), None)
+        if link is not None:
+            link.src.links.discard(sid)
+            if self._links.pop((link.dst.ip, link.dsid), None) is not None:
+                link.dst.links.discard(link.dsid)
 
-    def _write(self, ip: str, o: Write) -> None:
-        dst = self._links.get((ip, o.sid))
-        if dst is None:
+    def _write(self, node: Node, sid: int, data) -> None:
+        link = self._links.get((node.ip, sid))
+        if link is None:
             return
-        t = self._deliver_time((ip, o.sid), len(o.data))
-        self._at(t, self._call, dst[0], "on_stream_data", dst[1], o.data)
-
-    def _close(self, ip: str, sid: int) -> None:
-        dst = self._links.get((ip, sid))
-        if dst is None:
+        if data is _CLOSE:
+            self._drop(node.ip, sid)     # nothing more either way; what was written still goes
+        if not link.busy and not link.dead and (data is _CLOSE or len(data) <= _SMALL):
+            # a frame on an idle stream (HOLD, REQUEST, END): on its way at once, without
+            # taking a share of the uplink (its bits are negligible)
+            self._deliver(link, self.now + (0 if data is _CLOSE else len(data) * 8
+                                            / self.lan_bps) + self.lan_latency, data)
             return
-        t = self._deliver_time((ip, sid), 0)
-        self._drop_link(ip, sid)
-        self._at(t, self._call, dst[0], "on_stream_closed", dst[1], "closed by peer")
+        link.q.append(data)
+        if not link.busy:
+            self._lan_next(link)
 
-    def _drop_link(self, ip: str, sid: int) -> None:
-        dst = self._links.pop((ip, sid), None)
-        if dst is not None:
-            self._links.pop(dst, None)
+    def _deliver(self, link: _Link, t: float, item) -> None:
+        t = link.last = max(t, link.last)
+        if item is _CLOSE:
+            self.at(t, self._stream_closed, link.dst, link.dsid, "closed by peer")
+        else:
+            self.at(t, self._stream_data, link.dst, link.dsid, item)
 
-    def _fetch(self, ip: str, file: str) -> None:
-        self.tftp_requests.append((self.now, ip, file))
-        data = self.files.get(file)
+    # ---------------------------------------------------------------- the LAN
+
+    def _lan_next(self, link: _Link) -> None:
+        """Put the stream's next write on its sender's uplink."""
+        if not link.q or link.dead:
+            link.busy = False
+            return
+        link.busy = True
+        item = link.q[0]
+        src = link.src
+        if src.uplink is None:
+            src.uplink = PSLink(self.lan_bps)
+        src.uplink.add(self.now, 0 if item is _CLOSE else len(item) * 8, link)
+        self._uplink_schedule(src)
+
+    def _uplink_schedule(self, node: Node) -> None:
+        t = node.uplink.next_finish()
+        if t is not None:
+            self.at(t, self._uplink_done, node, node.uplink.gen, None)
+
+    def _uplink_done(self, node: Node, gen: int, _=None) -> None:
+        up = node.uplink
+        if gen != up.gen:
+            return
+        t = self.now + self.lan_latency
+        for link in up.pop_done(self.now):
+            item = link.q.popleft()
+            if link.dead:
+                link.q.clear()
+            else:
+                self._deliver(link, t, item)
+            self._lan_next(link)
+        self._uplink_schedule(node)
+
+    # ---------------------------------------------------------------- the WAN
+
+    def _fetch(self, node: Node, file: str) -> None:
+        self.tftp_requests.append((self.now, node.ip, file))
+        data = self.store.get(file)
         if data is None:
-            self._at(self.now + self.wan_rtt, self._call, ip, "on_fetched", file, None,
-                     "File not found")
+            self.at(self.now + self.wan_rtt, self._fetched, (node, file), False,
+                    "File not found")
             return
-        self._wan_advance()
-        self._wan_id += 1
-        # the request's round trip plus the data, with TFTP/UDP/IP overhead per block
-        blocks = math.ceil((len(data) + 1) / self.blksize)
-        bits = (len(data) + blocks * 32) * 8 + self._cap() * self.wan_rtt
-        self._wan[self._wan_id] = [bits, ip, file, data]
-        self._wan_schedule()
-
-    def _cap(self) -> float:
-        """One lock-step transfer's rate limit, bits/s: a block per round trip."""
-        return self.blksize * 8 / self.wan_rtt
-
-    def _rate(self) -> float:
-        n = len(self._wan)
-        if not n:
-            return 0.0
-        share = self.wan_bps / n if self.wan_bps else float("inf")
-        return min(self._cap(), share)
-
-    def _wan_advance(self) -> None:
-        rate, dt = self._rate(), self.now - self._wan_t
-        for tr in self._wan.values():
-            tr[0] -= rate * dt
-        self._wan_t = self.now
-
-    def _wan_schedule(self) -> None:
-        self._wan_gen += 1
-        if self._wan:
-            left = min(tr[0] for tr in self._wan.values())
-            self._at(self.now + max(left, 0.0) / self._rate(), self._wan_done, self._wan_gen)
-
-    def _wan_done(self, gen: int) -> None:
-        if gen != self._wan_gen:
-            return
-        self._wan_advance()
-        for k, (bits, ip, file, data) in list(self._wan.items()):
-            if bits <= 1e-6:
-                del self._wan[k]
-                self._at(self.now, self._call, ip, "on_fetched", file, data, "")
-        self._wan_schedule()
+        self.wan.fetch(self.now, (node, file), len(data))
 
     # ---------------------------------------------------------------- results
 
+    def summary(self) -> dict:
+        """How the run ended: complete or cut short, who finished, what crossed the WAN."""
+        ok = [n for n in self._started if n.done is not None and n.done.ok]
+        failed = [n for n in self._started if n.done is not None and not n.done.ok]
+        left = [n for n in self._started if n.done is None and n.alive]
+        killed = [n for n in self._started if n.done is None and not n.alive]
+        payload, wire = self.wan.delivered()
+        truncated = bool(left)
+        return {"truncated": truncated, "t_s": round(self.now, 3),
+                "phones": len(self._started), "completed": len(ok), "failed": len(failed), "killed": len(killed),
+                "not_completed": [n.phone.id.name for n in left],
+                "makespan_s": None if truncated or not self._started else
+                round(max((n.done.t for n in ok + failed), default=0.0), 3),
+                "wan_payload_bytes": payload, "wan_wire_bytes": wire,
+                "wan_up_bytes": self.wan.up_bytes,
+                "tftp_retransmits": self.wan.retransmits, "wan_drops": self.wan.tail_drops,
+                "wan_losses": self.wan.losses, "tftp_failures": self.wan.failures,
+                "events": self.events, "datagrams": self.datagrams}
+
     def log_text(self, phone: Phone, epoch: float = 0.0) -> list[str]:
         return [render(r, epoch) for r in self.nodes[phone.id.ip].logs]
+
+
+def _is_image(data: bytes) -> bool:
+    """A firmware image (its bytes are never parsed, only verified), not a manifest/config."""
+    return data[:len(firmware.IMAGE_MAGIC)] == firmware.IMAGE_MAGIC

@@ -1,18 +1,22 @@
 """`pfslab sim`: the same phones, in memory with a virtual clock, for sites too big for a lab.
 
-The WAN model is simple: every TFTP transfer is lock-step (one block per round trip) and all
-share the WAN bandwidth fairly; no loss, no TCP dynamics on the LAN. It shows the protocol's
-behaviour (elections, trees, who fetches what) at any scale; the Mininet lab measures timings.
-Same site, same settings and same flags (same units) as `pfslab lab`; results.json's schema.
+The WAN is a link with a queue (tail drop, loss, TFTP's timers and backoff; or, with
+``--wan-model fluid``, ideal fair sharing); docs/sim.md describes the model and what it
+leaves out. Firmware travels as sizes and digests, not bytes. A run goes on until every
+phone has ended, or until ``--until`` (then it says so: "not reached"). Same site, same
+settings and same flags (same units) as `pfslab lab`; results.json's schema.
 The live view shows the phones' screens in virtual time (pfslab.view.sim_feed).
 """
 from __future__ import annotations
 
 import argparse
 import re
+import resource
 import time
 
+from .. import firmware
 from .. import results as res
+from ..errors import UserError
 from ..settings import Settings, add_options, deprecated
 from ..site import Site
 from ..view.live import Board, LiveView
@@ -26,25 +30,67 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-live", action="store_true",
                    help="plain progress lines instead of the live phone screens (the default "
                         "without a terminal)")
+    p.add_argument("--until", type=float, default=None, metavar="S",
+                   help="stop at S seconds of virtual time (default: run until every phone "
+                        "has ended)")
+    p.add_argument("--wan-model", choices=("packet", "fluid"), default="packet",
+                   help="packet: a FIFO queue with tail drop and TFTP timers; fluid: ideal "
+                        "fair sharing (default: packet)")
+    p.add_argument("--wan-queue", type=float, default=1.0, metavar="S",
+                   help="WAN queue, seconds at the WAN rate, as the lab's (default: 1.0)")
 
 
 def simulate(site: Site, mode: str, *, seed: int, wan_delay_s: float, wan_bps: float | None,
-             blksize: int | None = None, watch=None) -> dict:
-    """Run one upgrade in memory; return one results.json entry. ``watch(phone, now)`` is
-    called after each input a phone takes (the live view's feed)."""
-    net, phones = scenario.build(site, mode, seed=seed, wan_rtt=2 * wan_delay_s,
-                                 wan_bps=wan_bps, **({"blksize": blksize} if blksize else {}))
+             blksize: int | None = None, wan_loss: float = 0.0, until: float | None = None,
+             wan_model: str = "packet", wan_queue_s: float = 1.0, watch=None) -> dict:
+    """Run one upgrade in memory; return one results.json entry (``sim``: the run's own
+    figures: events, CPU, peak memory, what the WAN dropped and resent). ``watch(phone,
+    now)`` is called after each input a phone takes (the live view's feed)."""
+    net, phones = scenario.build(
+        site, mode, seed=seed, wan_rtt=2 * wan_delay_s, wan_bps=wan_bps, wan_model=wan_model,
+        wan_loss=wan_loss, wan_queue_bytes=wan_bps / 8 * wan_queue_s if wan_bps else None,
+        payloads=False, logs=False, **({"blksize": blksize} if blksize else {}))
     net.on_drain = watch
     for p in phones:
         net.reset(p)
-    net.run(until=24 * 3600)
+    cpu = time.process_time()
+    net.run(until=until)
+    cpu = time.process_time() - cpu
+    s = net.summary()
     out = [{**vars(sp), **p.outcome()} for sp, p in zip(site.phones, phones)]
     tftp = [{"client": ip, "file": f, "t": round(t, 3)} for t, ip, f in net.tftp_requests]
     return res.ModeResult(
-        mode=mode, wan={**res.wan_dict(wan_bps, wan_delay_s, 0.0), "emulation": "simulated"},
-        phones=out, tftp_requests=tftp,
-        wan_bytes=sum(len(net.files.get(r["file"], b"")) for r in tftp),
-        hierarchies=res.hierarchies(out)).to_dict()
+        mode=mode, wan={**res.wan_dict(wan_bps, wan_delay_s, wan_loss), "emulation": "simulated",
+                        "model": wan_model},
+        phones=out, tftp_requests=tftp, wan_bytes=s["wan_wire_bytes"] + s["wan_up_bytes"],
+        hierarchies=res.hierarchies(out), truncated=s["truncated"],
+        sim={"t_s": s["t_s"], "until_s": until, "not_completed": s["not_completed"],
+             "wan_payload_bytes": s["wan_payload_bytes"], "wan_down_bytes": s["wan_wire_bytes"],
+             "wan_up_bytes": s["wan_up_bytes"], "tftp_retransmits": s["tftp_retransmits"],
+             "wan_drops": s["wan_drops"], "wan_losses": s["wan_losses"],
+             "tftp_failures": s["tftp_failures"], "events": s["events"],
+             "datagrams": s["datagrams"], "cpu_s": round(cpu, 2),
+             "events_per_s": round(s["events"] / cpu) if cpu > 0 else None,
+             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    ).to_dict()
+
+
+def sharing(site: Site) -> list[str]:
+    """What shares with what: phones share a file only with phones of their own model (one
+    PFS hierarchy per subnet, model and file), models may use the same load, and some models
+    cannot share at all."""
+    by_load: dict[str, list[str]] = {}
+    for m in site.models():
+        by_load.setdefault(firmware.model_load(m), []).append(m)
+    lines = []
+    for load, models in by_load.items():
+        pfs = [m for m in models if m in firmware.PFS_CAPABLE]
+        if pfs:
+            lines.append(f"{', '.join(pfs)} (load {load}): phones share with phones of their "
+                         "own model, one PFS hierarchy per subnet, model and file")
+        lines += [f"{m} (load {load}): not PFS-capable, upgrades by TFTP in both modes"
+                  for m in models if m not in firmware.PFS_CAPABLE]
+    return lines
 
 
 def _old_flags(args) -> None:
@@ -62,16 +108,28 @@ def run(args) -> int:
     _old_flags(args)
     settings = Settings.from_args(args)
     site = settings.site()
-    bps, delay, _ = settings.wan()
+    bps, delay, loss = settings.wan()
+    if args.until is not None and not args.until > 0:
+        raise UserError("--until must be a positive number of seconds (virtual time)")
+    if not args.wan_queue > 0:
+        raise UserError("--wan-queue must be a positive number of seconds")
+    for line in sharing(site):
+        print(f"models: {line}")
     results = []
     phones = [{"name": p.name, "model": p.model, "subnet": p.subnet} for p in site.phones]
     for mode in settings.modes:
-        t = time.perf_counter()
         with LiveView(Board(phones, mode, bps), live=False if args.no_live else None) as view:
-            results.append(simulate(site, mode, seed=settings.seed, wan_delay_s=delay,
-                                    wan_bps=bps, blksize=settings.blksize,
-                                    watch=SimFeed(view.event)))
-        print(f"simulated {mode}: {len(site.phones)} phones in {time.perf_counter() - t:.1f} s")
+            r = simulate(site, mode, seed=settings.seed, wan_delay_s=delay, wan_bps=bps,
+                         blksize=settings.blksize, wan_loss=loss, until=args.until,
+                         wan_model=args.wan_model, wan_queue_s=args.wan_queue,
+                         watch=SimFeed(view.event))
+        results.append(r)
+        m = r["sim"]
+        print(f"simulated {mode}: {len(site.phones)} phones, {m['events']:,} events in "
+              f"{m['cpu_s']:.1f} s CPU ({m['events_per_s'] or 0:,} events/s), peak memory "
+              f"{m['peak_rss_mb']:,} MB; virtual time {m['t_s']:,.1f} s"
+              + (f": cut short by --until, {len(m['not_completed'])} phones not done"
+                 if r["truncated"] else ""))
     print_report(results)
     if args.json:
         res.write_results(results, args.json)
