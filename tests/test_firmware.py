@@ -415,3 +415,13 @@ def test_old_shared_key_manifests_are_refused(sccp41):
     old[4] = 1
     with pytest.raises(FirmwareError, match="unsupported .loads version"):
         parse_loads(bytes(old))
+
+
+def test_peek_loads_reads_sizes_without_trust_but_parse_loads_checks_the_key():
+    """Tools that only count bytes (estimate, bench bounds) can read any .loads; a phone's
+    parse still refuses one signed by another key."""
+    load, files = fw.build_load(MODEL_LOAD["CP-7961G"], 0.01, ROGUE)
+    data = files[load.loads_file]
+    assert fw.peek_loads(data) == load
+    with pytest.raises(fw.FirmwareError):
+        fw.parse_loads(data, T)

@@ -44,7 +44,7 @@ def bounds(specs, files: dict, mode: str, *, bps: float, rtt: float, lan_bps: fl
     rate, or a phone's lock-step fetches one after the other (a block per round trip),
     whichever is longer; PFS adds its fixed waits and the tree's LAN hops."""
     configs = [len(d) for f, d in files.items() if f.startswith("SEP")]   # one per phone
-    load_of = {m: [len(files[f]) for f in firmware.parse_loads(
+    load_of = {m: [len(files[f]) for f in firmware.peek_loads(
         files[firmware.model_load(m) + firmware.LOADS_SUFFIX]).files()]
         for m in {sp.model for sp in specs}}
     per_phone = {m: sum(wire_bytes(n, blksize) for n in fs) for m, fs in load_of.items()}
