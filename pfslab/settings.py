@@ -70,6 +70,9 @@ OPTIONS: dict[str, Option] = {
     "fail_parent": Option(None, "pfs mode: S seconds after the reset, a parent that is "
                                 "passing a file on dies (its connections reset; ':silent': it "
                                 "just goes quiet)", metavar="S[:silent]", commands=("lab",)),
+    "signing_key": Option(None, "HQ's Ed25519 signing key, a PEM file (default: a fresh key "
+                                "per run; only its public key is saved)", metavar="FILE",
+                          commands=("lab",)),
 }
 
 
@@ -119,6 +122,7 @@ class Settings:
     seed: int = default("seed")
     timeout: float = default("timeout")
     fail_parent: str | None = default("fail_parent")
+    signing_key: str | None = default("signing_key")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
@@ -195,15 +199,26 @@ class Settings:
         self.wan()
         self.fault()
         self.site()          # models, counts, device numbers
+        if self.signing_key:
+            self.signer()    # a key file that cannot be used: one line
         return self
 
+    def signer(self):
+        """HQ's signer: the ``--signing-key`` file's, else a fresh key (call once per run)."""
+        from .firmware import load_signer
+        return load_signer(self.signing_key)
+
     # ------------------------------------------------------------ the agent's spec
-    def agent_spec(self, server: str, phones: list[dict], log_dir: str, mode: str) -> dict:
-        """SPEC.json of ``pfslab phone many``: phones are PhoneSpec fields plus ``netns``."""
+    def agent_spec(self, server: str, phones: list[dict], log_dir: str, mode: str,
+                   trust: str | None = None) -> dict:
+        """SPEC.json of ``pfslab phone many``: phones are PhoneSpec fields plus ``netns``;
+        ``trust``: HQ's public key (``Trust.hex()``), the phones' trust list."""
         spec = {"server": server, "seed": self.seed, "log_dir": log_dir,
                 "timeout_s": self.timeout, "blksize": self.blksize,
                 "stagger": self.stagger if self.reset == "staggered" else 0.0,
                 "phones": phones}
+        if trust:
+            spec["trust"] = trust
         f = self.fault()
         if f and mode == "pfs":
             spec["faults"] = [f]

@@ -17,6 +17,7 @@ import struct
 import time
 from dataclasses import asdict, dataclass, field
 
+from ..firmware import FIXTURE_TRUST, Trust
 from ..protocol.codec import PORT
 from ..protocol.logs import LogRecord, render
 from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Installed, Phone,
@@ -274,7 +275,8 @@ class Agent:
     def __init__(self, phones: list[AgentPhone], server: str, *, seed: int = 1,
                  log_dir: str | None = None, timers: Timers | None = None,
                  blksize: int = 1428, tftp_timeout: float = 1.0, tftp_retries: int = 8,
-                 stagger: float = 0.0, faults: list[Fault] = (), emit=None):
+                 stagger: float = 0.0, faults: list[Fault] = (), emit=None,
+                 trust: Trust = FIXTURE_TRUST):
         self.specs = phones
         self.server = server
         self.seed = seed
@@ -285,6 +287,7 @@ class Agent:
         self.tftp_retries = tftp_retries
         self.stagger = stagger
         self.faults = list(faults)
+        self.trust = trust             # HQ's public key: every phone's trust list
         self._emit = emit
         self.runners: list[PhoneRunner] = []
         self.remaining = 0
@@ -310,7 +313,7 @@ class Agent:
         try:
             for spec in self.specs:
                 ph = Phone(PhoneId(spec.name, spec.ip, spec.mac, spec.model), self.server,
-                           seed=self.seed, timers=self.timers)
+                           seed=self.seed, timers=self.timers, trust=self.trust)
                 r = PhoneRunner(self, spec, ph)
                 self.runners.append(r)
                 await r.open()

@@ -24,10 +24,14 @@ import time
 
 from pfslab import results as res
 from pfslab.errors import UserError
+from pfslab.firmware import Signer
 from pfslab.settings import Settings, add_options
 
 from .net import REPO_ROOT, LabNet
 from .records import new_prefix
+
+#: the run's public key, in each mode's folder
+TRUST_FILE = "hq-signing-key.pub"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,10 +77,16 @@ class Progress:
             self.bar.stop()
 
 
-def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = False) -> dict:
-    """One mode: settings -> site -> LabNet -> agent -> results (one results.json entry)."""
+def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = False,
+             signer: Signer | None = None) -> dict:
+    """One mode: settings -> site -> LabNet -> agent -> results (one results.json entry).
+    ``signer``: HQ's key for this run (default: a fresh one); the phones get its public key."""
     site = settings.site()
-    net = LabNet(site, settings, out_dir=out, prefix=prefix, tftp_files=site.files(mode),
+    signer = signer or settings.signer()
+    os.makedirs(out, exist_ok=True)
+    save_trust(signer, out)
+    net = LabNet(site, settings, out_dir=out, prefix=prefix,
+                 tftp_files=site.files(mode, signer),
                  log=lambda m: print(f"  {mode}: {m}", flush=True))
     with net:
         w = net.wan.describe()
@@ -87,19 +97,28 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
             print("Mininet CLI: the lab is up; `exit` starts the upgrade", flush=True)
             net.cli()
         t_agent = time.time()
-        agent_rc = run_agent(net, settings, mode, out)
+        agent_rc = run_agent(net, settings, mode, out, signer.trust.hex())
         tftp_log, wan = net.tftp_requests(), net.wan.describe()
     # torn down: captures are complete
     return collect(net, mode, agent_rc, tftp_log, t_agent, wan).to_dict()
 
 
-def run_agent(net: LabNet, settings: Settings, mode: str, out: str) -> int:
+def save_trust(signer: Signer, out: str) -> str:
+    """The run's public key (never the private one) in the run folder: hq-signing-key.pub,
+    64 hex digits (``Trust.from_hex``)."""
+    path = os.path.join(out, TRUST_FILE)
+    with open(path, "w") as f:
+        f.write(signer.trust.hex() + "\n")
+    return path
+
+
+def run_agent(net: LabNet, settings: Settings, mode: str, out: str, trust: str) -> int:
     """Run all phones in one agent process; its JSON lines go to agent-events.jsonl and the
-    progress display. Returns its exit code."""
+    progress display. ``trust``: the public key the phones hold. Returns its exit code."""
     spec_path = os.path.join(out, "agent-spec.json")
     with open(spec_path, "w") as f:
         json.dump(settings.agent_spec(net.hq_ip, net.agent_phones(),
-                                      os.path.join(out, "logs"), mode), f, indent=1)
+                                      os.path.join(out, "logs"), mode, trust), f, indent=1)
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(os.path.join(out, "agent.stderr"), "wb") as err:
@@ -163,11 +182,12 @@ def run(args) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = os.path.abspath(args.out or os.path.join(REPO_ROOT, "pcaps", f"{stamp}-lab"))
     modes = settings.modes
+    signer = settings.signer()          # one HQ key per run (both modes)
     results = []
     for mode in modes:
         prefix = args.prefix if (args.prefix and len(modes) == 1) else new_prefix()
         mode_out = os.path.join(out, mode) if len(modes) > 1 else out
-        r = run_mode(settings, mode, mode_out, prefix, cli=args.cli)
+        r = run_mode(settings, mode, mode_out, prefix, cli=args.cli, signer=signer)
         results.append(r)
         print(f"{mode}: {r['completed']}/{r['total']} phones upgraded, makespan "
               f"{r['makespan_s']} s, WAN {r['wan_bytes']:,} bytes, "
