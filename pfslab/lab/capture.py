@@ -25,7 +25,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from pfslab.errors import UserError
 
-from .nsutil import ns_argv, require_binaries
+from .nsutil import die_with_parent, ns_argv, require_binaries
 
 
 def set_ipv6(ifname: str, enabled: bool) -> None:
@@ -84,7 +84,8 @@ class Capture:
         with open(self.errlog, "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=die_with_parent(signal.SIGTERM))
         if self.record:
             self.record.add_pid(self.proc.pid, f"tcpdump {self.label}")
 

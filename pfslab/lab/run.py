@@ -28,6 +28,7 @@ from pfslab.firmware import Signer
 from pfslab.settings import Settings, add_options
 
 from .net import REPO_ROOT, LabNet
+from .nsutil import die_with_parent
 from .records import new_prefix
 
 #: the run's public key, in each mode's folder
@@ -125,7 +126,8 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str, trust: str) 
         proc = subprocess.Popen([sys.executable, "-m", "pfslab.agent", "many", spec_path,
                                  "--results", os.path.join(out, "agent-results.json")],
                                 stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                                cwd=REPO_ROOT, env=env, start_new_session=True)
+                                cwd=REPO_ROOT, env=env, start_new_session=True,
+                                preexec_fn=die_with_parent())
     net.track(proc, "agent", group=True)
     progress = Progress(mode, len(net.phones))
 
