@@ -24,7 +24,7 @@ from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Insta
                               PhoneId, Send, Timers, Write)
 from ..site import PhoneSpec
 from . import netns as ns
-from .tftp import TftpError, tftp_get
+from .tftp import ServerReach, TftpError, tftp_get
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class PhoneRunner:
         self.server = None
         self.dead = False
         self.fault: str | None = None
+        self.tftp_reach = ServerReach()      # was HQ silent to its last TFTP transfer?
 
     async def open(self) -> None:
         s = self.spec
@@ -200,7 +201,8 @@ class PhoneRunner:
         sock = ns.udp_socket(self.spec.netns, self.spec.ip, 0)
         try:
             data = await tftp_get(sock, a.server, file, blksize=a.blksize,
-                                  timeout=a.tftp_timeout, retries=a.tftp_retries)
+                                  timeout=a.tftp_timeout, retries=a.tftp_retries,
+                                  reach=self.tftp_reach)
             err = ""
         except TftpError as e:
             data, err = None, str(e)
