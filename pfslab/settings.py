@@ -70,6 +70,9 @@ OPTIONS: dict[str, Option] = {
     "fail_parent": Option(None, "pfs mode: S seconds after the reset, a parent that is "
                                 "passing a file on dies (its connections reset; ':silent': it "
                                 "just goes quiet)", metavar="S[:silent]", commands=("lab",)),
+    "fault": Option((), "inject a fault, KIND[@T][:ARG...] (e.g. tftp-restart@10:5, "
+                        "wan-outage@10:5, rogue:max-root:1; docs/faults.md); repeatable",
+                    metavar="SPEC", commands=("lab",)),
     "signing_key": Option(None, "HQ's Ed25519 signing key, a PEM file (default: a fresh key "
                                 "per run; only its public key is saved)", metavar="FILE",
                           commands=("lab",)),
@@ -122,6 +125,7 @@ class Settings:
     seed: int = default("seed")
     timeout: float = default("timeout")
     fail_parent: str | None = default("fail_parent")
+    fault: list = field(default_factory=list)
     signing_key: str | None = default("signing_key")
 
     @classmethod
@@ -143,8 +147,8 @@ class Settings:
     def wan(self):
         """(bits/s or None, one-way delay s, loss ratio)."""
         from .lab.units import parse_bandwidth, parse_delay, parse_loss
-        return parse_bandwidth(self.wan_bw), parse_delay(self.wan_delay), \
-            parse_loss(self.wan_loss)
+        loss = next((f.loss for f in self.faults() if f.kind == "wan-loss"), self.wan_loss)
+        return parse_bandwidth(self.wan_bw), parse_delay(self.wan_delay), parse_loss(loss)
 
     def device_off(self) -> set[int]:
         try:
@@ -164,19 +168,22 @@ class Settings:
         except SiteError as e:
             raise UserError(str(e)) from None
 
-    def fault(self) -> dict | None:
-        """'30' or '30:silent' -> the agent spec's fault entry."""
-        if not self.fail_parent:
-            return None
-        after, _, how = self.fail_parent.partition(":")
-        try:
-            t = float(after)
-        except ValueError:
-            t = -1.0
-        if t < 0 or how not in ("", "crash", "silent"):
-            raise UserError(f"--fail-parent {self.fail_parent!r}: want seconds, optionally "
-                            "':silent' (e.g. 30 or 30:silent)")
-        return {"after_s": t, "phone": "auto", "how": how or "crash"}
+    def faults(self) -> list:
+        """Every fault of the run (pfslab.lab.faults.Fault): ``--fault`` specs, then
+        ``--fail-parent`` (a parent fault)."""
+        from .lab.faults import Fault, parse_fault
+        out = [parse_fault(t, self.subnets) for t in self.fault]
+        if self.fail_parent:
+            after, _, how = self.fail_parent.partition(":")
+            try:
+                t = float(after)
+            except ValueError:
+                t = -1.0
+            if not 0 <= t < float("inf") or how not in ("", "crash", "silent"):
+                raise UserError(f"--fail-parent {self.fail_parent!r}: want seconds, optionally "
+                                "':silent' (e.g. 30 or 30:silent)")
+            out.append(Fault("parent", t, how=how or "crash"))
+        return out
 
     def check(self) -> "Settings":
         """Every setting valid, or one UserError line saying which and how to fix it."""
@@ -196,8 +203,7 @@ class Settings:
             raise UserError("--timeout must be positive")
         if self.stagger < 0:
             raise UserError("--stagger must not be negative")
-        self.wan()
-        self.fault()
+        self.wan()           # and every fault spec
         self.site()          # models, counts, device numbers
         if self.signing_key:
             self.signer()    # a key file that cannot be used: one line
@@ -219,9 +225,11 @@ class Settings:
                 "phones": phones}
         if trust:
             spec["trust"] = trust
-        f = self.fault()
-        if f and mode == "pfs":
-            spec["faults"] = [f]
+        # a phone's own faults; PFS ones only in pfs mode (no parents or roots otherwise)
+        agent = [f.agent_entry() for f in self.faults()
+                 if f.by_agent and (mode == "pfs" or f.kind == "power-cycle")]
+        if agent:
+            spec["faults"] = agent
         return spec
 
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from ..firmware import FIXTURE_TRUST, Trust
 from ..protocol.codec import PORT
 from ..protocol.logs import LogRecord, render
+from ..protocol.states import State
 from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Installed, Phone,
                               PhoneId, Send, Timers, Write)
 from ..site import PhoneSpec
@@ -38,14 +39,18 @@ class AgentPhone(PhoneSpec):
 class Fault:
     """Fault injection: a phone dies ``after_s`` seconds after the reset.
 
-    ``phone`` names it, or "auto": the first phone found (checked every 0.25 s from then on)
-    that is a parent, not a root, with children waiting for a file it does not hold yet, i.e.
-    a parent that vanishes mid-transfer. ``how``: "crash" (its connections are reset) or
-    "silent" (it just stops: no FIN, no RST, like a pulled cable).
+    ``phone`` names it, or picks the first phone found (checked every 0.25 s from then on)
+    that is: "auto", a parent, not a root, with children waiting for a file it does not hold
+    yet (a parent that vanishes mid-transfer); "root-fetching", a root fetching its file from
+    HQ; "root-serving", a root that holds its file and serves children; "mid-upgrade", a
+    phone that has installed something but not finished. ``how``: "crash" (its connections
+    are reset), "silent" (it just stops: no FIN, no RST, like a pulled cable) or
+    "power-cycle" (a crash, then ``off_s`` seconds later it boots again from scratch).
     """
     after_s: float
     phone: str = "auto"
     how: str = "crash"
+    off_s: float = 0.0
 
 
 @dataclass
@@ -115,6 +120,30 @@ class PhoneRunner:
         """A parent (not a root) with children waiting for a file it does not hold yet."""
         return any(s.children and s.registrar is None and s.data is None
                    for s in self.phone.sessions.values())
+
+    def root_fetching(self) -> bool:
+        return any(s.state == State.ROOT_FETCHING for s in self.phone.sessions.values())
+
+    def root_serving(self) -> bool:
+        return any(s.is_root and s.data is not None and s.children
+                   for s in self.phone.sessions.values())
+
+    def mid_upgrade(self) -> bool:
+        return self.phone.completed is None and any(
+            s.data is not None for s in self.phone.sessions.values())
+
+    async def power_cycle(self, off_s: float) -> None:
+        """Fault injection: the phone crashes, stays off ``off_s`` s, then boots again as a
+        new phone (nothing kept: its sockets, sessions and downloads are gone)."""
+        self.kill("crash")
+        await asyncio.sleep(off_s)
+        old = self.phone
+        self.phone = Phone(old.id, old.server, seed=self.agent.seed + 1,
+                           timers=self.agent.timers, trust=self.agent.trust)
+        self.streams, self.timer, self.timer_at = {}, None, None
+        self.dead, self.fault = False, "power-cycle"
+        await self.open()
+        self.input("start")
 
     def close(self) -> None:
         if self.timer:
@@ -341,13 +370,15 @@ class Agent:
         return [r.result() for r in self.runners]
 
     def _inject(self, f: Fault, tries: int) -> None:
-        if f.phone == "auto":
-            victim = next((r for r in self.runners
-                           if not r.dead and r.serving_mid_transfer()), None)
+        pick = {"auto": PhoneRunner.serving_mid_transfer, "root-fetching": PhoneRunner.root_fetching,
+                "root-serving": PhoneRunner.root_serving,
+                "mid-upgrade": PhoneRunner.mid_upgrade}.get(f.phone)
+        if pick is not None:
+            victim = next((r for r in self.runners if not r.dead and pick(r)), None)
         else:
             victim = next((r for r in self.runners if r.spec.name == f.phone), None)
         if victim is None:
-            if f.phone == "auto" and tries < 400 and self.remaining:
+            if pick is not None and tries < 400 and self.remaining:
                 self.loop.call_later(0.25, self._inject, f, tries + 1)
             else:
                 self.emit({"event": "fault", "phone": None, "how": f.how,
@@ -355,9 +386,12 @@ class Agent:
             return
         victim.log_lines.append(render(LogRecord(victim.now(), "ERR", f"FAULT INJECTED: the "
                                                  f"phone dies ({f.how})"), self.epoch))
-        victim.kill(f.how)
         self.emit({"event": "fault", "phone": victim.spec.name, "ip": victim.spec.ip,
-                   "how": f.how, "t": round(victim.now(), 3)})
+                   "how": f.how, "t": round(victim.now(), 3), "select": f.phone})
+        if f.how == "power-cycle":
+            self.loop.create_task(victim.power_cycle(f.off_s))
+            return
+        victim.kill(f.how)
         if victim.phone.completed is None:
             self.remaining -= 1
             if self.remaining == 0:

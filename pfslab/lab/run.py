@@ -28,6 +28,7 @@ from pfslab.firmware import Signer
 from pfslab.settings import Settings, add_options
 
 from .net import REPO_ROOT, LabNet
+from .inject import Injector
 from .nsutil import die_with_parent
 from .records import new_prefix
 
@@ -98,10 +99,35 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
             print("Mininet CLI: the lab is up; `exit` starts the upgrade", flush=True)
             net.cli()
         t_agent = time.time()
-        agent_rc = run_agent(net, settings, mode, out, signer.trust.hex())
+        injector = Injector(net, settings.faults(), log=lambda m: print(f"  {mode}: {m}",
+                                                                         flush=True))
+        try:
+            agent_rc = run_agent(net, settings, mode, out, signer.trust.hex(), injector)
+        finally:
+            injector.close()
         tftp_log, wan = net.tftp_requests(), net.wan.describe()
     # torn down: captures are complete
-    return collect(net, mode, agent_rc, tftp_log, t_agent, wan).to_dict()
+    r = collect(net, mode, agent_rc, tftp_log, t_agent, wan).to_dict()
+    r["faults"] = [f.to_dict() for f in settings.faults()]
+    r["fault_events"] = agent_fault_events(out) + injector.events
+    return r
+
+
+def agent_fault_events(out: str) -> list[dict]:
+    """The agent's fault events (a phone's own faults), from agent-events.jsonl."""
+    found = []
+    try:
+        with open(os.path.join(out, "agent-events.jsonl")) as f:
+            for line in f:
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(ev, dict) and ev.get("event") == "fault":
+                    found.append(ev)
+    except OSError:
+        pass
+    return found
 
 
 def save_trust(signer: Signer, out: str) -> str:
@@ -113,9 +139,11 @@ def save_trust(signer: Signer, out: str) -> str:
     return path
 
 
-def run_agent(net: LabNet, settings: Settings, mode: str, out: str, trust: str) -> int:
+def run_agent(net: LabNet, settings: Settings, mode: str, out: str, trust: str,
+              injector: Injector | None = None) -> int:
     """Run all phones in one agent process; its JSON lines go to agent-events.jsonl and the
-    progress display. ``trust``: the public key the phones hold. Returns its exit code."""
+    progress display. ``trust``: the public key the phones hold; ``injector``: the network
+    faults, ticked from here (this thread) from the phones' reset. Returns its exit code."""
     spec_path = os.path.join(out, "agent-spec.json")
     with open(spec_path, "w") as f:
         json.dump(settings.agent_spec(net.hq_ip, net.agent_phones(),
@@ -130,6 +158,7 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str, trust: str) 
                                 preexec_fn=die_with_parent())
     net.track(proc, "agent", group=True)
     progress = Progress(mode, len(net.phones))
+    reset_at: list[float] = []          # monotonic time of the agent's "started" (the reset)
 
     def pump():
         with open(os.path.join(out, "agent-events.jsonl"), "w") as evf:
@@ -139,15 +168,21 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str, trust: str) 
                     continue
                 evf.write(line + "\n")
                 try:
-                    progress.event(json.loads(line))
+                    ev = json.loads(line)
                 except ValueError:
-                    pass
+                    continue
+                if isinstance(ev, dict):
+                    if ev.get("event") == "started" and not reset_at:
+                        reset_at.append(time.monotonic())
+                    progress.event(ev)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     try:
         deadline = time.monotonic() + settings.timeout + 60
         while proc.poll() is None and time.monotonic() < deadline:
+            if injector is not None and reset_at:
+                injector.tick(time.monotonic() - reset_at[0])
             time.sleep(0.2)
         if proc.poll() is None:
             proc.terminate()
