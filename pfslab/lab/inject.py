@@ -26,7 +26,7 @@ from .faults import Fault
 from .nsutil import die_with_parent, ns_argv
 from .offload import tx_offload_off
 
-ROGUE_HOST_NUMBER = 250        # the rogue's address: host .250 of its subnet
+ROGUE_HOST_NUMBER = 250        # the i-th rogue's address: host .(250 - i) of its subnet
 
 
 class Injector:
@@ -141,7 +141,7 @@ class Injector:
         net = self.net
         sub = net.info["subnets"][f.subnet - 1]
         network = ipaddress.ip_network(sub["network"])
-        ip = str(network.network_address + ROGUE_HOST_NUMBER)
+        ip = str(network.network_address + ROGUE_HOST_NUMBER - i)
         name = f"{net.prefix}X{f.subnet}{i}"
         host_cls = type(net.mn.get(net.phones[0].host))
         host = net.mn.addHost(name, cls=host_cls, ip=f"{ip}/{network.prefixlen}",
