@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.parametrize("text", [e for e in EXAMPLES if "replay" not in e] + [
     "parent@12", "root-serving@3:silent", "power-cycle@10:5", "rogue@2:flood:2",
-    "rogue:claim-trickle", "rogue:zero-root:1"])
+    "rogue:claim-trickle", "rogue:zero-root:1", "rogue:tamper:2", "rogue:stall"])
 def test_specs_round_trip_through_text_and_table(text):
     f = parse_fault(text, subnets=2)
     assert f.kind in KINDS

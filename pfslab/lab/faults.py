@@ -13,7 +13,7 @@ Text form (``pfslab lab --fault SPEC``, repeatable; docs/faults.md)::
     wan-loss:5%                 the WAN loses 5 % per direction, the whole run
     link-flap@10:5[:2]          subnet 2's link to the branch router is down for 5 s
     rogue[@T]:ATTACK[:K]        a rogue host on subnet K (default 1) runs ATTACK, one of
-                                max-root, zero-root, claim-trickle, flood,
+                                max-root, zero-root, claim-trickle, flood, tamper, stall,
                                 replay=PCAP (the 4051 datagrams of an earlier run's pcap)
 
 Scenario form: ``Fault.to_dict()`` / ``Fault.from_dict()`` (JSON/TOML tables with the same
@@ -50,6 +50,8 @@ ATTACKS = {
     "claim-trickle": "one stronger CLAIM per file every 4.5 s",
     "flood": "JOINs, CLAIMs and ROOTs with made-up XIDs and names, as fast as it can",
     "replay": "the port-4051 datagrams of an earlier run's pcap, in their order",
+    "tamper": "a top-strength root that offers itself as parent and serves wrong bytes",
+    "stall": "a top-strength root that offers itself as parent and only sends HOLDs",
 }
 EXAMPLES = ("parent@12:silent", "root-fetching@5", "tftp-restart@10:5", "wan-outage@10:5",
             "wan-loss:5%", "link-flap@10:5:2", "power-cycle@10", "rogue:max-root:1",

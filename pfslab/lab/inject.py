@@ -160,7 +160,7 @@ class Injector:
         with open(files_path, "w") as fh:
             json.dump(site_files(net.site), fh)
         argv = [sys.executable, "-m", "pfslab.lab.rogue", f.how, "--broadcast",
-                sub["broadcast"], "--server", net.hq_ip, "--files", files_path]
+                sub["broadcast"], "--server", net.hq_ip, "--files", files_path, "--ip", ip]
         if f.how == "replay":
             argv += ["--pcap", os.path.abspath(f.pcap)]
         env = dict(os.environ)
@@ -177,14 +177,15 @@ class Injector:
 
 
 def site_files(site) -> list[dict]:
-    """{model, file, map} of every file the site's phones upgrade (what an attacker who
-    listened to one upgrade knows)."""
+    """{model, file, map, size} of every file the site's phones upgrade (what an attacker
+    who watched one upgrade knows)."""
     out = []
     for model in site.models():
         load = firmware.model_load(model)
-        ls, _ = firmware.build_load(load, site.firmware_scale)
+        ls, data = firmware.build_load(load, site.firmware_scale)
         for name in ls.files():
-            out.append({"model": model, "file": name, "map": load_map(load)})
+            out.append({"model": model, "file": name, "map": load_map(load),
+                        "size": len(data[name])})
     return out
 
 

@@ -30,7 +30,7 @@ MATRIX = ("parent@12", "parent@12:silent", "root-fetching@1", "root-fetching@1:s
           "root-serving@1", "power-cycle@15:3", "tftp-restart@15:5", "wan-outage@15:10",
           "wan-loss:2%", "wan-loss:5%", "link-flap@15:5:1", "rogue:max-root:1",
           "rogue:zero-root:1", "rogue:claim-trickle:1", "rogue:flood:1",
-          "rogue:replay={baseline}/subnet-1.pcap:1")
+          "rogue:replay={baseline}/subnet-1.pcap:1", "rogue:tamper:1", "rogue:stall:1")
 
 
 def row(r: dict, base: dict | None, spec: str) -> dict:
@@ -86,7 +86,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pfslab.lab.matrix", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="pcaps/faults", help="output folder (default: pcaps/faults)")
-    p.add_argument("--only", default="", help="comma list of fault kinds to run (default: all)")
+    p.add_argument("--only", default="", help="comma list of fault kinds or attacks to run "
+                                               "(default: all)")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="each run's upgrade timeout, s (default: 300)")
     a = p.parse_args(argv)
@@ -103,7 +104,7 @@ def run(a) -> int:
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
     only = {k.strip() for k in a.only.split(",") if k.strip()}
-    specs = [s for s in MATRIX if not only or s.split("@")[0].split(":")[0] in only]
+    specs = [s for s in MATRIX if not only or only & set(s.replace("@", ":").split(":"))]
     base_dir = os.path.join(out, "00-none")
     for s in specs:                 # bad input first: every spec, before any lab is built
         if "{baseline}" not in s:

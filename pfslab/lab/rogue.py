@@ -4,13 +4,19 @@ with the codec (no Scapy), as anything on an open subnet can.
     python -m pfslab.lab.rogue ATTACK --broadcast 10.1.1.255 --server 10.0.0.10 \
         --files FILES.json [--pcap OLD.pcap] [--rate 500]
 
-FILES.json: [{"model", "file", "map"}, ...], the files the site's phones upgrade. Attacks
-(pfslab.lab.faults.ATTACKS): max-root, zero-root, claim-trickle, flood, replay. It runs until
-it is stopped (SIGTERM) and prints one JSON line of counts when it stops.
+FILES.json: [{"model", "file", "map", "size"}, ...], the files the site's phones upgrade
+(what an attacker who watched one upgrade knows). Attacks (pfslab.lab.faults.ATTACKS):
+max-root, zero-root, claim-trickle, flood, replay, and two that make the rogue a parent
+(a top-strength root that answers JOINs with OFFERs naming itself, and serves on TCP 4051):
+tamper (the right size, wrong bytes, a HEADER whose digest matches the wrong bytes) and
+stall (HOLD every 2 s, never a byte). It runs until it is stopped (SIGTERM) and prints one
+JSON line of counts when it stops.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hashlib
 import json
 import random
 import signal
@@ -19,7 +25,8 @@ import struct
 import sys
 import time
 
-from pfslab.protocol.codec import PORT, Message, MsgType, encode
+from pfslab.protocol.codec import (PORT, DecodeError, Frame, FrameReader, FrameType, Message,
+                                   MsgType, decode, encode, encode_data, encode_frame)
 
 TOP = 0xFFFFFFFF
 
@@ -66,6 +73,107 @@ def udp_payloads(pcap: str) -> list[tuple[float, bytes]]:
     return out
 
 
+class RogueParent:
+    """A top-strength root for every file that places every joiner under itself, then
+    serves tampered bytes or stalls (asyncio: UDP and TCP 4051 in this host)."""
+
+    def __init__(self, attack: str, ip: str, broadcast: str, server: str, files: list[dict]):
+        self.attack, self.ip, self.broadcast, self.server = attack, ip, broadcast, server
+        rnd = random.Random(11)
+        self.files = {f["file"]: dict(f, xid=rnd.getrandbits(32)) for f in files}
+        self.counts = {"attack": attack, "sent": 0, "offers": 0, "requests": 0,
+                       "bytes_served": 0}
+        self.slot = 0
+
+    async def run(self, stop: asyncio.Event) -> dict:
+        loop = asyncio.get_running_loop()
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        u.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        u.bind(("0.0.0.0", PORT))
+        u.setblocking(False)
+        self.udp = u
+        loop.add_reader(u.fileno(), self._datagram)
+        srv = await asyncio.start_server(self._serve, self.ip, PORT, reuse_address=True)
+        print("ready", flush=True)
+        while not stop.is_set():
+            for f in self.files.values():
+                self._send(Message(MsgType.ROOT, f["xid"], TOP, f["map"], f["model"], f["file"],
+                                   server=self.server), self.broadcast)
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+        srv.close()
+        loop.remove_reader(u.fileno())
+        u.close()
+        return self.counts
+
+    def _send(self, m: Message, dst: str) -> None:
+        try:
+            self.udp.sendto(encode(m), (dst, PORT))
+            self.counts["sent"] += 1
+        except OSError:
+            pass
+
+    def _datagram(self) -> None:
+        try:
+            raw, (src, _) = self.udp.recvfrom(65536)
+            m = decode(raw)
+        except (OSError, DecodeError):
+            return
+        f = self.files.get(m.file)
+        if m.type != MsgType.JOIN or f is None or m.xid != f["xid"] or src == self.ip:
+            return
+        self.slot ^= 1
+        self._send(Message(MsgType.OFFER, f["xid"], TOP, f["map"], f["model"], f["file"],
+                           parent=self.ip, slot=self.slot, depth=1), src)
+        self.counts["offers"] += 1
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        fr = FrameReader()
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                for fm in fr.feed(data):
+                    if fm.type == FrameType.REQUEST and fm.file in self.files:
+                        self.counts["requests"] += 1
+                        await self._answer(writer, self.files[fm.file])
+        except (OSError, DecodeError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, writer: asyncio.StreamWriter, f: dict) -> None:
+        size = int(f.get("size") or 4096)
+        if self.attack == "stall":
+            while True:
+                writer.write(encode_frame(Frame(FrameType.HOLD, have=0, total=size)))
+                await writer.drain()
+                await asyncio.sleep(2.0)
+        bad = bytes(random.Random(f["file"]).getrandbits(8) for _ in range(size))
+        writer.write(encode_frame(Frame(FrameType.HEADER, size=size,
+                                        sha256=hashlib.sha256(bad).digest())))
+        for i in range(0, size, 1024):
+            writer.write(encode_data(bad[i:i + 1024]))
+            await writer.drain()
+        writer.write(encode_frame(Frame(FrameType.END)))
+        await writer.drain()
+        self.counts["bytes_served"] += size
+
+
+def run_parent(attack: str, ip: str, broadcast: str, server: str, files: list[dict]) -> dict:
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await RogueParent(attack, ip, broadcast, server, files).run(stop)
+    return asyncio.run(main())
+
+
 def run(attack: str, broadcast: str, server: str, files: list[dict], pcap: str | None,
         rate: float, seed: int = 7) -> dict:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -107,7 +215,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pfslab.lab.rogue", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("attack", choices=("max-root", "zero-root", "claim-trickle", "flood",
-                                      "replay"))
+                                      "replay", "tamper", "stall"))
+    p.add_argument("--ip", help="tamper, stall: this host's address")
     p.add_argument("--broadcast", required=True)
     p.add_argument("--server", required=True, help="HQ's TFTP address (ROOT's server field)")
     p.add_argument("--files", required=True, help="JSON list of {model, file, map}")
@@ -116,7 +225,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     with open(a.files) as f:
         files = json.load(f)
-    counts = run(a.attack, a.broadcast, a.server, files, a.pcap, a.rate)
+    if a.attack in ("tamper", "stall"):
+        counts = run_parent(a.attack, a.ip, a.broadcast, a.server, files)
+    else:
+        counts = run(a.attack, a.broadcast, a.server, files, a.pcap, a.rate)
     print(json.dumps(counts), flush=True)
     return 0
 
