@@ -1,7 +1,8 @@
 """`make faults`: the fault matrix. One lab run (pfs mode) per fault on a small site, plus the
 no-fault run they are compared with; one row per fault.
 
-    sudo .venv/bin/python -m pfslab.lab.matrix --out pcaps/faults [--only tftp-restart,rogue]
+    sudo .venv/bin/python -m pfslab.lab.matrix --out pcaps/faults [--only tftp-restart,flood]
+        [--append]                  (keep the no-fault run and rows already in --out)
 
 Per row: phones verified / explicit failures / hung (no outcome when the run ended) / killed
 by the fault itself; components installed with bad bytes ("tampered"); the makespan, the
@@ -88,6 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="pcaps/faults", help="output folder (default: pcaps/faults)")
     p.add_argument("--only", default="", help="comma list of fault kinds or attacks to run "
                                                "(default: all)")
+    p.add_argument("--append", action="store_true",
+                   help="keep <out>'s no-fault run and rows; add (or redo) the rows run now")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="each run's upgrade timeout, s (default: 300)")
     a = p.parse_args(argv)
@@ -109,12 +112,14 @@ def run(a) -> int:
     for s in specs:                 # bad input first: every spec, before any lab is built
         if "{baseline}" not in s:
             parse_fault(s, SITE["subnets"])
-    rows = []
     t0 = time.monotonic()
-    base = run_mode(Settings(**SITE, timeout=a.timeout).check(), "pfs", base_dir, new_prefix())
-    rows.append(row(base, None, "none"))
-    rows[0].update(extra_wan_bytes=0, extra_hq_requests=0)
-    _write(out, rows)
+    rows = _previous(out) if a.append else []
+    if not rows:
+        base = run_mode(Settings(**SITE, timeout=a.timeout).check(), "pfs", base_dir,
+                        new_prefix())
+        rows.append(row(base, None, "none"))
+        rows[0].update(extra_wan_bytes=0, extra_hq_requests=0)
+        _write(out, rows)
     for i, spec in enumerate(specs, start=1):
         text = spec.format(baseline=base_dir)
         name = f"{i:02d}-" + "".join(c if c.isalnum() else "-" for c in spec.split("{")[0])
@@ -122,7 +127,8 @@ def run(a) -> int:
         print(f"=== fault {text} ({i}/{len(specs)}, {time.monotonic() - t0:.0f} s so far)",
               flush=True)
         r = run_mode(settings, "pfs", os.path.join(out, name.strip("-")), new_prefix())
-        rows.append(row(r, rows[0], spec.replace("{baseline}", "BASELINE")))
+        new = row(r, rows[0], spec.replace("{baseline}", "BASELINE"))
+        rows = [x for x in rows if x["fault"] != new["fault"]] + [new]
         _write(out, rows)
     give_to_sudo_user(out)
     print(table(rows))
@@ -131,6 +137,16 @@ def run(a) -> int:
           + (f"FAILED (hung or tampered): {', '.join(bad)}" if bad else "no hang, no tampered"
              " install") + f"; {out}/faults.json")
     return 1 if bad else 0
+
+
+def _previous(out: str) -> list[dict]:
+    """The rows of an earlier matrix in ``out`` (its no-fault run first), or []."""
+    try:
+        with open(os.path.join(out, "faults.json")) as f:
+            rows = json.load(f)["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return rows if rows and rows[0].get("fault") == "none" else []
 
 
 def _write(out: str, rows: list[dict]) -> None:
