@@ -116,6 +116,8 @@ class ModeResult:
     out_dir: str | None = None
     agent_exit: int | None = None
     wire_check: dict | None = None
+    faults: list = field(default_factory=list)         # lab: pfslab.lab.faults, to_dict()
+    fault_events: list = field(default_factory=list)   # lab: what was injected, when
 
     @property
     def makespan_s(self) -> float | None:

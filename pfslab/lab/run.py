@@ -107,10 +107,10 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
             injector.close()
         tftp_log, wan = net.tftp_requests(), net.wan.describe()
     # torn down: captures are complete
-    r = collect(net, mode, agent_rc, tftp_log, t_agent, wan).to_dict()
-    r["faults"] = [f.to_dict() for f in settings.faults()]
-    r["fault_events"] = agent_fault_events(out) + injector.events
-    return r
+    r = collect(net, mode, agent_rc, tftp_log, t_agent, wan)
+    r.faults = [f.to_dict() for f in settings.faults()]
+    r.fault_events = agent_fault_events(out) + injector.events
+    return r.to_dict()
 
 
 def agent_fault_events(out: str) -> list[dict]:
