@@ -22,6 +22,8 @@ from .errors import UserError
 BLKSIZE = 1428
 BLKSIZE_RANGE = (8, 65464)
 LEVELS = {"on": True, "off": False, "unset": None}
+#: the RFC 2347 options in.tftpd (tftpd-hpa) knows, so can --refuse
+TFTP_OPTIONS = ("blksize", "blksize2", "tsize", "timeout", "utimeout", "rollover")
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,9 @@ class Settings:
             raise UserError("--timeout must be positive")
         if self.stagger < 0:
             raise UserError("--stagger must not be negative")
+        for o in self.tftp_refuse:
+            if o not in TFTP_OPTIONS:
+                raise UserError(f"--tftp-refuse {o!r}: one of {', '.join(TFTP_OPTIONS)}")
         self.wan()           # and every fault spec
         self.site()          # models, counts, device numbers
         if self.signing_key:

@@ -83,6 +83,9 @@ def _lab(*argv, tmp_path):
     (["--fault", "rogue:replay=nothing.pcap"], "no capture file"),
     (["--signing-key", "/no/such/key.pem"], "cannot read signing key file"),
     (["--signing-key", __file__], "not a PEM private key"),
+    (["--tftp-refuse", "bogus"], "one of blksize"),
+    (["--prefix", "Bad-Prefix"], "lower-case letter"),
+    (["--prefix", "p123456789"], "lower-case letter"),
 ])
 def test_bad_lab_input_exits_2_with_one_line_before_building(tmp_path, argv, words):
     r = _lab(*argv, tmp_path=tmp_path)

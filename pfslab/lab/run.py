@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -34,6 +35,8 @@ from .records import new_prefix
 
 #: the run's public key, in each mode's folder
 TRUST_FILE = "hq-signing-key.pub"
+#: a run prefix (records.new_prefix makes 'p' + 5): interface names stay within 15 bytes
+PREFIX_RE = re.compile(r"[a-z][a-z0-9]{0,7}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -218,6 +221,11 @@ def run(args) -> int:
     settings = Settings.from_args(args)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = os.path.abspath(args.out or os.path.join(REPO_ROOT, "pcaps", f"{stamp}-lab"))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {args.out}: that is a file, not a folder")
+    if args.prefix is not None and not PREFIX_RE.fullmatch(args.prefix):
+        raise UserError(f"--prefix {args.prefix!r}: a lower-case letter, then up to 7 "
+                        "lower-case letters or digits (it starts every interface name)")
     modes = settings.modes
     signer = settings.signer()          # one HQ key per run (both modes)
     results = []
