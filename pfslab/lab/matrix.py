@@ -133,6 +133,7 @@ def run(a) -> int:
         r = run_mode(settings, "pfs", os.path.join(out, name.strip("-")), new_prefix())
         new = row(r, rows[0], spec.replace("{baseline}", "BASELINE"))
         rows = [x for x in rows if x["fault"] != new["fault"]] + [new]
+        rows.sort(key=lambda x: _order(x["fault"]))
         _write(out, rows)
     give_to_sudo_user(out)
     print(table(rows))
@@ -141,6 +142,12 @@ def run(a) -> int:
           + (f"FAILED (hung or tampered): {', '.join(bad)}" if bad else "no hang, no tampered"
              " install") + f"; {out}/faults.json")
     return 1 if bad else 0
+
+
+def _order(fault: str) -> int:
+    """A row's place: the no-fault run, then MATRIX's order."""
+    names = ["none"] + [s.replace("{baseline}", "BASELINE") for s in MATRIX]
+    return names.index(fault) if fault in names else len(names)
 
 
 def _previous(out: str) -> list[dict]:
