@@ -64,9 +64,15 @@ def test_wan_outage_window(tmp_path):
 
 
 def test_wan_loss(tmp_path):
+    from pfslab.firmware import FIXTURE_TRUST
     r = lab(tmp_path, "wan-loss:5%")
     assert r["wan"]["loss"] == "5%"
     assert set(outcomes(r).values()) == {"verified"}
+    # the run signed HQ's files with its own key; the phones held its public key only
+    spec = json.loads((tmp_path / "agent-spec.json").read_text())
+    assert (tmp_path / "hq-signing-key.pub").read_text().strip() == spec["trust"]
+    assert spec["trust"] != FIXTURE_TRUST.hex()
+    assert not [f for f in os.listdir(tmp_path) if f.endswith((".pem", ".key"))]
 
 
 def test_subnet_link_flap(tmp_path):
