@@ -370,7 +370,8 @@ class Agent:
         return [r.result() for r in self.runners]
 
     def _inject(self, f: Fault, tries: int) -> None:
-        pick = {"auto": PhoneRunner.serving_mid_transfer, "root-fetching": PhoneRunner.root_fetching,
+        pick = {"auto": PhoneRunner.serving_mid_transfer,
+                "root-fetching": PhoneRunner.root_fetching,
                 "root-serving": PhoneRunner.root_serving,
                 "mid-upgrade": PhoneRunner.mid_upgrade}.get(f.phone)
         if pick is not None:
