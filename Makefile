@@ -13,7 +13,7 @@ PY         := $(VENV)/bin/python
 APT_PKGS   := mininet bridge-utils iproute2 iptables tcpdump tshark tftpd-hpa tftp-hpa \
               iputils-ping netcat-openbsd \
               libnetfilter-queue-dev python3-venv python3-dev gcc ethtool procps \
-              python3-cryptography
+              python3-cryptography chromium rsyslog
 STAMP      := $(VENV)/.pfslab-installed
 LAB_ARGS   ?=
 PYTEST_ARGS ?=

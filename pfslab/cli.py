@@ -24,6 +24,13 @@ COMMANDS = {
                ".venv/bin/pfslab decode pcaps/samples/pfs"),
     "sim": ("pfslab.sim.run", "the same phones in memory, for sites too big for a lab",
             ".venv/bin/pfslab sim --subnets 4 --phones-per-subnet 200 --wan-bw 384kbit"),
+    "scenario": ("pfslab.scenario", "validate scenario files (TOML; run them with "
+                 "`pfslab lab/sim --scenario FILE`)",
+                 ".venv/bin/pfslab scenario check scenarios/*.toml"),
+    "doctor": ("pfslab.doctor", "check this machine for what the lab needs, and say how to "
+               "fix what is missing", ".venv/bin/pfslab doctor --phones 1000"),
+    "report": ("pfslab.view.report_html", "write report.html for a run folder (a lab run, or "
+               "a bench folder)", ".venv/bin/pfslab report pcaps/<run-id>"),
 }
 
 

@@ -309,6 +309,7 @@ class Device:
     model: str
     profile: str | None = None    # a key of Cluster.profiles, or None for no profile
     pfs: bool | None = None       # the device-level setting; None: not set
+    log_server: bool = True       # False: its config names no log server
 
 
 @dataclass
@@ -333,10 +334,10 @@ class Cluster:
         for mac, dev in devices.items():
             if not isinstance(dev, Device):
                 raise ConfigError(f"device {mac!r} must be a Device, not {dev!r}")
-            self.add_device(mac, dev.model, dev.profile, dev.pfs)
+            self.add_device(mac, dev.model, dev.profile, dev.pfs, dev.log_server)
 
     def add_device(self, mac: str, model: str, profile: str | None = None,
-                   pfs: bool | None = None) -> Device:
+                   pfs: bool | None = None, log_server: bool = True) -> Device:
         key = normalize_mac(mac)
         if key in self.devices:
             raise ConfigError(f"device {mac} is configured twice")
@@ -345,7 +346,7 @@ class Cluster:
         if profile is not None and profile not in self.profiles:
             raise ConfigError(f"device {key}: unknown common phone profile {profile!r};"
                               " known: " + (", ".join(sorted(self.profiles)) or "none"))
-        dev = self.devices[key] = Device(model, profile, pfs)
+        dev = self.devices[key] = Device(model, profile, pfs, log_server)
         return dev
 
     def device(self, mac: str) -> Device:
@@ -382,6 +383,7 @@ class Cluster:
         for mac, dev in sorted(self.devices.items()):
             load = models.setdefault(dev.model, load_of(dev.model))
             out[sep_filename(mac)] = render_sep(mac, dev.model, load, self.pfs_for(mac),
-                                                self.log_server, self.load_server)
+                                                self.log_server if dev.log_server else None,
+                                                self.load_server)
         out[XMLDEFAULT] = render_xmldefault(models)
         return out

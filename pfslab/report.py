@@ -57,21 +57,31 @@ def summary_table(results: list[dict]) -> Table:
     return t
 
 
-def ratio_table(results: list[dict]) -> Table | None:
+def ratios(results: list[dict]) -> list[tuple[str, float | None, float | None, str]]:
+    """(measure, PFS, traditional, ratio text) rows; [] unless both modes ran."""
     by = {r["mode"]: mode_stats(r) for r in results}
     if not {"pfs", "traditional"} <= set(by):
-        return None
+        return []
     p, t = by["pfs"], by["traditional"]
+    rows = []
+    for label, key in (("makespan (s)", "makespan_s"), ("WAN bytes", "wan_bytes"),
+                       ("TFTP requests at HQ", "tftp_requests")):
+        a, b = p[key], t[key]
+        rows.append((label, a, b, f"{a / b:.2f}" if a is not None and b else "-"))
+    return rows
+
+
+def ratio_table(results: list[dict]) -> Table | None:
+    rows = ratios(results)
+    if not rows:
+        return None
     tab = Table(title="PFS / traditional", title_justify="left")
     tab.add_column("measure")
     tab.add_column("PFS", justify="right")
     tab.add_column("traditional", justify="right")
     tab.add_column("ratio", justify="right")
-    for label, key, fmt in (("makespan (s)", "makespan_s", "{:,.1f}"),
-                            ("WAN bytes", "wan_bytes", "{:,}"),
-                            ("TFTP requests at HQ", "tftp_requests", "{:,}")):
-        a, b = p[key], t[key]
-        ratio = f"{a / b:.2f}" if a is not None and b else "-"
+    for label, a, b, ratio in rows:
+        fmt = "{:,.1f}" if label.startswith("makespan") else "{:,}"
         tab.add_row(label, "-" if a is None else fmt.format(a),
                     "-" if b is None else fmt.format(b), ratio)
     return tab

@@ -66,6 +66,9 @@ OPTIONS: dict[str, Option] = {
                           choices=tuple(LEVELS)),
     "device_pfs_off": Option("", "phone numbers (1-based, across subnets) with PFS off at "
                                  "device level", metavar="I,J"),
+    "log_server_off": Option("", "phone numbers (1-based, across subnets) whose config names "
+                                 "no PFS log server (the lab's rsyslogd at HQ)", metavar="I,J",
+                             commands=("lab",)),
     "seed": Option(1, "random seed of the phones' timers", int),
     "timeout": Option(600.0, "give up on an upgrade after S seconds", float, "S",
                       commands=("lab",)),
@@ -86,8 +89,28 @@ def default(name: str, command: str = "lab"):
     return o.sim_default if command == "sim" and o.sim_default is not None else o.default
 
 
+class _Given(argparse.Action):
+    """Store (or append) the value and remember that the flag was given, so that flags
+    beside ``--scenario`` override the file and defaults do not."""
+
+    def __init__(self, *a, append: bool = False, **kw):
+        self.append = append
+        super().__init__(*a, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.append:
+            values = [*(getattr(namespace, self.dest, None) or []), values]
+        setattr(namespace, self.dest, values)
+        given = set(getattr(namespace, "_given", ()))
+        setattr(namespace, "_given", given | {self.dest})
+
+
 def add_options(p: argparse.ArgumentParser, command: str) -> None:
-    """Every option of the table that ``command`` takes, its default in its help."""
+    """Every option of the table that ``command`` takes, its default in its help; and
+    ``--scenario FILE`` (pfslab.scenario), which the other flags override."""
+    p.add_argument("--scenario", metavar="FILE", default=None,
+                   help="a scenario file (TOML, see scenarios/ and docs/testing.md); flags "
+                        "given beside it override the file")
     for name, o in OPTIONS.items():
         if command not in o.commands:
             continue
@@ -96,9 +119,9 @@ def add_options(p: argparse.ArgumentParser, command: str) -> None:
         shown = "none" if d in (None, "", ()) else ",".join(d) if isinstance(d, tuple) else d
         kw = dict(help=f"{o.help} (default: {shown})".replace("%", "%%"), metavar=o.metavar)
         if isinstance(o.default, tuple):
-            kw.update(action="append", default=[])
+            kw.update(action=_Given, append=True, default=[])
         else:
-            kw.update(default=d, type=o.type)
+            kw.update(action=_Given, default=d, type=o.type)
         if o.choices:
             kw.update(choices=o.choices, metavar=None)
         p.add_argument(flag, **kw)
@@ -124,16 +147,27 @@ class Settings:
     pfs_enterprise: str = default("pfs_enterprise")
     pfs_profile: str = default("pfs_profile")
     device_pfs_off: str = default("device_pfs_off")
+    log_server_off: str = default("log_server_off")
     seed: int = default("seed")
     timeout: float = default("timeout")
     fail_parent: str | None = default("fail_parent")
     fault: list = field(default_factory=list)
     signing_key: str | None = default("signing_key")
+    # set by scenario files only (pfslab.scenario): no flags
+    layout: list | None = None          # one model list per subnet (overrides the counts)
+    devices: dict = field(default_factory=dict)   # phone name -> on/off/unset (device level)
+    loads: dict = field(default_factory=dict)     # model -> load name
+    faults: list = field(default_factory=list)    # the scenario's [[faults]] entries
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
         names = {f.name for f in dataclasses.fields(cls)}
-        s = cls(**{k: v for k, v in vars(args).items() if k in names})
+        values = {k: v for k, v in vars(args).items() if k in names}
+        if getattr(args, "scenario", None):
+            from .scenario import load
+            return load(args.scenario, {k: values[k] for k in getattr(args, "_given", ())
+                                        if k in values})
+        s = cls(**values)
         s.check()
         return s
 
@@ -149,28 +183,35 @@ class Settings:
     def wan(self):
         """(bits/s or None, one-way delay s, loss ratio)."""
         from .lab.units import parse_bandwidth, parse_delay, parse_loss
-        loss = next((f.loss for f in self.faults() if f.kind == "wan-loss"), self.wan_loss)
+        loss = next((f.loss for f in self.all_faults() if f.kind == "wan-loss"), self.wan_loss)
         return parse_bandwidth(self.wan_bw), parse_delay(self.wan_delay), parse_loss(loss)
 
     def device_off(self) -> set[int]:
-        try:
-            return {int(x) for x in self.device_pfs_off.split(",") if x.strip()}
-        except ValueError:
-            raise UserError(f"--device-pfs-off {self.device_pfs_off!r}: want phone numbers, "
-                            "e.g. 1,3") from None
+        return _numbers(self.device_pfs_off, "--device-pfs-off")
+
+    def log_off(self) -> set[int]:
+        return _numbers(self.log_server_off, "--log-server-off")
 
     def site(self):
         from .site import Site, SiteError
         try:
-            return Site.branch(self.subnets, self.phones_per_subnet, self.models,
-                               device_pfs_off=self.device_off(),
+            site = Site.branch(self.subnets, self.phones_per_subnet, self.models,
+                               layout=self.layout, device_pfs_off=self.device_off(),
+                               log_server_off=self.log_off(),
                                profile=LEVELS[self.pfs_profile],
                                enterprise=LEVELS[self.pfs_enterprise],
-                               firmware_scale=self.firmware_scale)
+                               firmware_scale=self.firmware_scale, loads=dict(self.loads))
         except SiteError as e:
             raise UserError(str(e)) from None
+        names = {p.name for p in site.phones}
+        for name, level in self.devices.items():
+            if name not in names:
+                raise UserError(f"config.devices: no phone {name!r} (names are "
+                                f"p<subnet>-<n>, here p1-1..{site.phones[-1].name})")
+            site = site.with_pfs(name, LEVELS[level])
+        return site
 
-    def faults(self) -> list:
+    def all_faults(self) -> list:
         """Every fault of the run (pfslab.lab.faults.Fault): ``--fault`` specs, then
         ``--fail-parent`` (a parent fault)."""
         from .lab.faults import Fault, parse_fault
@@ -231,11 +272,18 @@ class Settings:
         if trust:
             spec["trust"] = trust
         # a phone's own faults; PFS ones only in pfs mode (no parents or roots otherwise)
-        agent = [f.agent_entry() for f in self.faults()
+        agent = [f.agent_entry() for f in self.all_faults()
                  if f.by_agent and (mode == "pfs" or f.kind == "power-cycle")]
         if agent:
             spec["faults"] = agent
         return spec
+
+
+def _numbers(text: str, flag: str) -> set[int]:
+    try:
+        return {int(x) for x in text.split(",") if x.strip()}
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: want phone numbers, e.g. 1,3") from None
 
 
 def deprecated(old: str, new: str) -> None:

@@ -82,15 +82,22 @@ class Site:
     profile: bool | None = True        # the common phone profile's PFS setting
     enterprise: bool | None = None     # the enterprise PFS setting
     firmware_scale: float = 0.035
-    log_server: str | None = None
+    log_server: str | None = None      # the PFS log server ip:port in every config, except
+    log_server_off: frozenset = frozenset()   # these phones' (by name)
     networks: list[str] = field(default_factory=list)   # each subnet's network, 1-based order
+    loads: dict[str, str] = field(default_factory=dict)  # model -> load (default: model_load)
+
+    def load_of(self, model: str) -> str:
+        return self.loads.get(model) or firmware.model_load(model)
 
     @classmethod
     def branch(cls, subnets: int = 2, phones_per_subnet: int = 8, models=None, *,
-               layout: list | None = None, device_pfs_off=(), **kw) -> "Site":
+               layout: list | None = None, device_pfs_off=(), log_server_off=(),
+               **kw) -> "Site":
         """K subnets of N phones, models cycled in each subnet (or ``layout``: one model list
         per subnet). ``device_pfs_off``: phone numbers (1-based, across subnets) whose device
-        level turns PFS off."""
+        level turns PFS off; ``log_server_off``: phone numbers whose config names no log
+        server."""
         if layout is not None:
             layout = [split_models(row) for row in layout]
         else:
@@ -106,10 +113,11 @@ class Site:
         widest = max(len(row) for row in layout)
         total = sum(len(row) for row in layout)
         off = set(device_pfs_off)
-        bad = sorted(i for i in off if not 1 <= i <= total)
-        if bad:
-            raise SiteError(f"device PFS off: no phone number {bad[0]} (the site has phones "
-                            f"1..{total})")
+        for what, nums in (("device PFS off", off), ("log server off", set(log_server_off))):
+            bad = sorted(i for i in nums if not 1 <= i <= total)
+            if bad:
+                raise SiteError(f"{what}: no phone number {bad[0]} (the site has phones "
+                                f"1..{total})")
         phones, nets, index = [], [], 0
         for k, row in enumerate(layout, start=1):
             net = subnet_network(k, widest)
@@ -121,7 +129,8 @@ class Site:
                     mac=phone_mac(k, j), model=model, subnet=k,
                     broadcast=str(net.broadcast_address),
                     pfs=False if index in off else None))
-        return cls(phones, networks=nets, **kw)
+        no_log = frozenset(phones[i - 1].name for i in log_server_off)
+        return cls(phones, networks=nets, log_server_off=no_log, **kw)
 
     # ------------------------------------------------------------ configuration
     def cluster(self, mode: str) -> phoneconfig.Cluster:
@@ -131,7 +140,8 @@ class Site:
         c = phoneconfig.Cluster(enterprise=self.enterprise, profiles={"site": self.profile},
                                 log_server=self.log_server)
         for p in self.phones:
-            c.add_device(p.mac, p.model, "site", False if mode == "traditional" else p.pfs)
+            c.add_device(p.mac, p.model, "site", False if mode == "traditional" else p.pfs,
+                         log_server=p.name not in self.log_server_off)
         return c
 
     def pfs_of(self, mode: str) -> dict[str, bool]:
@@ -148,9 +158,9 @@ class Site:
         HQ's key), every SEP<MAC>.cnf.xml, and XMLDefault.cnf.xml."""
         out: dict[str, bytes] = {}
         try:
-            for name in sorted({firmware.model_load(m) for m in self.models()}):
+            for name in sorted({self.load_of(m) for m in self.models()}):
                 out.update(firmware.build_load(name, self.firmware_scale, signer)[1])
-            out.update(self.cluster(mode).files())
+            out.update(self.cluster(mode).files(self.load_of))
         except (firmware.FirmwareError, ValueError) as e:
             raise SiteError(str(e)) from None
         return out

@@ -2,9 +2,8 @@
 by TFTP fallback, and every surviving phone ends with verified components."""
 from __future__ import annotations
 
-import argparse
 import json
-import os
+from pathlib import Path
 
 import pytest
 
@@ -12,16 +11,12 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.mark.parametrize("how", ["crash", "silent"])
-def test_parent_failure_mid_transfer(tmp_path, how):
-    from pfslab.lab import run as labrun
-    p = argparse.ArgumentParser()
-    labrun.add_arguments(p)
-    args = p.parse_args(["--subnets", "1", "--phones-per-subnet", "7", "--models", "CP-7961G",
-                         "--mode", "pfs", "--firmware-scale", "0.01", "--wan-bw", "1mbit",
-                         "--wan-delay", "20ms", "--fail-parent", f"12:{how}",
-                         "--timeout", "180", "--out", str(tmp_path)])
-    rc = labrun.run(args)
-    r = json.loads((tmp_path / "results.json").read_text())
+def test_parent_failure_mid_transfer(pfs_lab, how):
+    run = pfs_lab({"subnets": 1, "phones_per_subnet": 7, "models": ["CP-7961G"],
+                   "firmware": {"scale": 0.01}, "wan": {"bandwidth": "1mbit", "delay": "20ms"},
+                   "run": {"mode": "pfs", "timeout": 180},
+                   "faults": [{"kind": "fail_parent", "after": 12, "how": how}]})
+    rc, r, tmp_path = run.exit_code, run.result, Path(run.folder)
     events = [json.loads(line) for line in (tmp_path / "agent-events.jsonl").open()]
     fault = next(e for e in events if e["event"] == "fault")
     assert fault["phone"], "no parent was serving a file mid-transfer at the fault time"

@@ -7,13 +7,12 @@ Lab: 2 subnets x 6 phones, models cycled [7961, 7961, 7941, 7961, 7961, 7960]; p
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import struct
 import subprocess
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -49,20 +48,19 @@ def rrqs_in_pcap(path: str) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from pfslab.lab import run as labrun
-    out = tmp_path_factory.mktemp("labrun")
-    p = argparse.ArgumentParser()
-    labrun.add_arguments(p)
-    args = p.parse_args(["--subnets", "2", "--phones-per-subnet", "6", "--models", MODELS,
-                         "--mode", "both", "--firmware-scale", "0.005", "--wan-bw", "2mbit",
-                         "--wan-delay", "20ms", "--device-pfs-off", str(DEVICE_OFF),
-                         "--timeout", "240", "--out", str(out)])
-    rc = labrun.run(args)
-    with open(out / "results.json") as f:
-        results = {r["mode"]: r for r in json.load(f)}
-    return {"rc": rc, "out": out, "results": results}
+#: the site, as a scenario (docs/testing.md); phone 2 is p1-2
+SITE = {"subnets": 2, "phones_per_subnet": 6, "models": MODELS.split(","),
+        "config": {"devices": {f"p1-{DEVICE_OFF}": "off"}}, "firmware": {"scale": 0.005},
+        "wan": {"bandwidth": "2mbit", "delay": "20ms"},
+        "run": {"mode": "both", "timeout": 240}}
+
+
+@pytest.fixture
+def run(pfs_lab):
+    """One lab run for the whole module (the plugin caches it for the session)."""
+    r = pfs_lab(SITE)
+    return {"rc": r.exit_code, "out": Path(r.folder),
+            "results": {m: r.mode(m).result for m in r.modes}}
 
 
 def firmware_files(r: dict) -> set[str]:

@@ -68,6 +68,52 @@ def test_a_lost_root_is_replaced_by_an_election(when, state, silent):
         assert "lost the root" in text and "listening again" in text
 
 
+def _kill_first_root(phones, net, state, silent):
+    """Run until some phone is root of a file in ``state`` (serving, for ROOT_COMPLETE), kill
+    it there; returns (victim, file)."""
+    t, victim = 0.0, None
+    while victim is None:
+        t += 0.02
+        net.run(until=t)
+        victim, file = _root_in(phones, state, serving=state == State.ROOT_COMPLETE)
+        assert t < 300, f"no root in {state}"
+    net.kill(victim, at=net.now, silent=silent)
+    return victim, file
+
+
+@pytest.mark.parametrize("state", [State.ROOT_WAITING, State.ROOT_FETCHING,
+                                   State.ROOT_COMPLETE], ids=str)
+@pytest.mark.parametrize("n", [8, 12, 20])
+def test_re_election_rebuilds_one_tree_for_every_seed(n, state):
+    """Whatever the seed (so XIDs, strengths and timing) and the tree's size: after the root
+    dies, the survivors fetch each file from HQ once (plus what the dead root fetched itself),
+    and every survivor ends verified."""
+    for seed in range(1, 6):
+        specs = scenario.phone_specs(1, n, [MODEL])
+        net, phones = scenario.build(specs, seed=seed, lan_bps=1e6, wan_bps=256e3)
+        for p in phones:
+            net.reset(p)
+        victim, file = _kill_first_root(phones, net, state, silent=seed % 2 == 0)
+        net.run(until=net.now + 1800)
+        survivors = [p for p in phones if p is not victim]
+        assert_all_verified(survivors)
+        assert_declared(net)
+        by_survivors = Counter(f for _, ip, f in net.tftp_requests
+                               if ip != victim.id.ip and not f.endswith(".cnf.xml"))
+        load = survivors[0].load
+        case = f"seed {seed}, {n} phones, root of {file} killed in {state}"
+        assert set(by_survivors) <= {load.loads_file} | {c.name for c in load.components}
+        assert all(k == 1 for k in by_survivors.values()), (case, by_survivors)
+        if state != State.ROOT_COMPLETE:      # it never held the file: a survivor fetched it
+            assert by_survivors[file] == 1, case
+            # one tree, and its root's registrar knows it: each phone got the file from the
+            # parent the new root placed it under
+            new_root, = [p for p in survivors if p.sessions[file].registrar is not None]
+            placed = new_root.sessions[file].registrar.parent
+            assert {p.id.ip: p.installed[file].source for p in survivors if p is not new_root
+                    } == {ip: up for ip, up in placed.items() if up is not None}, case
+
+
 class Racer(Phone):
     """A phone on a lossy LAN: it misses the claims of ``deaf_to`` (and their ROOTs until
     ``deaf_until``) and the first JOIN of ``drop_join_from`` for each file; ``strength``

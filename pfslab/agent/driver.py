@@ -24,7 +24,9 @@ from ..protocol.states import State
 from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Installed, Phone,
                               PhoneId, Send, Timers, Write)
 from ..site import PhoneSpec
+from ..view.status import StatusFilter, phone_status, status_event
 from . import netns as ns
+from .syslog import SyslogSender
 from .tftp import ServerReach, TftpError, tftp_get
 
 
@@ -89,7 +91,8 @@ class PhoneRunner:
         self.server = None
         self.dead = False
         self.fault: str | None = None
-        self.tftp_reach = ServerReach()      # was HQ silent to its last TFTP transfer?
+from .syslog import SyslogSender
+from .tftp import ServerReach, TftpError, tftp_get
 
     async def open(self) -> None:
         s = self.spec
@@ -157,6 +160,8 @@ class PhoneRunner:
             self.udp.close()
         if self.server:
             self.server.close()
+        if self.syslog:
+            self.syslog.close()
 
     # ------------------------------------------------------------- inputs
 
@@ -231,7 +236,8 @@ class PhoneRunner:
         try:
             data = await tftp_get(sock, a.server, file, blksize=a.blksize,
                                   timeout=a.tftp_timeout, retries=a.tftp_retries,
-                                  reach=self.tftp_reach)
+                                  reach=self.tftp_reach,
+                                  progress=lambda got, size: self._show(file, got, size))
             err = ""
         except TftpError as e:
             data, err = None, str(e)
@@ -256,6 +262,7 @@ class PhoneRunner:
         for o in self.phone.pop_outputs():
             if isinstance(o, LogRecord):
                 self.log_lines.append(render(o, a.epoch))
+                self._syslog(o, self.log_lines[-1])
             elif isinstance(o, Send):
                 dst = self.spec.broadcast if o.dst == BROADCAST else o.dst
                 try:
@@ -282,12 +289,30 @@ class PhoneRunner:
                         "source": o.source, "sha256_ok": o.sha256_ok, "t": round(o.t, 3)})
             elif isinstance(o, Completed):
                 a.phone_completed(self, o)
+        self._show()
         dl = self.phone.next_deadline()
         if dl != self.timer_at:
             if self.timer:
                 self.timer.cancel()
             self.timer_at = dl
             self.timer = None if dl is None else self.loop.call_at(a.t0 + dl, self._on_timer)
+
+    def _syslog(self, rec: LogRecord, line: str) -> None:
+        cfg = self.phone.config
+        if self.syslog is None and cfg is not None and cfg.log_server:
+            self.syslog = SyslogSender(cfg.log_server, self.spec.name, lambda: ns.udp_socket(
+                self.spec.netns, self.spec.ip, 0))
+        if self.syslog is not None:
+            self.syslog.send(rec, line, self.agent.epoch)
+
+    def _show(self, *tftp) -> None:
+        """A status event when what the phone's screen shows changed (throttled)."""
+        if self.agent._emit is None or self.dead:
+            return
+        self.tftp_progress = tftp or self.tftp_progress
+        st = self.screen.update(phone_status(self.phone, self.tftp_progress), self.now())
+        if st is not None:
+            self.agent.emit(status_event(self.spec.name, st, self.now()))
 
     def flush_log(self, log_dir: str | None) -> None:
         if not self.log_lines or not log_dir:

@@ -9,8 +9,9 @@
 
 Entering builds the Mininet net (Linux bridges, no controller), sets bridge sysctls, turns IPv6
 and TX checksum offload off on every lab interface, shapes the WAN (netem or the NFQUEUE delay
-line), starts the captures and in.tftpd. Leaving (normally, on an exception, on Ctrl-C or
-SIGTERM/SIGHUP) stops, in this order: tracked processes (the agent), in.tftpd, the delay line,
+line), starts the captures, in.tftpd and the PFS log server (rsyslogd, lab/syslog_server.py).
+Leaving (normally, on an exception, on Ctrl-C or SIGTERM/SIGHUP) stops, in this order:
+tracked processes (the agent), in.tftpd, rsyslogd, the delay line,
 the captures (SIGINT: flushed last, after all traffic has stopped), the Mininet net, the
 capture dummies, then anything left that the run record names; finally the record goes.
 
@@ -41,6 +42,7 @@ from .capture import Captures, add_mirror, set_ipv6
 from .nsutil import netns_path, require_binaries, require_root
 from .offload import tx_offload_off
 from .records import RunRecord, name_pattern, new_prefix
+from .syslog_server import SyslogServer
 from .tftp_server import TftpServer
 from .wan import Wan, WanSettings
 
@@ -154,10 +156,10 @@ class LabNet:
                  out_dir: str | None = None, prefix: str | None = None,
                  run_id: str | None = None, capture: bool = True, tftp: bool = True,
                  tftp_files: dict | None = None, keep_tftp_root: bool = False,
-                 handle_signals: bool = True, log=None):
+                 syslog: bool = True, handle_signals: bool = True, log=None):
         # validate everything before touching the machine
         require_root()
-        require_binaries(*LAB_BINARIES)
+        require_binaries(*LAB_BINARIES, *(("rsyslogd",) if syslog else ()))
         self.site = site
         self.settings = settings = settings or Settings()
         bw, delay, loss = settings.wan()
@@ -178,6 +180,8 @@ class LabNet:
         self.run_dir = os.path.join(records.RECORD_DIR, f"{self.run_id}.d")
         self.tftp_root = os.path.join(self.out_dir, "tftproot")
         self.tftp_log = os.path.join(self.out_dir, "tftpd.log")
+        self.syslog_enabled = syslog
+        self.syslog: SyslogServer | None = None       # the PFS log server, beside in.tftpd
         self.phones: list[LabPhone] = []
         self.captures: dict[str, str] = {}
         self.mn = None
@@ -318,6 +322,14 @@ class LabNet:
             self.tftp.start()
             t = self._step("tftpd", t)
 
+        if self.syslog_enabled:
+            os.makedirs(self.run_dir, exist_ok=True)
+            self.syslog = SyslogServer(self.hq.pid, self.hq_ip, self.run_dir,
+                                       os.path.join(self.out_dir, "pfs-syslog.log"),
+                                       record=self.record)
+            self.syslog.start()
+            t = self._step("rsyslogd", t)
+
     # ------------------------------------------------------------ teardown
     def __exit__(self, exc_type, exc, tb) -> bool:
         self._teardown()
@@ -342,6 +354,8 @@ class LabNet:
             step("tracked processes", self._stop_tracked)
             if self.tftp:
                 step("tftpd", self.tftp.stop)
+            if self.syslog:
+                step("rsyslogd", self.syslog.stop)
             if self.wan:
                 step("wan", self.wan.stop)
             if self._captures:

@@ -6,6 +6,7 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
 
 from pyroute2 import netns as _netns
 
@@ -24,6 +25,7 @@ BINARIES = {
     "unshare": "util-linux",
     "mount": "mount",
     "ip": "iproute2",
+    "rsyslogd": "rsyslog",
 }
 
 
@@ -75,6 +77,20 @@ def in_netns(path: str):
             _netns.setns(back, flags=0)
     finally:
         os.close(back)
+
+
+def udp_port_taken(pid: int, address: str, port: int) -> bool:
+    """Whether a UDP ``address:port`` is bound in process ``pid``'s network namespace (a
+    daemon started there is listening)."""
+    with in_netns(netns_path(pid)):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((address, port))
+        return False
+    except OSError:
+        return True
+    finally:
+        s.close()
 
 
 def proc_starttime(pid: int) -> int | None:

@@ -7,9 +7,10 @@ One mode is a pipeline (``run_mode``), the same topology, seed and settings each
   -> ``LabNet(site, settings)`` (Mininet, WAN, captures, in.tftpd serving the site's files)
   -> the phone agent (``python -m pfslab.agent many SPEC.json``, all phones in one process)
   -> results (pfslab.results: per-phone outcomes, pcap figures, the wire check).
-Output: <out>/<mode>/{wan.pcap, subnet-<k>.pcap, tftpd.log, logs/, agent-*.json*} and
-<out>/results.json (a list of one dict per mode when both ran; docs/results.md), then a
-summary table.
+Output: <out>/<mode>/{wan.pcap, subnet-<k>.pcap, tftpd.log, pfs-syslog.log, logs/,
+agent-*.json*}, <out>/results.json (a list of one dict per mode when both ran;
+docs/results.md) and <out>/report.html (docs/report.md), then a summary table. While the
+phones upgrade, the live view shows their screens (plain lines without a terminal).
 """
 from __future__ import annotations
 
@@ -28,10 +29,13 @@ from pfslab.errors import UserError
 from pfslab.firmware import Signer
 from pfslab.settings import Settings, add_options
 
+from pfslab.view.live import Board, LiveView
+
 from .net import REPO_ROOT, LabNet
 from .inject import Injector
 from .nsutil import die_with_parent
 from .records import new_prefix
+from .syslog_server import PORT as PFS_LOG_PORT
 
 #: the run's public key, in each mode's folder
 TRUST_FILE = "hq-signing-key.pub"
@@ -44,55 +48,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output directory (default: pcaps/<date>-lab)")
     p.add_argument("--cli", action="store_true", help="open the Mininet CLI after setup")
     p.add_argument("--prefix", default=None, help="name prefix (default: a fresh one)")
+    p.add_argument("--no-live", action="store_true",
+                   help="plain progress lines instead of the live phone screens (the default "
+                        "without a terminal)")
 
 
 # ---------------------------------------------------------------- one mode
-class Progress:
-    def __init__(self, mode: str, total: int):
-        self.mode, self.total, self.done = mode, total, 0
-        self.t0 = time.monotonic()
-        self.last_print = 0.0
-        self.tty = sys.stdout.isatty()
-        self.bar = None
-        if self.tty:
-            from rich.progress import BarColumn, Progress as RP, TextColumn, TimeElapsedColumn
-            self.bar = RP(TextColumn(f"[bold]{mode}[/]"), BarColumn(),
-                          TextColumn("{task.completed}/{task.total} phones upgraded"),
-                          TextColumn("{task.fields[files]} files"), TimeElapsedColumn())
-            self.bar.start()
-            self.task = self.bar.add_task(mode, total=total, files=0)
-        self.files = 0
-
-    def event(self, ev: dict) -> None:
-        kind = ev.get("event")
-        if kind == "completed":
-            self.done += 1
-        elif kind == "installed":
-            self.files += 1
-        if self.bar:
-            self.bar.update(self.task, completed=self.done, files=self.files)
-        elif time.monotonic() - self.last_print > 5 or (kind == "completed"
-                                                          and self.done == self.total):
-            self.last_print = time.monotonic()
-            print(f"  {self.mode}: {self.done}/{self.total} phones done, {self.files} files "
-                  f"installed, {time.monotonic() - self.t0:.0f}s", flush=True)
-
-    def close(self):
-        if self.bar:
-            self.bar.stop()
-
-
 def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = False,
-             signer: Signer | None = None) -> dict:
+             live: bool | None = None, signer: Signer | None = None) -> dict:
     """One mode: settings -> site -> LabNet -> agent -> results (one results.json entry).
-    ``signer``: HQ's key for this run (default: a fresh one); the phones get its public key."""
+    ``live``: the live phone screens (None: when stdout is a terminal). ``signer``: HQ's key
+    for this run (default: a fresh one); the phones get its public key."""
     site = settings.site()
     signer = signer or settings.signer()
     os.makedirs(out, exist_ok=True)
     save_trust(signer, out)
     net = LabNet(site, settings, out_dir=out, prefix=prefix,
-                 tftp_files=site.files(mode, signer),
                  log=lambda m: print(f"  {mode}: {m}", flush=True))
+    site.log_server = f"{net.hq_ip}:{PFS_LOG_PORT}"     # the PFS log server at HQ
+    net.tftp_files = site.files(mode, signer)
     with net:
         w = net.wan.describe()
         print(f"{mode}: lab {net.run_id}: {len(net.phones)} phones in {site.subnets()} "
@@ -102,16 +76,16 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
             print("Mininet CLI: the lab is up; `exit` starts the upgrade", flush=True)
             net.cli()
         t_agent = time.time()
-        injector = Injector(net, settings.faults(), log=lambda m: print(f"  {mode}: {m}",
-                                                                         flush=True))
+        injector = Injector(net, settings.all_faults(), log=lambda m: print(f"  {mode}: {m}",
+                                                                             flush=True))
         try:
-            agent_rc = run_agent(net, settings, mode, out, signer.trust.hex(), injector)
+            agent_rc = run_agent(net, settings, mode, out, signer.trust.hex(), injector, live)
         finally:
             injector.close()
         tftp_log, wan = net.tftp_requests(), net.wan.describe()
     # torn down: captures are complete
     r = collect(net, mode, agent_rc, tftp_log, t_agent, wan)
-    r.faults = [f.to_dict() for f in settings.faults()]
+    r.faults = [f.to_dict() for f in settings.all_faults()]
     r.fault_events = agent_fault_events(out) + injector.events
     return r.to_dict()
 
@@ -143,10 +117,11 @@ def save_trust(signer: Signer, out: str) -> str:
 
 
 def run_agent(net: LabNet, settings: Settings, mode: str, out: str, trust: str,
-              injector: Injector | None = None) -> int:
+              injector: Injector | None = None, live: bool | None = None) -> int:
     """Run all phones in one agent process; its JSON lines go to agent-events.jsonl and the
-    progress display. ``trust``: the public key the phones hold; ``injector``: the network
-    faults, ticked from here (this thread) from the phones' reset. Returns its exit code."""
+    live view (pfslab.view.live). ``trust``: the public key the phones hold; ``injector``:
+    the network faults, ticked from here (this thread) from the phones' reset. Returns its
+    exit code."""
     spec_path = os.path.join(out, "agent-spec.json")
     with open(spec_path, "w") as f:
         json.dump(settings.agent_spec(net.hq_ip, net.agent_phones(),
@@ -160,7 +135,7 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str, trust: str,
                                 cwd=REPO_ROOT, env=env, start_new_session=True,
                                 preexec_fn=die_with_parent())
     net.track(proc, "agent", group=True)
-    progress = Progress(mode, len(net.phones))
+    view = LiveView(Board(net.agent_phones(), mode, settings.wan()[0]), live=live)
     reset_at: list[float] = []          # monotonic time of the agent's "started" (the reset)
 
     def pump():
@@ -177,11 +152,11 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str, trust: str,
                 if isinstance(ev, dict):
                     if ev.get("event") == "started" and not reset_at:
                         reset_at.append(time.monotonic())
-                    progress.event(ev)
+                    view.event(ev)
 
     reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
+    with view:
+        reader.start()
         deadline = time.monotonic() + settings.timeout + 60
         while proc.poll() is None and time.monotonic() < deadline:
             if injector is not None and reset_at:
@@ -191,8 +166,6 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str, trust: str,
             proc.terminate()
         rc = proc.wait()
         reader.join(5)
-    finally:
-        progress.close()
     return rc
 
 
@@ -232,15 +205,24 @@ def run(args) -> int:
     for mode in modes:
         prefix = args.prefix if (args.prefix and len(modes) == 1) else new_prefix()
         mode_out = os.path.join(out, mode) if len(modes) > 1 else out
-        r = run_mode(settings, mode, mode_out, prefix, cli=args.cli, signer=signer)
+        r = run_mode(settings, mode, mode_out, prefix, cli=args.cli,
+                     live=False if args.no_live else None, signer=signer)
         results.append(r)
         print(f"{mode}: {r['completed']}/{r['total']} phones upgraded, makespan "
               f"{r['makespan_s']} s, WAN {r['wan_bytes']:,} bytes, "
               f"{len(r['tftp_requests'])} TFTP requests at HQ", flush=True)
     path = res.write_results(results, os.path.join(out, "results.json"))
+    from pfslab.view.report_html import write_report
+    try:
+        page = write_report(out)
+    except UserError as e:
+        page = None
+        print(f"pfslab: no report.html: {e}", file=sys.stderr)
     res.give_to_sudo_user(out)
     from pfslab.report import print_report
     print_report(results)
     print(f"results: {path}")
+    if page:
+        print(f"report: {page}")
     survivors_ok = all(p.get("completed") or p.get("fault") for r in results for p in r["phones"])
     return 0 if survivors_ok else 1

@@ -29,7 +29,7 @@ import time
 
 from pfslab.errors import UserError
 
-from .nsutil import die_with_parent, in_netns, netns_path, ns_argv, require_binaries
+from .nsutil import die_with_parent, ns_argv, require_binaries, udp_port_taken
 
 _SYSLOG_HDR = re.compile(rb"^<(\d+)>(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?")
 _RRQ = re.compile(r"(RRQ|WRQ) from (\S+) filename (.+?)(?: remapped to .*)?$")
@@ -170,15 +170,7 @@ class TftpServer:
         raise UserError(f"in.tftpd did not start in the HQ host{': ' + msg if msg else ''}")
 
     def _port_taken(self) -> bool:
-        with in_netns(netns_path(self.hq_pid)):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind((self.address, 69))
-            return False
-        except OSError:
-            return True
-        finally:
-            s.close()
+        return udp_port_taken(self.hq_pid, self.address, 69)
 
     def add_files(self, files: dict[str, bytes]) -> None:
         """Write files into the served directory (world-readable: in.tftpd insists)."""

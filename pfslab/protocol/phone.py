@@ -168,6 +168,7 @@ class Session:
     yielded_to: str = NO_IP
     xids: set[int] = field(default_factory=set)   # other roots' XIDs heard (a rebuilt tree)
     yield_since: float = 0.0
+    placed_by: str = NO_IP        # the root whose OFFER placed this phone (and its children)
 
     @property
     def is_root(self) -> bool:
@@ -570,7 +571,8 @@ class Phone:
         self._relisten(s, f"no ROOT heard after yielding to {s.yielded_to}", Timer.YIELD)
 
     def _relisten(self, s: Session, why: str, ev, shun: str = NO_IP) -> None:
-        """Start this file's election again (bounded by MAX_ATTEMPTS, then fall back)."""
+        """Start this file's election again (bounded by MAX_ATTEMPTS, then fall back). Its
+        children stay until it joins another root than the one that placed them."""
         self._cancel(s, Timer.JOIN, Timer.SILENCE, Timer.BUDGET, Timer.YIELD, Timer.ELECT,
                      Timer.LISTEN)
         if s.up_sid is not None:
@@ -587,6 +589,21 @@ class Phone:
         self.log("WRN", f"{fmt_xid(s.xid)} {s.file}: {why}: listening again (attempt "
                         f"{s.attempts} of {self.t.max_attempts})")
         self._listen(s, ev)
+
+    def _release_children(self, s: Session, new_root: str) -> None:
+        """Going to a root (``new_root``, or itself) other than the one that placed this
+        phone's children: let the subtree go (ABORT UPSTREAM), so that each of its phones
+        joins the new root itself. That root's registrar then knows the whole tree: a
+        subtree it never placed would look to it like free slots (REQUESTs refused FULL)."""
+        if not s.children or new_root == s.placed_by:
+            return
+        self.log("INF", f"{fmt_xid(s.xid)} {s.file}: new root {new_root}: releasing "
+                        f"{len(s.children)} children to join it")
+        for sid in list(s.children):
+            st = self.streams.get(sid)
+            if st is not None:
+                self._abort(st, AbortReason.UPSTREAM, "root lost: elect again")
+        s.children.clear()
 
     def _distrust(self, ip: str, why: str) -> None:
         """Remember a peer as bad for the run (bounded: the oldest is forgotten first)."""
@@ -661,8 +678,7 @@ class Phone:
         s.root_ip, s.root_xid = self.id.ip, s.xid
         s.registrar = Registrar(self.id.ip, max_members=self.t.max_members,
                                 ttl=2 * self.t.budget(self._max_size(s.file)))
-        for child in s.children.values():      # children it already had (a new root)
-            s.registrar.place(child, now=self.now)
+        self._release_children(s, self.id.ip)   # they join it like everyone else
         self.log("NOT", "UT:Confirmed root bumping strength")
         self.log("NOT", f"@@@HROOT:{fmt_xid(s.xid)} H={codec.name_hash(s.file):08x} "
                         f"m={self.id.model} ROOT={self.server} /dnld/{s.file}")
@@ -700,6 +716,7 @@ class Phone:
             self._cancel(s, Timer.ELECT, Timer.YIELD, Timer.LISTEN)
             self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ROOT {fmt_xid(m.xid)} from {src}"
                             f" m={m.model} {s.file}: joining")
+            self._release_children(s, src)
             s.root_ip, s.root_xid = src, m.xid
             s.join_tries = 0
             self._send_join(s, MsgType.ROOT)
@@ -754,7 +771,7 @@ class Phone:
                             f", which is this phone or its child: ignored")
             return
         self._cancel(s, Timer.JOIN)
-        s.parent_ip, s.lost = m.parent, NO_IP
+        s.parent_ip, s.lost, s.placed_by = m.parent, NO_IP, s.root_ip
         sid = self._new_sid()
         st = Stream(sid, m.parent, up=True, file=s.file)
         self.streams[sid] = st
@@ -825,7 +842,8 @@ class Phone:
                 else str(f.reason)
             self.streams.pop(st.sid, None)
             self._out.append(Close(st.sid))
-            self._parent_lost(s, f"parent {st.peer} aborted: {why} {f.text}".rstrip())
+            self._parent_lost(s, f"parent {st.peer} aborted: {why} {f.text}".rstrip(),
+                              upstream=f.reason == AbortReason.UPSTREAM)
         else:
             self._abort(st, AbortReason.PROTOCOL, f"unexpected {f.type.name}")
             self._parent_lost(s, f"parent {st.peer} sent {f.type.name}")
@@ -837,7 +855,9 @@ class Phone:
         self._parent_lost(s, f"{s.file} from {parent}: {why}: discarded, {parent} distrusted",
                           Event.BAD_FILE)
 
-    def _parent_lost(self, s: Session, why: str, ev=Event.PARENT_LOST) -> None:
+    def _parent_lost(self, s: Session, why: str, ev=Event.PARENT_LOST,
+                     upstream: bool = False) -> None:
+        """``upstream``: the parent lost its own source (it left the tree): elect again."""
         if s.state != State.CHILD:
             return
         self._cancel(s, Timer.SILENCE, Timer.BUDGET)
@@ -846,6 +866,8 @@ class Phone:
         self.log("WRN", f"{fmt_xid(s.root_xid)} {s.file}: {why}")
         if lost == s.root_ip:
             self._relisten(s, f"lost the root {lost}", ev, shun=lost)   # elect a new root
+        elif upstream:
+            self._relisten(s, f"parent {lost} left the tree", ev)
         elif s.rejoins > self.t.max_rejoins:
             self._fallback(s, f"lost {s.rejoins} parents", ev)
         else:

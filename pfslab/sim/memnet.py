@@ -53,6 +53,7 @@ class SimNet:
         self.connections: list[tuple[float, str, str]] = []     # (t, child ip, parent ip)
         self.datagrams = 0
         self.pending = 0                                   # phones started, not completed
+        self.on_drain = None      # called with (phone, now) after each input: the live view
 
     # ---------------------------------------------------------------- set-up
 
@@ -138,6 +139,8 @@ class SimNet:
                 self.pending -= 1
             elif isinstance(o, Installed):
                 pass
+        if self.on_drain is not None:
+            self.on_drain(ph, self.now)
         dl = ph.next_deadline()
         if dl is not None and dl not in self._timer_at[ip]:
             self._timer_at[ip].add(dl)

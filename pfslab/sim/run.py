@@ -4,6 +4,7 @@ The WAN model is simple: every TFTP transfer is lock-step (one block per round t
 share the WAN bandwidth fairly; no loss, no TCP dynamics on the LAN. It shows the protocol's
 behaviour (elections, trees, who fetches what) at any scale; the Mininet lab measures timings.
 Same site, same settings and same flags (same units) as `pfslab lab`; results.json's schema.
+The live view shows the phones' screens in virtual time (pfslab.view.sim_feed).
 """
 from __future__ import annotations
 
@@ -14,19 +15,26 @@ import time
 from .. import results as res
 from ..settings import Settings, add_options, deprecated
 from ..site import Site
+from ..view.live import Board, LiveView
+from ..view.sim_feed import SimFeed
 from . import scenario
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_options(p, "sim")
     p.add_argument("--wan-rtt", type=float, default=None, help=argparse.SUPPRESS)  # deprecated
     p.add_argument("--json", help="write results here (results.json's schema; default: none)")
+    p.add_argument("--no-live", action="store_true",
+                   help="plain progress lines instead of the live phone screens (the default "
+                        "without a terminal)")
 
 
 def simulate(site: Site, mode: str, *, seed: int, wan_delay_s: float, wan_bps: float | None,
-             blksize: int | None = None) -> dict:
-    """Run one upgrade in memory; return one results.json entry."""
+             blksize: int | None = None, watch=None) -> dict:
+    """Run one upgrade in memory; return one results.json entry. ``watch(phone, now)`` is
+    called after each input a phone takes (the live view's feed)."""
     net, phones = scenario.build(site, mode, seed=seed, wan_rtt=2 * wan_delay_s,
                                  wan_bps=wan_bps, **({"blksize": blksize} if blksize else {}))
+    net.on_drain = watch
     for p in phones:
         net.reset(p)
     net.run(until=24 * 3600)
@@ -56,10 +64,13 @@ def run(args) -> int:
     site = settings.site()
     bps, delay, _ = settings.wan()
     results = []
+    phones = [{"name": p.name, "model": p.model, "subnet": p.subnet} for p in site.phones]
     for mode in settings.modes:
         t = time.perf_counter()
-        results.append(simulate(site, mode, seed=settings.seed, wan_delay_s=delay, wan_bps=bps,
-                                blksize=settings.blksize))
+        with LiveView(Board(phones, mode, bps), live=False if args.no_live else None) as view:
+            results.append(simulate(site, mode, seed=settings.seed, wan_delay_s=delay,
+                                    wan_bps=bps, blksize=settings.blksize,
+                                    watch=SimFeed(view.event)))
         print(f"simulated {mode}: {len(site.phones)} phones in {time.perf_counter() - t:.1f} s")
     print_report(results)
     if args.json:
