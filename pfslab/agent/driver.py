@@ -91,8 +91,10 @@ class PhoneRunner:
         self.server = None
         self.dead = False
         self.fault: str | None = None
-from .syslog import SyslogSender
-from .tftp import ServerReach, TftpError, tftp_get
+        self.tftp_reach = ServerReach()      # was HQ silent to its last TFTP transfer?
+        self.screen = StatusFilter()                  # the live view's status events
+        self.tftp_progress: tuple | None = None
+        self.syslog: SyslogSender | None = None       # to its config's <logServer>
 
     async def open(self) -> None:
         s = self.spec
