@@ -146,6 +146,7 @@ class PhoneRunner:
         self.phone = Phone(old.id, old.server, seed=self.agent.seed + 1,
                            timers=self.agent.timers, trust=self.agent.trust)
         self.streams, self.timer, self.timer_at = {}, None, None
+        self.syslog, self.tftp_progress, self.screen = None, None, StatusFilter()
         self.dead, self.fault = False, "power-cycle"
         await self.open()
         self.input("start")
