@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--subnets", "1", "--phones-per-subnet", "3", "--models", "CP-7961G", "--mode", "pfs",
         "--firmware-scale", "0.01", "--wan-bw", "1mbit", "--wan-delay", "20ms",
         "--timeout", "120"]
-PROGRESS = re.compile(r"(\d+)/(\d+) phones done, (\d+) files installed")
+PROGRESS = re.compile(r"t=([\d.]+) s: (\d+)/(\d+) done")      # the live view's plain lines
 
 
 def _when(point: str, line: str) -> bool:
@@ -30,9 +30,9 @@ def _when(point: str, line: str) -> bool:
     m = PROGRESS.search(line)
     if not m:
         return False
-    done, total, files = map(int, m.groups())
+    t, done, total = float(m.group(1)), int(m.group(2)), int(m.group(3))
     if point == "mid-upgrade":
-        return files > 0 and done < total
+        return t > 10 and done < total                 # past ROOT_WAIT: files in flight
     return done == total                                  # the agent is ending: teardown
 
 
