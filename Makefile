@@ -18,14 +18,16 @@ STAMP      := $(VENV)/.pfslab-installed
 LAB_ARGS   ?=
 PYTEST_ARGS ?=
 FUZZ_ARGS  ?= --cases 100000
+FAULTS_ARGS ?=
 
-.PHONY: all deps apt venv test test-fast lab bench bench-scale bench-sim fuzz wireshark-plugin samples clean-venv help
+.PHONY: all deps apt venv test test-fast lab bench bench-scale bench-sim faults fuzz wireshark-plugin samples clean-venv help
 
 help:
 	@echo "sudo make lab      run the default lab (PFS vs traditional), captures in pcaps/"
 	@echo "sudo make test     run all tests (installs what is missing)"
 	@echo "make test-fast     the tests that need no root"
 	@echo "sudo make bench    WAN check and phones-per-subnet sweep, JSON + PNG in bench/out/"
+	@echo "sudo make faults   the fault matrix (2 x 8 phones), one row per fault, pcaps/faults/"
 	@echo "make fuzz          10^5 hostile cases against each of the four decoders (FUZZ_ARGS)"
 	@echo "sudo make bench-scale   PFS at 100..1000 phones: fidelity, roots, WAN, memory; bench/scale/"
 	@echo "make bench-sim     simulated curve, 1..1000 phones/subnet at full size: bench/sim/"
@@ -65,6 +67,10 @@ lab: deps
 
 bench: deps
 	$(PY) -m pfslab.bench --out bench/out
+
+# One lab run per fault (docs/faults.md); exit 1 if a phone hangs or installs tampered bytes.
+faults: deps
+	$(PY) -m pfslab.lab.matrix --out pcaps/faults $(FAULTS_ARGS)
 
 # Counts per decoder (codec, Scapy, Lua under tshark, pfslab decode); exit 1 on any crash.
 fuzz: deps

@@ -124,6 +124,8 @@ class ModeResult:
     estimate: dict | None = None        # lab: the cost printed before the run
     truncated: bool = False             # stopped before every phone had ended: no makespan
     sim: dict | None = None             # the simulator's own figures (pfslab.sim.run.simulate)
+    faults: list = field(default_factory=list)         # lab: pfslab.lab.faults, to_dict()
+    fault_events: list = field(default_factory=list)   # lab: what was injected, when
 
     @property
     def makespan_s(self) -> float | None:

@@ -22,6 +22,8 @@ from .errors import UserError
 BLKSIZE = 1428
 BLKSIZE_RANGE = (8, 65464)
 LEVELS = {"on": True, "off": False, "unset": None}
+#: the RFC 2347 options in.tftpd (tftpd-hpa) knows, so can --refuse
+TFTP_OPTIONS = ("blksize", "blksize2", "tsize", "timeout", "utimeout", "rollover")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,12 @@ OPTIONS: dict[str, Option] = {
     "fail_parent": Option(None, "pfs mode: S seconds after the reset, a parent that is "
                                 "passing a file on dies (its connections reset; ':silent': it "
                                 "just goes quiet)", metavar="S[:silent]", commands=("lab",)),
+    "fault": Option((), "inject a fault, KIND[@T][:ARG...] (e.g. tftp-restart@10:5, "
+                        "wan-outage@10:5, rogue:max-root:1; docs/faults.md); repeatable",
+                    metavar="SPEC", commands=("lab",)),
+    "signing_key": Option(None, "HQ's Ed25519 signing key, a PEM file (default: a fresh key "
+                                "per run; only its public key is saved)", metavar="FILE",
+                          commands=("lab",)),
 }
 
 
@@ -156,6 +164,8 @@ class Settings:
     traditional_sample: int = default("traditional_sample")
     traditional_until: float | None = default("traditional_until")
     fail_parent: str | None = default("fail_parent")
+    fault: list = field(default_factory=list)
+    signing_key: str | None = default("signing_key")
     # set by scenario files only (pfslab.scenario): no flags
     layout: list | None = None          # one model list per subnet (overrides the counts)
     devices: dict = field(default_factory=dict)   # phone name -> on/off/unset (device level)
@@ -188,8 +198,8 @@ class Settings:
     def wan(self):
         """(bits/s or None, one-way delay s, loss ratio)."""
         from .lab.units import parse_bandwidth, parse_delay, parse_loss
-        return parse_bandwidth(self.wan_bw), parse_delay(self.wan_delay), \
-            parse_loss(self.wan_loss)
+        loss = next((f.loss for f in self.all_faults() if f.kind == "wan-loss"), self.wan_loss)
+        return parse_bandwidth(self.wan_bw), parse_delay(self.wan_delay), parse_loss(loss)
 
     def device_off(self) -> set[int]:
         return _numbers(self.device_pfs_off, "--device-pfs-off")
@@ -216,19 +226,22 @@ class Settings:
             site = site.with_pfs(name, LEVELS[level])
         return site
 
-    def fault(self) -> dict | None:
-        """'30' or '30:silent' -> the agent spec's fault entry."""
-        if not self.fail_parent:
-            return None
-        after, _, how = self.fail_parent.partition(":")
-        try:
-            t = float(after)
-        except ValueError:
-            t = -1.0
-        if t < 0 or how not in ("", "crash", "silent"):
-            raise UserError(f"--fail-parent {self.fail_parent!r}: want seconds, optionally "
-                            "':silent' (e.g. 30 or 30:silent)")
-        return {"after_s": t, "phone": "auto", "how": how or "crash"}
+    def all_faults(self) -> list:
+        """Every fault of the run (pfslab.lab.faults.Fault): ``--fault`` specs, then
+        ``--fail-parent`` (a parent fault)."""
+        from .lab.faults import Fault, parse_fault
+        out = [parse_fault(t, self.subnets) for t in self.fault]
+        if self.fail_parent:
+            after, _, how = self.fail_parent.partition(":")
+            try:
+                t = float(after)
+            except ValueError:
+                t = -1.0
+            if not 0 <= t < float("inf") or how not in ("", "crash", "silent"):
+                raise UserError(f"--fail-parent {self.fail_parent!r}: want seconds, optionally "
+                                "':silent' (e.g. 30 or 30:silent)")
+            out.append(Fault("parent", t, how=how or "crash"))
+        return out
 
     def dilation(self, site=None) -> float:
         """The time dilation k (pfslab.lab.dilation): the user's, or picked for ``site``."""
@@ -271,26 +284,40 @@ class Settings:
             raise UserError("--traditional-sample must be 0 (all phones) or more")
         if self.traditional_until is not None and not self.traditional_until > 0:
             raise UserError("--traditional-until must be positive (seconds)")
-        self.wan()
-        self.fault()
+        for o in self.tftp_refuse:
+            if o not in TFTP_OPTIONS:
+                raise UserError(f"--tftp-refuse {o!r}: one of {', '.join(TFTP_OPTIONS)}")
+        self.wan()           # and every fault spec
         self.dilation()
         if self.agent_procs < 0:
             raise UserError("--agent-procs must not be negative (0: one per core)")
         self.site()          # models, counts, device numbers
+        if self.signing_key:
+            self.signer()    # a key file that cannot be used: one line
         return self
+
+    def signer(self):
+        """HQ's signer: the ``--signing-key`` file's, else a fresh key (call once per run)."""
+        from .firmware import load_signer
+        return load_signer(self.signing_key)
 
     # ------------------------------------------------------------ the agent's spec
     def agent_spec(self, server: str, phones: list[dict], log_dir: str, mode: str,
-                   time_dilation: float = 1.0) -> dict:
-        """SPEC.json of ``pfslab phone many``: phones are PhoneSpec fields plus ``netns``."""
+                   time_dilation: float = 1.0, trust: str | None = None) -> dict:
+        """SPEC.json of ``pfslab phone many``: phones are PhoneSpec fields plus ``netns``;
+        ``trust``: HQ's public key (``Trust.hex()``), the phones' trust list."""
         spec = {"server": server, "seed": self.seed, "log_dir": log_dir,
                 "timeout_s": self.timeout, "blksize": self.blksize,
                 "stagger": self.stagger if self.reset == "staggered" else 0.0,
                 "time_dilation": time_dilation, "agent_procs": self.agent_procs,
                 "phones": phones}
-        f = self.fault()
-        if f and mode == "pfs":
-            spec["faults"] = [f]
+        if trust:
+            spec["trust"] = trust
+        # a phone's own faults; PFS ones only in pfs mode (no parents or roots otherwise)
+        agent = [f.agent_entry() for f in self.all_faults()
+                 if f.by_agent and (mode == "pfs" or f.kind == "power-cycle")]
+        if agent:
+            spec["faults"] = agent
         return spec
 
 

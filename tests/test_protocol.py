@@ -242,7 +242,7 @@ def test_bad_digest_is_never_installed_nor_passed_on():
     from pfslab.protocol.phone import PhoneId
     node = net.nodes[evil_ip]
     node.phone = CorruptingPhone(PhoneId(specs[0].name, evil_ip, specs[0].mac, MODEL),
-                                 net.server)
+                                 net.server, trust=phones[0].trust)
     phones[0] = node.phone
     for p in phones:
         net.reset(p)

@@ -25,7 +25,8 @@ def site(n, rogues=None, phone_cls=Phone, **kw):
     for i, cls in (rogues or {}).items():
         sp = specs[i]
         node = net.nodes[sp.ip]
-        node.phone = phones[i] = cls(PhoneId(sp.name, sp.ip, sp.mac, MODEL), net.server)
+        node.phone = phones[i] = cls(PhoneId(sp.name, sp.ip, sp.mac, MODEL), net.server,
+                                       trust=phones[i].trust)
     return net, phones
 
 

@@ -167,7 +167,8 @@ def test_the_joiners_of_a_demoted_root_end_in_the_winners_tree():
         timers = r.pop("t")
         cls = type(f"Racer{i}", (Racer,), r)
         net.nodes[sp.ip].phone = phones[i] = cls(PhoneId(sp.name, sp.ip, sp.mac, MODEL),
-                                                 net.server, timers=timers)
+                                                 net.server, timers=timers,
+                                                 trust=phones[i].trust)
     for p in phones:
         net.reset(p)
     net.run(until=600)

@@ -88,7 +88,7 @@ def test_loads_and_device_on_reach_the_site():
 
 def test_fail_parent_fault_becomes_the_setting():
     s = scenario.load({"faults": [{"kind": "fail_parent", "after": 12, "how": "silent"}]})
-    assert s.fail_parent == "12:silent" and s.fault()["how"] == "silent"
+    assert s.fail_parent == "12:silent" and s.all_faults()[0].how == "silent"
 
 
 # ---------------------------------------------------------------- errors: one line, exit 2

@@ -18,6 +18,7 @@ import signal
 import sys
 
 from ..errors import UserError
+from ..firmware import FIXTURE_TRUST, FirmwareError, Trust
 from ..protocol.phone import Timers
 from ..settings import BLKSIZE
 from . import shards
@@ -51,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--timeout", type=float, default=900.0,
                    help="give up after S seconds (default: 900.0)", metavar="S")
     o.add_argument("--results", help="write its result here (JSON; default: none)")
+    o.add_argument("--trust", metavar="HEX", default=None,
+                   help="HQ's public key, 64 hex digits (a lab run's hq-signing-key.pub; "
+                        "default: the public test fixture key)")
     for q in (m, o):
         q.add_argument("--blksize", type=int, default=None,
                        help=f"TFTP blksize to ask for (default: the spec's, else {BLKSIZE})")
@@ -75,6 +79,16 @@ def _spec_phones(raw: dict) -> list[AgentPhone]:
     return phones
 
 
+def _trust(text: str | None, where: str) -> Trust:
+    """HQ's public key from hex, or the public test fixture key when none is given."""
+    if text is None:
+        return FIXTURE_TRUST
+    try:
+        return Trust.from_hex(text)
+    except FirmwareError as e:
+        raise UserError(f"{where}: {e}") from None
+
+
 def run(args) -> int:
     if args.how == "many":
         try:
@@ -95,11 +109,13 @@ def run(args) -> int:
             raise UserError(f"bad fault in agent spec: {e}") from None
         dilation = args.time_dilation or raw.get("time_dilation") or 1.0
         shard = raw.get("shard") or [0, 1]
+        trust = _trust(raw.get("trust"), "the agent spec's 'trust'")
     else:
         phones = [AgentPhone(**{f: getattr(args, f) for f in _FIELDS}, subnet=args.subnet)]
         server, seed, log_dir, timeout = args.server, args.seed, args.log_dir, args.timeout
         blksize, stagger, timers, faults = args.blksize or BLKSIZE, 0.0, None, []
         dilation, shard = args.time_dilation or 1.0, [0, 1]
+        trust = _trust(args.trust, "--trust")
     if not server:
         raise UserError("no TFTP server address (spec field 'server' or --server)")
     if not (isinstance(dilation, (int, float)) and 1 <= dilation <= 1000):
@@ -125,7 +141,7 @@ def run(args) -> int:
     _prefer_cpu()
     agent = Agent(phones, server, seed=seed, log_dir=log_dir, timers=timers, blksize=blksize,
                   stagger=stagger, faults=faults, emit=emit, time_dilation=dilation,
-                  reset_slot=tuple(shard))
+                  reset_slot=tuple(shard), trust=trust)
     control = _Control() if args.how == "many" and args.worker else None
 
     async def main():

@@ -18,8 +18,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..lab.fidelity import LagMeter
+from ..firmware import FIXTURE_TRUST, Trust
 from ..protocol.codec import PORT
 from ..protocol.logs import LogRecord, render
+from ..protocol.states import State
 from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Installed, Phone,
                               PhoneId, Send, Timers, Write)
 from ..site import PhoneSpec
@@ -27,7 +29,7 @@ from ..view.status import StatusFilter, phone_status, status_event
 from . import netns as ns
 from .syslog import SyslogSender
 from . import sockfilter
-from .tftp import TftpError, tftp_get
+from .tftp import ServerReach, TftpError, tftp_get
 
 #: Datagrams read from one socket per wake-up before the loop serves the others.
 RX_BATCH = 64
@@ -44,14 +46,18 @@ class AgentPhone(PhoneSpec):
 class Fault:
     """Fault injection: a phone dies ``after_s`` seconds after the reset.
 
-    ``phone`` names it, or "auto": the first phone found (checked every 0.25 s from then on)
-    that is a parent, not a root, with children waiting for a file it does not hold yet, i.e.
-    a parent that vanishes mid-transfer. ``how``: "crash" (its connections are reset) or
-    "silent" (it just stops: no FIN, no RST, like a pulled cable).
+    ``phone`` names it, or picks the first phone found (checked every 0.25 s from then on)
+    that is: "auto", a parent, not a root, with children waiting for a file it does not hold
+    yet (a parent that vanishes mid-transfer); "root-fetching", a root fetching its file from
+    HQ; "root-serving", a root that holds its file and serves children; "mid-upgrade", a
+    phone that has installed something but not finished. ``how``: "crash" (its connections
+    are reset), "silent" (it just stops: no FIN, no RST, like a pulled cable) or
+    "power-cycle" (a crash, then ``off_s`` seconds later it boots again from scratch).
     """
     after_s: float
     phone: str = "auto"
     how: str = "crash"
+    off_s: float = 0.0
 
 
 @dataclass
@@ -80,6 +86,7 @@ class PhoneRunner:
         self.server = None
         self.dead = False
         self.fault: str | None = None
+        self.tftp_reach = ServerReach()      # was HQ silent to its last TFTP transfer?
         self.screen = StatusFilter()                  # the live view's status events
         self.tftp_progress: tuple | None = None
         self.syslog: SyslogSender | None = None       # to its config's <logServer>
@@ -141,6 +148,31 @@ class PhoneRunner:
         """A parent (not a root) with children waiting for a file it does not hold yet."""
         return any(s.children and s.registrar is None and s.data is None
                    for s in self.phone.sessions.values())
+
+    def root_fetching(self) -> bool:
+        return any(s.state == State.ROOT_FETCHING for s in self.phone.sessions.values())
+
+    def root_serving(self) -> bool:
+        return any(s.is_root and s.data is not None and s.children
+                   for s in self.phone.sessions.values())
+
+    def mid_upgrade(self) -> bool:
+        return self.phone.completed is None and any(
+            s.data is not None for s in self.phone.sessions.values())
+
+    async def power_cycle(self, off_s: float) -> None:
+        """Fault injection: the phone crashes, stays off ``off_s`` s, then boots again as a
+        new phone (nothing kept: its sockets, sessions and downloads are gone)."""
+        self.kill("crash")
+        await asyncio.sleep(off_s)
+        old = self.phone
+        self.phone = Phone(old.id, old.server, seed=self.agent.seed + 1,
+                           timers=self.agent.timers, trust=self.agent.trust)
+        self.streams, self.timer, self.timer_at = {}, None, None
+        self.syslog, self.tftp_progress, self.screen = None, None, StatusFilter()
+        self.dead, self.fault = False, "power-cycle"
+        await self.open()
+        self.input("start")
 
     def close(self) -> None:
         if self.timer:
@@ -235,6 +267,7 @@ class PhoneRunner:
         try:
             data = await tftp_get(sock, a.server, file, blksize=a.blksize,
                                   timeout=a.tftp_timeout * a.k, retries=a.tftp_retries,
+                                  reach=self.tftp_reach,
                                   progress=lambda got, size: self._show(file, got, size))
             err = ""
         except TftpError as e:
@@ -338,7 +371,8 @@ class Agent:
                  log_dir: str | None = None, timers: Timers | None = None,
                  blksize: int = 1428, tftp_timeout: float = 1.0, tftp_retries: int = 8,
                  stagger: float = 0.0, faults: list[Fault] = (), emit=None,
-                 time_dilation: float = 1.0, reset_slot: tuple[int, int] = (0, 1)):
+                 time_dilation: float = 1.0, reset_slot: tuple[int, int] = (0, 1),
+                 trust: Trust = FIXTURE_TRUST):
         self.specs = phones
         self.server = server
         self.seed = seed
@@ -350,6 +384,7 @@ class Agent:
         self.stagger = stagger
         self.reset_slot = reset_slot      # (i, k): these are phones i, i+k, i+2k... of the site
         self.faults = list(faults)
+        self.trust = trust             # HQ's public key: every phone's trust list
         self._emit = emit
         self.k = float(time_dilation)
         if not self.k >= 1.0:
@@ -396,7 +431,7 @@ class Agent:
         t = time.monotonic()
         for spec in self.specs:
             ph = Phone(PhoneId(spec.name, spec.ip, spec.mac, spec.model), self.server,
-                       seed=self.seed, timers=self.timers)
+                       seed=self.seed, timers=self.timers, trust=self.trust)
             r = PhoneRunner(self, spec, ph)
             self.runners.append(r)
             await r.open()
@@ -454,13 +489,16 @@ class Agent:
                 "cpu_s": round(ru.ru_utime + ru.ru_stime, 3), **self.timings}
 
     def _inject(self, f: Fault, tries: int) -> None:
-        if f.phone == "auto":
-            victim = next((r for r in self.runners
-                           if not r.dead and r.serving_mid_transfer()), None)
+        pick = {"auto": PhoneRunner.serving_mid_transfer,
+                "root-fetching": PhoneRunner.root_fetching,
+                "root-serving": PhoneRunner.root_serving,
+                "mid-upgrade": PhoneRunner.mid_upgrade}.get(f.phone)
+        if pick is not None:
+            victim = next((r for r in self.runners if not r.dead and pick(r)), None)
         else:
             victim = next((r for r in self.runners if r.spec.name == f.phone), None)
         if victim is None:
-            if f.phone == "auto" and tries < 400 and self.remaining:
+            if pick is not None and tries < 400 and self.remaining:
                 self.loop.call_later(0.25 * self.k, self._inject, f, tries + 1)
             else:
                 self.emit({"event": "fault", "phone": None, "how": f.how,
@@ -468,9 +506,12 @@ class Agent:
             return
         victim.log_lines.append(render(LogRecord(victim.now(), "ERR", f"FAULT INJECTED: the "
                                                  f"phone dies ({f.how})"), self.epoch))
-        victim.kill(f.how)
         self.emit({"event": "fault", "phone": victim.spec.name, "ip": victim.spec.ip,
-                   "how": f.how, "t": round(victim.now(), 3)})
+                   "how": f.how, "t": round(victim.now(), 3), "select": f.phone})
+        if f.how == "power-cycle":
+            self.loop.create_task(victim.power_cycle(f.off_s))
+            return
+        victim.kill(f.how)
         if victim.phone.completed is None:
             self.remaining -= 1
             if self.remaining == 0:

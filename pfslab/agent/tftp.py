@@ -33,7 +33,7 @@ __all__ = [
     "TftpError", "TftpPacketError", "Opcode", "ErrorCode",
     "Rrq", "Wrq", "Data", "Ack", "Error", "Oack", "Packet",
     "encode_rrq", "encode_wrq", "encode_data", "encode_ack", "encode_error", "encode_oack",
-    "decode", "ReadTransfer", "tftp_get",
+    "decode", "ReadTransfer", "ServerReach", "tftp_get",
     "DEFAULT_BLKSIZE", "MIN_BLKSIZE", "MAX_BLKSIZE",
 ]
 
@@ -44,7 +44,15 @@ MAX_PACKET = 65536         # receive buffer: 4 + 65464 fits
 
 
 #: A retransmission timeout grows, without progress, up to this many times the base timeout.
-MAX_BACKOFF = 8
+#: 4 x 1 s: a server that comes back is heard from within about 4 s.
+MAX_BACKOFF = 4
+#: Mid-transfer, after this many unanswered retransmissions the client also sends its RRQ
+#: again (a probe): a server that restarted has forgotten the transfer, and answers the RRQ
+#: with a new one, which the client takes (it restarts from block 1).
+PROBE_AFTER = 3
+#: Retransmissions of a transfer that starts while the server has been silent to the last
+#: one (:class:`ServerReach`): the phone learns faster that HQ is unreachable.
+QUICK_RETRIES = 3
 
 
 class Opcode:
@@ -269,6 +277,12 @@ class ReadTransfer:
     socket and :meth:`timer_expired` once ``now >= deadline``. Each returns the datagrams to
     send as ``[(bytes, addr)]``. Stop when ``done`` (``data`` holds the file) or ``error``
     (a :class:`TftpError`) is set. Never raises on what the network sends.
+
+    Recovery: a server that goes away mid-transfer and comes back. After ``PROBE_AFTER``
+    unanswered retransmissions each retransmission also re-sends the RRQ; the old transfer
+    resumes if its server answers, else the first answer to the RRQ restarts the transfer
+    (``restarts`` counts them; the old TID then gets ERROR 5). Without progress the transfer
+    fails after ``retries`` retransmissions (1 s backing off to 4 s: 31 s for 8).
     """
 
     def __init__(self, server: Addr, filename: str, *, blksize: int = 1428, tsize: bool = True,
@@ -311,10 +325,14 @@ class ReadTransfer:
         self._rto = self.timeout
         self.ignored = 0                        # datagrams dropped as malformed or stale
         self.retransmits = 0
+        self.restarts = 0                       # transfers begun again (a server restart)
+        self.heard = False                      # any datagram from the server host
+        self._silent = 0                        # retransmissions since the last progress
 
     # -- helpers --
     def _send_new(self, pkt: bytes, addr: Addr, now: float) -> Out:
         self._last = (pkt, addr)
+        self._silent = 0
         self._tries_left = self.retries
         self._rto = self.timeout
         self.deadline = now + self.timeout
@@ -355,7 +373,23 @@ class ReadTransfer:
         # retransmitting at a fixed pace only adds to the congestion.
         self._rto = min(self._rto * 2, self.timeout * MAX_BACKOFF)
         self.deadline = now + self._rto
+        self._silent += 1
+        if self.tid is not None and self._silent >= PROBE_AFTER:
+            return [self._last, (self._rrq, self.server)]       # resume, or restart
         return [self._last]
+
+    @property
+    def probing(self) -> bool:
+        return self.tid is not None and self._silent >= PROBE_AFTER
+
+    def _restart(self) -> None:
+        """Forget the current transfer (its server is gone); the next answer to the RRQ
+        starts it again from block 1."""
+        self.restarts += 1
+        self.tid, self.negotiated, self.tsize = None, None, None
+        self.blksize = DEFAULT_BLKSIZE
+        self.next_block, self._last_wire = 1, None
+        self._chunks, self.received = [], 0
 
     def datagram_received(self, raw: bytes, addr: Addr, now: float) -> Out:
         if self.finished:
@@ -367,14 +401,20 @@ class ReadTransfer:
 
     def _receive(self, raw: bytes, addr: Addr, now: float) -> Out:
         host, port = addr[0], addr[1]
+        from_server = _same_host(host, self.server[0])
+        self.heard = self.heard or from_server
         if self.tid is None:
-            ok = _same_host(host, self.server[0])
+            ok = from_server
         else:
             ok = port == self.tid[1] and _same_host(host, self.tid[0])
         try:
             pkt = decode(raw)
         except TftpPacketError:
             pkt = None
+        if not ok and from_server and self.probing and self._answers_rrq(pkt):
+            # the server came back without our transfer: take its new one from block 1
+            self._restart()
+            return self._receive(raw, addr, now)
         if not ok:
             # RFC 1350: a packet from an unknown TID gets ERROR 5, and the transfer goes on.
             # Never answer an ERROR (no error ping-pong).
@@ -426,6 +466,14 @@ class ReadTransfer:
             self.ignored += 1
             return []
         return self._illegal(addr, f"unexpected {type(pkt).__name__} during a read")
+
+    def _answers_rrq(self, pkt: Packet | None) -> bool:
+        """Could ``pkt`` open a transfer in answer to our RRQ?"""
+        if isinstance(pkt, Oack):
+            return self.used_options
+        if isinstance(pkt, Data):
+            return pkt.block == 1
+        return isinstance(pkt, Error) and pkt.code != ErrorCode.UNKNOWN_TID
 
     def _illegal(self, addr: Addr, why: str) -> Out:
         return self._fail(TftpError(f"{self._where()}: bad packet: {why}"),
@@ -526,9 +574,24 @@ async def _resolve(loop: asyncio.AbstractEventLoop, sock: socket.socket, server:
     return infos[0][4]
 
 
+class ServerReach:
+    """What one client remembers of its server between transfers: was it silent to the last
+    one? Then the next transfer gives up after ``QUICK_RETRIES`` retransmissions (11 s, not
+    31 s), so a phone cut off from HQ fails its files in bounded time (docs/protocol.md)."""
+
+    __slots__ = ("silent",)
+
+    def __init__(self):
+        self.silent = False
+
+    def retries(self, retries: int) -> int:
+        return min(retries, QUICK_RETRIES) if self.silent else retries
+
+
 async def tftp_get(sock: socket.socket, server: str, filename: str, *, blksize: int = 1428,
                    tsize: bool = True, timeout: float = 1.0, retries: int = 5, port: int = 69,
-                   progress: Callable[[int, int | None], None] | None = None) -> bytes:
+                   progress: Callable[[int, int | None], None] | None = None,
+                   reach: ServerReach | None = None) -> bytes:
     """Download ``filename`` from ``server:port`` over the UDP socket ``sock``; return its bytes.
 
     ``sock`` is an unconnected UDP socket (e.g. from :func:`pfslab.agent.netns.udp_socket`,
@@ -537,12 +600,13 @@ async def tftp_get(sock: socket.socket, server: str, filename: str, *, blksize: 
 
     ``timeout`` is the retransmission timeout in seconds, ``retries`` the retransmissions of
     one packet before giving up. ``progress(received_bytes, tsize_or_None)`` is called after
-    every new block. Raises :class:`TftpError` on failure.
+    every new block. ``reach``: the caller's memory of this server (:class:`ServerReach`),
+    updated here. Raises :class:`TftpError` on failure.
     """
     loop = asyncio.get_running_loop()
     addr = await _resolve(loop, sock, server, port)
     xfer = ReadTransfer(addr, filename, blksize=blksize, tsize=tsize, timeout=timeout,
-                        retries=retries)
+                        retries=reach.retries(retries) if reach else retries)
     sock.setblocking(False)
     fd = sock.fileno()
     fut: asyncio.Future[bytes] = loop.create_future()
@@ -627,6 +691,8 @@ async def tftp_get(sock: socket.socket, server: str, filename: str, *, blksize: 
             arm()
         return await fut
     finally:
+        if reach is not None and not fut.cancelled():
+            reach.silent = not xfer.heard
         loop.remove_reader(fd)
         if timer is not None:
             timer.cancel()

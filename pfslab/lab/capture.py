@@ -40,7 +40,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pfslab.errors import UserError
 
 from .fidelity import tcpdump_stats
-from .nsutil import iproute_in, ns_argv, require_binaries
+from .nsutil import die_with_parent, iproute_in, ns_argv, require_binaries
 
 #: tcpdump -B (KiB) for a subnet mirror and for the WAN interface (the WAN's rate is shaped)
 SUBNET_BUFFER_KIB = 65536
@@ -167,7 +167,8 @@ class Capture:
         with open(self.errlog, "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=die_with_parent(signal.SIGTERM))
         if self.record:
             self.record.add_pid(self.proc.pid, f"tcpdump {self.label}")
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import socket
 
 from pyroute2 import netns as _netns
@@ -127,3 +129,25 @@ def iproute_in(path: str | None):
         yield ipr
     finally:
         ipr.close()
+
+
+_libc = ctypes.CDLL(None, use_errno=True)     # loaded now: never dlopen in a forked child
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGKILL):
+    """A ``preexec_fn`` for Popen: the child gets ``sig`` when this process dies, even by
+    SIGKILL (``PR_SET_PDEATHSIG``), so a killed lab leaves no process behind.
+
+    The signal survives exec (nsenter, unshare and ``sh -c 'exec ...'`` keep the PID) but not
+    fork: the child's own children are stopped by their process group (``pfslab clean``).
+    The kernel ties it to the *thread* that forked: call Popen from a thread that lives as
+    long as the run (the lab's main thread).
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:
+        _libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:          # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+    return preexec

@@ -23,6 +23,7 @@ import datetime
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ import time
 
 from pfslab import results as res
 from pfslab.errors import UserError
+from pfslab.firmware import Signer
 from pfslab.settings import Settings, add_options
 
 from pfslab.view.live import Board, LiveView
@@ -39,8 +41,15 @@ from .fidelity import RunWatch, mark_missing_frames
 from .dilation import undilate_pcap
 from .footprint import footprint
 from .net import REPO_ROOT, LabNet
+from .inject import Injector
+from .nsutil import die_with_parent
 from .records import new_prefix
 from .syslog_server import PORT as PFS_LOG_PORT
+
+#: the run's public key, in each mode's folder
+TRUST_FILE = "hq-signing-key.pub"
+#: a run prefix (records.new_prefix makes 'p' + 5): interface names stay within 15 bytes
+PREFIX_RE = re.compile(r"[a-z][a-z0-9]{0,7}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,9 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------- one mode
 def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = False,
-             live: bool | None = None) -> dict:
+             live: bool | None = None, signer: Signer | None = None) -> dict:
     """One mode: settings -> site -> LabNet -> agent -> results (one results.json entry).
-    ``live``: the live phone screens (None: when stdout is a terminal)."""
+    ``live``: the live phone screens (None: when stdout is a terminal). ``signer``: HQ's key
+    for this run (default: a fresh one); the phones get its public key."""
     site = settings.site()
     estimate = est.estimate_settings(settings, mode, site)
     capped = est.capped(mode, settings.traditional_sample, settings.traditional_until,
@@ -65,10 +75,13 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
     if capped and capped.get("until_s") is not None:
         settings = dataclasses.replace(settings, timeout=capped["until_s"])
     k = settings.dilation(site)
+    signer = signer or settings.signer()
+    os.makedirs(out, exist_ok=True)
+    save_trust(signer, out)
     net = LabNet(site, settings, out_dir=out, prefix=prefix, time_dilation=k,
                  log=lambda m: print(f"  {mode}: {m}", flush=True))
     site.log_server = f"{net.hq_ip}:{PFS_LOG_PORT}"     # the PFS log server at HQ
-    net.tftp_files = site.files(mode)
+    net.tftp_files = site.files(mode, signer)
     with net:
         w = net.wan.describe()
         print(f"{mode}: lab {net.run_id}: {len(net.phones)} phones in {site.subnets()} "
@@ -88,8 +101,14 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
                          others={"HQ": net.hq.pid})
         watch.start()
         t_agent, t0 = time.time(), time.monotonic()
-        agent_rc, agent = run_agent(net, settings, mode, out, phones, k, on_event=watch.event,
-                                    live=live)
+        injector = Injector(net, settings.all_faults(),
+                            log=lambda m: print(f"  {mode}: {m}", flush=True))
+        try:
+            agent_rc, agent = run_agent(net, settings, mode, out, phones, k,
+                                        on_event=watch.event, live=live,
+                                        trust=signer.trust.hex(), injector=injector)
+        finally:
+            injector.close()
         agent_s = time.monotonic() - t0
         watch.stop()
         tftp_log, wan = net.tftp_requests(), net.wan.describe()
@@ -104,6 +123,8 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
         if k != 1 else wan
     r = collect(net, mode, agent_rc, tftp_log, epoch, wan)
     r.capped, r.estimate = capped, estimate
+    r.faults = [f.to_dict() for f in settings.all_faults()]
+    r.fault_events = agent_fault_events(out) + injector.events
     r.fidelity = watch.result(net.capture_checks)
     if r.hierarchies_source == "wire":
         mark_missing_frames(r.hierarchies, res.hierarchies(r.phones), net.capture_checks)
@@ -135,17 +156,45 @@ def settings_wan(settings: Settings) -> dict:
     return WanSettings(bw, delay, loss).as_dict()
 
 
+def agent_fault_events(out: str) -> list[dict]:
+    """The agent's fault events (a phone's own faults), from agent-events.jsonl."""
+    found = []
+    try:
+        with open(os.path.join(out, "agent-events.jsonl")) as f:
+            for line in f:
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(ev, dict) and ev.get("event") == "fault":
+                    found.append(ev)
+    except OSError:
+        pass
+    return found
+
+
+def save_trust(signer: Signer, out: str) -> str:
+    """The run's public key (never the private one) in the run folder: hq-signing-key.pub,
+    64 hex digits (``Trust.from_hex``)."""
+    path = os.path.join(out, TRUST_FILE)
+    with open(path, "w") as f:
+        f.write(signer.trust.hex() + "\n")
+    return path
+
+
 def run_agent(net: LabNet, settings: Settings, mode: str, out: str, phones: list[dict],
-              k: float = 1.0, on_event=None, live: bool | None = None) -> tuple[int, dict]:
+              k: float = 1.0, on_event=None, live: bool | None = None, trust: str | None = None,
+              injector: Injector | None = None) -> tuple[int, dict]:
     """Run the phone agent on ``phones`` (one process per core at scale:
     pfslab.agent.shards); its JSON lines go to agent-events.jsonl, the live view
-    (pfslab.view.live) and ``on_event``. Returns its exit code and {epoch: the reset's
-    wall-clock time, stats: its agent_stats, footprint: the largest memory footprint seen
-    while it ran}."""
+    (pfslab.view.live) and ``on_event``. ``trust``: the public key the phones hold;
+    ``injector``: the network faults, ticked from here in emulated time from the phones'
+    reset. Returns its exit code and {epoch: the reset's wall-clock time, stats: its
+    agent_stats, footprint: the largest memory footprint seen while it ran}."""
     spec_path = os.path.join(out, "agent-spec.json")
     with open(spec_path, "w") as f:
         json.dump(settings.agent_spec(net.hq_ip, phones, os.path.join(out, "logs"), mode,
-                                      time_dilation=k),
+                                      time_dilation=k, trust=trust),
                   f, indent=1)
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -153,10 +202,12 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str, phones: list
         proc = subprocess.Popen([sys.executable, "-m", "pfslab.agent", "many", spec_path,
                                  "--results", os.path.join(out, "agent-results.json")],
                                 stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                                cwd=REPO_ROOT, env=env, start_new_session=True)
+                                cwd=REPO_ROOT, env=env, start_new_session=True,
+                                preexec_fn=die_with_parent())
     net.track(proc, "agent", group=True)
     view = LiveView(Board(phones, mode, settings.wan()[0]), live=live)
     info: dict = {}
+    reset_at: list[float] = []          # monotonic time of the agent's "started" (the reset)
 
     def pump():
         with open(os.path.join(out, "agent-events.jsonl"), "w") as evf:
@@ -171,6 +222,8 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str, phones: list
                     continue
                 if not isinstance(ev, dict):
                     continue
+                if ev.get("event") == "started" and not reset_at:
+                    reset_at.append(time.monotonic())
                 if ev.get("event") == "reset":
                     info["epoch"] = ev.get("epoch")
                 elif ev.get("event") == "agent_stats":
@@ -187,6 +240,8 @@ def run_agent(net: LabNet, settings: Settings, mode: str, out: str, phones: list
         deadline = time.monotonic() + settings.timeout * k + 60
         next_sample = time.monotonic() + 5
         while proc.poll() is None and time.monotonic() < deadline:
+            if injector is not None and reset_at:
+                injector.tick((time.monotonic() - reset_at[0]) / k)   # emulated time
             time.sleep(0.2)
             if time.monotonic() >= next_sample:       # memory, while everything is up
                 fp = footprint(groups, len(net.phones))
@@ -226,6 +281,11 @@ def run(args) -> int:
     settings = Settings.from_args(args)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = os.path.abspath(args.out or os.path.join(REPO_ROOT, "pcaps", f"{stamp}-lab"))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {args.out}: that is a file, not a folder")
+    if args.prefix is not None and not PREFIX_RE.fullmatch(args.prefix):
+        raise UserError(f"--prefix {args.prefix!r}: a lower-case letter, then up to 7 "
+                        "lower-case letters or digits (it starts every interface name)")
     modes = settings.modes
     site = settings.site()
     print("what it will cost (lower bounds, from the WAN settings and the load sizes):")
@@ -237,12 +297,13 @@ def run(args) -> int:
         if t["makespan_s"] > 1800:
             print(f"  (the traditional baseline alone takes >= {est.human_s(t['makespan_s'])};"
                   " cap it with --traditional-sample N or --traditional-until S)")
+    signer = settings.signer()          # one HQ key per run (both modes)
     results = []
     for mode in modes:
         prefix = args.prefix if (args.prefix and len(modes) == 1) else new_prefix()
         mode_out = os.path.join(out, mode) if len(modes) > 1 else out
         r = run_mode(settings, mode, mode_out, prefix, cli=args.cli,
-                     live=False if args.no_live else None)
+                     live=False if args.no_live else None, signer=signer)
         results.append(r)
         print(f"{mode}: {r['completed']}/{r['total']} phones upgraded, makespan "
               f"{r['makespan_s']} s, WAN {r['wan_bytes']:,} bytes, "

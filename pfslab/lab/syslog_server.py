@@ -22,7 +22,7 @@ import time
 
 from pfslab.errors import UserError
 
-from .nsutil import ns_argv, require_binaries, udp_port_taken
+from .nsutil import die_with_parent, ns_argv, require_binaries, udp_port_taken
 
 PORT = 514
 _LINE = re.compile(r"^(\S+) (\S+) [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d (\S+) (.*)$")
@@ -69,7 +69,8 @@ class SyslogServer:
                                      "-i", os.path.join(self.dir, "rsyslogd.pid")])
         with open(os.path.join(self.dir, "rsyslogd.stderr"), "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err,
-                                         stderr=err, start_new_session=True)
+                                         stderr=err, start_new_session=True,
+                                         preexec_fn=die_with_parent())
         if self.record:
             self.record.add_pid(self.proc.pid, "rsyslogd", group=True)
         deadline = time.monotonic() + timeout

@@ -29,7 +29,7 @@ import time
 
 from pfslab.errors import UserError
 
-from .nsutil import ns_argv, require_binaries, udp_port_taken
+from .nsutil import die_with_parent, ns_argv, require_binaries, udp_port_taken
 
 _SYSLOG_HDR = re.compile(rb"^<(\d+)>(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?")
 _RRQ = re.compile(r"(RRQ|WRQ) from (\S+) filename (.+?)(?: remapped to .*)?$")
@@ -138,14 +138,19 @@ class TftpServer:
         tftpd = [self.bins["in.tftpd"], "--foreground", "--ipv4", "-v", "-v", "-v",
                  "--address", f"{self.address}:69", "--secure", self.root, *self.extra_args]
         d = shlex.quote(devdir)
-        script = (f"mount --bind /dev/null {d}/null && mount --rbind {d} /dev && "
-                  f"exec {' '.join(shlex.quote(a) for a in tftpd)}")
+        # sh stays as a small supervisor: in.tftpd forks a child per transfer, and a fork
+        # drops PR_SET_PDEATHSIG, so when the lab dies (SIGTERM from die_with_parent) sh
+        # kills its whole process group, transfer children included
+        script = (f"trap 'kill -KILL 0' TERM INT HUP; "
+                  f"mount --bind /dev/null {d}/null && mount --rbind {d} /dev && "
+                  f"{{ {' '.join(shlex.quote(a) for a in tftpd)} & wait; }}")
         argv = ns_argv(self.hq_pid, [self.bins["unshare"], "--mount", "--propagation",
                                      "private", "sh", "-c", script])
         errpath = self.log_path + ".stderr"
         with open(errpath, "wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err,
-                                         stderr=err, start_new_session=True)
+                                         stderr=err, start_new_session=True,
+                                         preexec_fn=die_with_parent(signal.SIGTERM))
         if self.record:
             self.record.add_pid(self.proc.pid, "in.tftpd", group=True)
         # ready when its port is taken in the HQ namespace

@@ -24,7 +24,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pfslab.errors import UserError
 from pfslab.results import wan_dict
 
-from .nsutil import iproute_in, netns_path, ns_argv, require_binaries
+from .nsutil import die_with_parent, iproute_in, netns_path, ns_argv, require_binaries
 from .units import parse_bandwidth, parse_delay, parse_loss
 
 QUEUE_NUM = 0  # NFQUEUE numbers are per network namespace: no clash between runs
@@ -132,7 +132,7 @@ class Wan:
         err = open(os.path.join(self.log_dir, "delayline.err"), "wb") if self.log_dir \
             else subprocess.DEVNULL
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=die_with_parent())
         if err is not subprocess.DEVNULL:
             err.close()
         if self.record:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from ..firmware import Signer
 from ..protocol.phone import Phone, PhoneId, Timers
 from ..site import PhoneSpec, Site
 from .memnet import SimNet
@@ -21,17 +22,21 @@ def phone_specs(subnets: int, per_subnet: int, models: list[str]) -> list[PhoneS
 
 
 def build(site: Site | list[PhoneSpec], mode: str = "pfs", *, scale: float | None = None,
-          seed: int = 1, timers: Timers | None = None, phone_cls=Phone, **net_kw
-          ) -> tuple[SimNet, list[Phone]]:
-    """A SimNet serving ``site.files(mode)`` and one Phone per PhoneSpec (not reset yet).
-    A bare list of phones is a Site with the default configuration levels, scale 0.01."""
+          seed: int = 1, timers: Timers | None = None, phone_cls=Phone,
+          signer: Signer | None = None, **net_kw) -> tuple[SimNet, list[Phone]]:
+    """A SimNet serving ``site.files(mode, signer)`` and one Phone per PhoneSpec (not reset
+    yet), each trusting ``signer``'s public key only. ``signer``: HQ's key (default: a fresh
+    one per run, as in the lab). A bare list of phones is a Site with the default
+    configuration levels, scale 0.01."""
     if not isinstance(site, Site):
         site = Site(list(site), firmware_scale=0.01)
     if scale is not None:
         site = replace(site, firmware_scale=scale)
-    net = SimNet(site.files(mode), **net_kw)
+    signer = signer or Signer.generate()
+    net = SimNet(site.files(mode, signer), **net_kw)
     phones = [net.add(phone_cls(PhoneId(sp.name, sp.ip, sp.mac, sp.model), net.server,
-                                seed=seed, timers=timers), sp.subnet) for sp in site.phones]
+                                seed=seed, timers=timers, trust=signer.trust), sp.subnet)
+              for sp in site.phones]
     return net, phones
 
 
