@@ -204,20 +204,21 @@ def _layout(value) -> list[list[str]]:
 
 
 def _faults(value) -> tuple[list, str | None]:
-    """[[faults]] -> (the entries, checked for shape; Settings.fail_parent or None)."""
+    """[[faults]] -> (the lab faults as tables, checked by pfslab.lab.faults; Settings.
+    fail_parent or None). ``kind = "fail_parent"`` (after, how) is the older form of
+    ``kind = "parent"``; every kind of pfslab.lab.faults is accepted with its fields."""
+    from .lab.faults import Fault, FaultSpecError
     if not isinstance(value, list):
-        _fail("faults", "want [[faults]] tables, e.g. kind = \"fail_parent\", after = 12")
-    fail_parent = None
+        _fail("faults", "want [[faults]] tables, e.g. kind = \"tftp-restart\", at = 10, "
+                        "duration = 5")
+    fail_parent, lab = None, []
     for i, f in enumerate(value, start=1):
         key = f"faults[{i}]"
         if not isinstance(f, dict) or not isinstance(f.get("kind"), str):
             _fail(key, "each fault is a table with a kind, e.g. kind = \"fail_parent\"")
         kind = f["kind"]
-        if kind not in FAULT_KINDS:
-            _fail(f"{key}.kind", f"unknown fault {kind!r}; known: "
-                  + ", ".join(sorted(FAULT_KINDS)))
-        _unknown(f, {"kind", *FAULT_KINDS[kind]}, key)
         if kind == "fail_parent":
+            _unknown(f, {"kind", *FAULT_KINDS[kind]}, key)
             if fail_parent is not None:
                 _fail(key, "one fail_parent fault per scenario")
             after = _number(0.0)(f"{key}.after", f.get("after", 0))
@@ -225,7 +226,12 @@ def _faults(value) -> tuple[list, str | None]:
             if how not in ("crash", "silent"):
                 _fail(f"{key}.how", f"{how!r} is not one of crash, silent")
             fail_parent = f"{after:g}:{how}"
-    return list(value), fail_parent
+            continue
+        try:
+            lab.append(Fault.from_dict(f, key).to_dict())
+        except FaultSpecError as e:
+            raise ScenarioError(str(e)) from None
+    return lab, fail_parent
 
 
 def _unknown(table: dict, known, where: str) -> None:

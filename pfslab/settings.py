@@ -227,10 +227,11 @@ class Settings:
         return site
 
     def all_faults(self) -> list:
-        """Every fault of the run (pfslab.lab.faults.Fault): ``--fault`` specs, then
-        ``--fail-parent`` (a parent fault)."""
+        """Every fault of the run (pfslab.lab.faults.Fault): the scenario's [[faults]],
+        ``--fault`` specs, then ``--fail-parent`` (a parent fault)."""
         from .lab.faults import Fault, parse_fault
-        out = [parse_fault(t, self.subnets) for t in self.fault]
+        out = [Fault.from_dict(d, "scenario fault") for d in self.faults]
+        out += [parse_fault(t, self.subnets) for t in self.fault]
         if self.fail_parent:
             after, _, how = self.fail_parent.partition(":")
             try:

@@ -86,6 +86,13 @@ def test_loads_and_device_on_reach_the_site():
     assert "SCCP70.9-4-2SR3-1S.loads" in site.files("pfs")
 
 
+def test_lab_fault_kinds_become_the_runs_faults():
+    s = scenario.load({"faults": [{"kind": "tftp-restart", "at": 10, "duration": 5},
+                                  {"kind": "rogue", "how": "tamper", "subnet": 1}]})
+    assert [(f.kind, f.at, f.duration) for f in s.all_faults()][0] == ("tftp-restart", 10, 5)
+    assert s.all_faults()[1].kind == "rogue" and s.all_faults()[1].how == "tamper"
+
+
 def test_fail_parent_fault_becomes_the_setting():
     s = scenario.load({"faults": [{"kind": "fail_parent", "after": 12, "how": "silent"}]})
     assert s.fail_parent == "12:silent" and s.all_faults()[0].how == "silent"
@@ -119,7 +126,8 @@ BAD = [  # (scenario text, what the one line must say)
     ("[[subnets]]\nmodels = ['CP-7961G']", "subnets[1]: missing phones"),
     ("[[subnets]]\nphones = 2\ncount = 3", "subnets[1].count: unknown key"),
     ("phones_per_subnet = 3\n[[subnets]]\nphones = 2", "subnets: [[subnets]] tables give"),
-    ("[[faults]]\nkind = 'meteor'", "faults[1].kind: unknown fault 'meteor'; known: fail_parent"),
+    ("[[faults]]\nkind = 'meteor'", "faults[1] 'meteor::1': unknown kind; one of parent,"),
+    ("[[faults]]\nkind = 'tftp-restart'\nwhen = 3", "faults[1]: unknown field 'when'"),
     ("[[faults]]\nafter = 3", "faults[1]: each fault is a table with a kind"),
     ("[[faults]]\nkind = 'fail_parent'\nhow = 'loud'", "faults[1].how: 'loud' is not one of"),
     ("name = 3", "name: want a string"),
