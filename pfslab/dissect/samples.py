@@ -97,19 +97,6 @@ def make_sample(name: str, argv: list[str], out: pathlib.Path, work: pathlib.Pat
     return write_golden(dest)
 
 
-def _chown(path: pathlib.Path) -> None:
-    """Under sudo, hand the samples to the invoking user."""
-    uid = os.environ.get("SUDO_UID")
-    if not uid:
-        return
-    gid = int(os.environ.get("SUDO_GID") or uid)
-    for p in [path, *path.rglob("*")]:
-        try:
-            os.chown(p, int(uid), gid)
-        except OSError:
-            pass
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pfslab.dissect.samples",
                                  description=__doc__.splitlines()[0])
@@ -138,7 +125,8 @@ def main(argv=None) -> int:
     print(f"samples: {out}: {', '.join(names)}; pcaps {total:,} bytes")
     if total > MAX_TOTAL:
         print(f"samples: warning: more than {MAX_TOTAL:,} bytes of pcaps", file=sys.stderr)
-    _chown(out)
+    from pfslab.results import give_to_sudo_user
+    give_to_sudo_user(str(out))       # under sudo, the samples are the invoking user's
     return 0
 
 
