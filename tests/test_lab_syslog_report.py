@@ -93,3 +93,17 @@ def test_the_run_wrote_its_report_and_left_no_rsyslogd(run):
                 continue
             assert not (b"rsyslogd" in cmd and any(r["run_id"].encode() in cmd
                                                    for r in results)), cmd
+
+
+def test_decode_checks_the_log_servers_roots_against_the_wire(run):
+    """`pfslab decode` reads pfs-syslog.log beside the captures: every root a phone announced
+    there is a root on the wire, and every wire root announced it (but the silent phone)."""
+    from pfslab.dissect.decode import decode_paths
+    out, _, results = run
+    pfs = next(r for r in results if r["mode"] == "pfs")
+    report = decode_paths([str(out / "pfs")])
+    ls = report["log_server"]
+    assert ls["file"] == "pfs-syslog.log" and ls["roots_announced"] > 0
+    assert ls["roots_not_on_wire"] == []
+    silent_ip = pfs["phones"][NO_LOG_SERVER - 1]["ip"]
+    assert {r["ip"] for r in ls["wire_roots_not_announced"]} <= {silent_ip}

@@ -26,9 +26,11 @@ from collections import Counter, defaultdict
 
 from ..errors import UserError
 from .pcapfile import Capture
+from .syslogfile import log_server_summary, parse_log
 
 #: how many examples of malformed messages a pcap's report keeps
 MAX_EXAMPLES = 5
+SYSLOG_FILE = "pfs-syslog.log"   # the PFS log server's file in a run's mode folder
 
 
 def add_arguments(p):
@@ -40,6 +42,9 @@ def add_arguments(p):
     g.add_argument("--tree", action="store_true", help="print only the hierarchy trees")
     g.add_argument("--table", action="store_true", help="print only the tables")
     p.add_argument("--width", type=int, default=None, help="text width (default: terminal)")
+    p.add_argument("--syslog", metavar="FILE", default=None,
+                   help="the PFS log server's file (default: pfs-syslog.log in a directory "
+                        "given; its roots are checked against the wire's)")
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -536,10 +541,22 @@ def hierarchies_of(scan: PcapScan, subnet, rel) -> list[dict]:
 
 # ------------------------------------------------------------------------------ all pcaps
 
-def decode_paths(paths) -> dict:
-    """Decode a run's pcaps (files or directories). The whole report as plain data."""
+def decode_paths(paths, syslog: str | None = None) -> dict:
+    """Decode a run's pcaps (files or directories). The whole report as plain data; with the
+    PFS log server's file (``syslog``, or pfs-syslog.log in a directory given) its
+    ``log_server`` part says what the phones reported there, checked against the wire."""
     scans = [PcapScan(p) for p in expand_paths(paths)]   # all checked before any is read
-    return decode_scans([s.run() for s in scans])
+    if syslog is None:
+        found = [pathlib.Path(a) / SYSLOG_FILE for a in paths
+                 if (pathlib.Path(a) / SYSLOG_FILE).is_file()]
+        syslog = str(found[0]) if found else None
+    elif not pathlib.Path(syslog).is_file():
+        raise UserError(f"--syslog {syslog}: no such file (the run's pfs-syslog.log)")
+    report = decode_scans([s.run() for s in scans])
+    if syslog is not None:
+        report["log_server"] = {"file": pathlib.Path(syslog).name, **log_server_summary(
+            parse_log(syslog), report["hierarchies"])}
+    return report
 
 
 def decode_scans(scans: list[PcapScan]) -> dict:
@@ -787,6 +804,15 @@ def render(report: dict, what: str = "all", width: int | None = None) -> str:
     if what in ("all", "table"):
         for t in tables(report):
             con.print(t)
+    ls = report.get("log_server")
+    if ls is not None and what in ("all", "table"):
+        con.print(shown(
+            f"PFS log server ({ls['file']}): {ls['lines']:,} lines from {ls['phones']} phones; "
+            f"{ls['roots_announced']} roots announced (@@@HROOT), "
+            f"{len(ls['roots_not_on_wire'])} not on the wire, "
+            f"{len(ls['wire_roots_not_announced'])} on the wire but not announced"))
+        for r in (ls["roots_not_on_wire"] + ls["wire_roots_not_announced"])[:MAX_EXAMPLES]:
+            con.print(shown(f"  {r['ip']} {r['model']} {r['file']}"))
     if report["malformed"] or report["errors"]:
         for p in report["pcaps"]:
             if p["malformed"] or p["error"]:
@@ -799,7 +825,7 @@ def render(report: dict, what: str = "all", width: int | None = None) -> str:
 
 
 def run(args) -> int:
-    report = decode_paths(args.pcaps)
+    report = decode_paths(args.pcaps, args.syslog)
     if args.json:
         print(json.dumps(report, indent=1, sort_keys=False))
     else:

@@ -15,17 +15,17 @@ and a phone's message is ``<time> <phone name> <its DLoad line>`` (see
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import time
 
 from pfslab.errors import UserError
 
+from pfslab.dissect.syslogfile import parse_log  # noqa: F401  (the file's reader)
+
 from .nsutil import die_with_parent, ns_argv, require_binaries, udp_port_taken
 
 PORT = 514
-_LINE = re.compile(r"^(\S+) (\S+) [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d (\S+) (.*)$")
 
 CONFIG = """\
 # pfslab's PFS log server (one lab run); see pfslab/lab/syslog_server.py
@@ -100,19 +100,3 @@ class SyslogServer:
         if self.record:
             self.record.drop_pid(self.proc.pid)
         self.proc = None
-
-
-def parse_log(path: str) -> list[dict]:
-    """pfs-syslog.log -> [{"received", "ip", "phone", "line"}] in file order ("line" is the
-    phone's DLoad line, as in its own log). Lines of another shape are skipped."""
-    out = []
-    try:
-        f = open(path, encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return out
-    with f:
-        for raw in f:
-            m = _LINE.match(raw.rstrip("\n"))
-            if m:
-                out.append({"received": m[1], "ip": m[2], "phone": m[3], "line": m[4]})
-    return out

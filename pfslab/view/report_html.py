@@ -366,7 +366,7 @@ def _fidelity(results: list[dict]) -> list[str]:
 
 def _syslog(modes: list[Mode]) -> list[str]:
     """What the PFS log server at HQ received, per phone."""
-    from ..lab.syslog_server import parse_log
+    from ..dissect.syslogfile import parse_log
     out = []
     for m in modes:
         path = os.path.join(m.dir, "pfs-syslog.log")
