@@ -13,6 +13,7 @@ from pfslab.protocol.phone import Fetch, Phone, PhoneId, Send, Timers, Write
 from pfslab.protocol.states import ROOT_STATES, State
 from pfslab.sim import scenario
 from pfslab.site import Site
+from simcheck import assert_all_verified, assert_declared
 
 MODEL = "CP-7961G"
 T = Timers()
@@ -42,19 +43,6 @@ def logs(net, p):
 def biggest_component(scale=0.01):
     load, _ = firmware.build_load(firmware.model_load(MODEL), scale)
     return max(c.size for c in load.components)
-
-
-def assert_declared(net):
-    """Every phone made only the state changes that states.TRANSITIONS lists."""
-    assert not [r.text for node in net.nodes.values() for r in node.logs
-                if "undeclared transition" in r.text]
-
-
-def assert_all_verified(phones):
-    for p in phones:
-        assert p.completed is not None, f"{p.id.name} hangs"
-        assert p.completed.ok, p.id.name
-        assert all(i.sha256_ok for i in p.installed.values())
 
 
 # --------------------------------------------------------------------- stalling parents

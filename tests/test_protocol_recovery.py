@@ -9,24 +9,13 @@ from pfslab.protocol import codec
 from pfslab.protocol.phone import Phone, PhoneId, Timers
 from pfslab.protocol.states import State
 from pfslab.sim import scenario
+from simcheck import assert_all_verified, assert_declared
 
 MODEL = "CP-7961G"
 
 
 def tftp_by_file(net):
     return Counter(f for _, _, f in net.tftp_requests if not f.endswith(".cnf.xml"))
-
-
-def assert_declared(net):
-    """Every phone made only the state changes that states.TRANSITIONS lists."""
-    assert not [r.text for node in net.nodes.values() for r in node.logs
-                if "undeclared transition" in r.text]
-
-
-def assert_all_verified(phones):
-    for p in phones:
-        assert p.completed is not None, f"{p.id.name} hangs"
-        assert p.completed.ok, p.id.name
 
 
 def _root_in(phones, state, serving):

@@ -134,6 +134,13 @@ class Tally:
         if len(self.examples) < 3:
             self.examples.append(what)
 
+    def count(self, decoded: bool) -> None:
+        """One case that did not crash: decoded whole, or rejected cleanly."""
+        if decoded:
+            self.decoded += 1
+        else:
+            self.rejected += 1
+
     def differ(self, what: str) -> None:
         self.disagree += 1
         if len(self.examples) < 3:
@@ -157,10 +164,7 @@ def fuzz_codec(cs, tally: Tally) -> None:
         except Exception as e:
             tally.crash(f"{proto} {b.hex()}: {type(e).__name__}: {e}")
             continue
-        if ok:
-            tally.decoded += 1
-        else:
-            tally.rejected += 1
+        tally.count(ok)
 
 
 def fuzz_scapy(cs, tally: Tally) -> None:
@@ -179,10 +183,7 @@ def fuzz_scapy(cs, tally: Tally) -> None:
         except Exception as e:
             tally.crash(f"{proto} {b.hex()}: {type(e).__name__}: {e}")
             continue
-        if ok:
-            tally.decoded += 1
-        else:
-            tally.rejected += 1
+        tally.count(ok)
         if not lossless or ok != codec_ok(proto, b):
             tally.differ(f"{proto} {b.hex()}: scapy {'ok' if ok else 'rejects'}, "
                          f"lossless={lossless}")
@@ -257,10 +258,7 @@ def fuzz_lua(cs, tally: Tally, work: pathlib.Path) -> None:
                 tally.crash(f"{proto} {b.hex()}: cppdp.internal_error: {info[:120]}")
                 continue
             ok = bool(proto_col) and not malformed
-            if ok:
-                tally.decoded += 1
-            else:
-                tally.rejected += 1
+            tally.count(ok)
             whole = proto == "udp" and b[:4] == codec.MAGIC or (
                 proto == "tcp" and len(b) >= 10 and b[:4] == codec.MAGIC
                 and 10 + int.from_bytes(b[6:10], "big") == len(b))
