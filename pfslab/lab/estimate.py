@@ -24,7 +24,8 @@ from pfslab import firmware, phoneconfig
 
 #: bytes on the wire per TFTP block beyond its payload: the DATA's Ethernet + IPv4 + UDP +
 #: TFTP headers (14 + 20 + 8 + 4) and its ACK, a minimum-size 60-byte Ethernet frame
-BLOCK_OVERHEAD = 46 + 60
+DATA_OVERHEAD = 46
+BLOCK_OVERHEAD = DATA_OVERHEAD + 60
 #: one RRQ and its OACK, roughly (file name and options)
 REQUEST_BYTES = 2 * 90
 #: listening (up to 0.75 s) and the offer-to-confirmation delay (1.25 s) before a root fetches
@@ -37,6 +38,12 @@ def wire_bytes(size: int, blksize: int) -> int:
     """One TFTP transfer of ``size`` bytes as the WAN capture counts it (both ways)."""
     blocks = size // blksize + 1          # the last block is short (maybe empty)
     return size + blocks * BLOCK_OVERHEAD + REQUEST_BYTES
+
+
+def down_bytes(size: int, blksize: int) -> int:
+    """The HQ-to-phone part of one transfer (DATA and OACK): what the shaped direction of
+    the WAN carries, so what its bandwidth bounds (ACKs and RRQs go the other way)."""
+    return size + (size // blksize + 1) * DATA_OVERHEAD + REQUEST_BYTES // 2
 
 
 def transfer_s(size: int, blksize: int, rtt: float) -> float:
@@ -60,7 +67,7 @@ def estimate_mode(phones: list[dict], files: dict[str, bytes], pfs_of: dict[str,
                   blksize: int = 1428) -> dict:
     """The cost of one mode. ``phones``: dicts with name, subnet, model, mac; ``files``:
     what HQ serves in this mode; ``pfs_of``: each phone's resolved PFS setting, by name."""
-    total_bytes = 0
+    total_bytes = down = 0
     requests = 0
     chains = []
     groups: set = set()
@@ -79,14 +86,16 @@ def estimate_mode(phones: list[dict], files: dict[str, bytes], pfs_of: dict[str,
                 roots += len(lf)
             mine += [size for _, size in lf]
         total_bytes += sum(wire_bytes(s, blksize) for s in mine)
+        down += sum(down_bytes(s, blksize) for s in mine)
         requests += len(mine)
         chain = sum(transfer_s(s, blksize, wan_rtt) for s in mine)
         if shares and len(mine) > 1:
             chain += ELECTION_S
         chains.append(chain)
-    wan_s = total_bytes * 8 / wan_bps if wan_bps else 0.0
+    wan_s = down * 8 / wan_bps if wan_bps else 0.0       # the downstream direction's bound
     chain_s = max(chains, default=0.0)
     return {"mode": mode, "phones": len(phones), "wan_bytes": total_bytes,
+            "wan_down_bytes": down,
             "hq_requests": requests, "groups": len(groups), "roots": roots,
             "wan_busy_s": round(wan_s, 1), "lockstep_s": round(chain_s, 1),
             "makespan_s": round(max(wan_s, chain_s), 1),
