@@ -138,13 +138,19 @@ def test_udp_counters_of_this_namespace():
     assert fd.udp_counters(2 ** 22 + 12345) is None
 
 
-def test_socket_drops_counts_a_full_buffer():
+def overflowed_socket() -> tuple[socket.socket, socket.socket]:
+    """A receiver with a 4 KiB buffer and 200 KB sent at it: real receive-buffer drops."""
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     rx.bind(("127.0.0.1", 0))
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for _ in range(200):
         tx.sendto(b"x" * 1000, rx.getsockname())
+    return rx, tx
+
+
+def test_socket_drops_counts_a_full_buffer():
+    rx, tx = overflowed_socket()
     drops = fd.socket_drops(rx)
     rx.close()
     tx.close()
@@ -244,12 +250,7 @@ def test_run_watch_reads_this_namespace_and_keeps_the_agent_stats():
     import os
     w = fd.RunWatch({"me": os.getpid()}, others={"also me": os.getpid()})
     w.start()
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    rx.bind(("127.0.0.1", 0))
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for _ in range(200):
-        tx.sendto(b"x" * 1000, rx.getsockname())
+    rx, tx = overflowed_socket()
     rx.close()
     tx.close()
     w.event({"event": "completed"})
