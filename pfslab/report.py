@@ -36,24 +36,26 @@ def mode_stats(r: dict) -> dict:
     hs = r.get("hierarchies", [])
     depth = max((max(tree_depths(h).values()) for h in hs if h.get("root")), default=0)
     return {"phones": len(phones), "upgraded": done, "makespan_s": r.get("makespan_s"),
-            "wan_bytes": r.get("wan_bytes"), "tftp_requests": len(r.get("tftp_requests", [])),
+            "wan_bytes": r.get("wan_bytes"), "wan_tftp_bytes": r.get("wan_tftp_bytes"),
+            "tftp_requests": len(r.get("tftp_requests", [])),
             "roots": len([h for h in hs if h.get("root")]), "max_depth": depth}
 
 
 def summary_table(results: list[dict]) -> Table:
     t = Table(title="Upgrade summary", title_justify="left")
     t.add_column("mode", no_wrap=True)
-    for col in ("upgraded", "makespan", "WAN bytes", "TFTP reqs at HQ", "PFS roots",
-                "tree depth"):
+    for col in ("upgraded", "makespan", "WAN bytes", "of it TFTP", "TFTP reqs at HQ",
+                "PFS roots", "tree depth"):
         t.add_column(col, justify="right", no_wrap=True)
-    t.caption = ("PFS roots: one per (subnet, model, file) hierarchy; "
+    t.caption = ("WAN bytes: every frame, both ways (syslog to HQ included); of it TFTP: the "
+                 "firmware and configs. PFS roots: one per (subnet, model, file) hierarchy; "
                  "tree depth: the deepest phone, root = 0")
     for r in results:
         s = mode_stats(r)
         ms = "not reached" if r.get("truncated") else "-" if s["makespan_s"] is None \
             else f"{s['makespan_s']:,.1f} s"
         t.add_row(r["mode"] + mode_flags(r), f"{s['upgraded']}/{s['phones']}", ms,
-                  _mb(s["wan_bytes"]),
+                  _mb(s["wan_bytes"]), _mb(s["wan_tftp_bytes"]),
                   str(s["tftp_requests"]), str(s["roots"]) if r["mode"] == "pfs" else "-",
                   str(s["max_depth"]) if r["mode"] == "pfs" else "-")
     return t
@@ -67,6 +69,7 @@ def ratios(results: list[dict]) -> list[tuple[str, float | None, float | None, s
     p, t = by["pfs"], by["traditional"]
     rows = []
     for label, key in (("makespan (s)", "makespan_s"), ("WAN bytes", "wan_bytes"),
+                       ("WAN bytes, TFTP only", "wan_tftp_bytes"),
                        ("TFTP requests at HQ", "tftp_requests")):
         a, b = p[key], t[key]
         rows.append((label, a, b, f"{a / b:.2f}" if a is not None and b else "-"))
@@ -129,7 +132,22 @@ def fidelity_lines(r: dict) -> list[str]:
                    + ("[/]" if bad else ""))
     if r.get("capped"):
         out.append(f"[bold]{r['mode']}: {capped_note(r['capped'])}[/]")
+    line = one_copy_line(r)
+    if line:
+        out.append(line)
     return out
+
+
+def one_copy_line(r: dict) -> str | None:
+    """TFTP bytes on the WAN against the estimate's bytes: one copy of each load set per
+    (subnet, model) in PFS mode, one per phone in traditional mode, plus every config."""
+    est, got = r.get("estimate") or {}, r.get("wan_tftp_bytes")
+    if not est.get("wan_bytes") or got is None or r.get("capped"):
+        return None
+    what = "one copy per (subnet, model) + configs" if r["mode"] == "pfs" \
+        else "every phone's load + config"
+    return (f"{r['mode']}: WAN TFTP bytes {got / 1e6:,.2f} MB = "
+            f"{got / est['wan_bytes']:.3f} x {what} ({est['wan_bytes'] / 1e6:,.2f} MB)")
 
 
 def print_report(results: list[dict], console: Console | None = None, trees: int = 1) -> None:

@@ -2,7 +2,7 @@
 
 :class:`ModeResult` is the one result type; :func:`hierarchies` the one derivation of PFS
 trees from what each phone says it did (``Phone.outcome()["files"]``: role root/child/tftp);
-:func:`pcap_bytes` and :func:`wire_check` the lab's figures and cross-check from its captures.
+:func:`wan_traffic` and :func:`wire_check` the lab's figures and cross-check from its captures.
 The schema is documented in docs/results.md (tests/test_results.py holds the two together).
 """
 from __future__ import annotations
@@ -46,26 +46,48 @@ def wan_dict(bw_bps: int | None, delay_s: float, loss: float) -> dict:
 
 
 # ---------------------------------------------------------------- the lab's figures
-def pcap_bytes(path: str) -> tuple[int, int]:
-    """(frames, bytes on the wire) of a classic pcap file."""
+SYSLOG_PORT = 514
+
+
+def wan_traffic(path: str) -> dict:
+    """frames and wire bytes of a classic Ethernet pcap, split by what they carry: ``tftp``
+    (UDP other than syslog: requests, DATA, ACKs, OACKs, errors), ``syslog`` (UDP port 514,
+    the phones' log lines to HQ's PFS log server) and ``other`` (ARP, ICMP, ...). A missing
+    or empty file counts nothing; a truncated last record is ignored."""
+    c = {"frames": 0, "bytes": 0, "tftp": 0, "syslog": 0, "other": 0}
     try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-            if len(head) < 24:
-                return 0, 0
-            e = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-            n = total = 0
-            while True:
-                rec = f.read(16)
-                if len(rec) < 16:
-                    break
-                _, _, incl, orig = struct.unpack(e + "IIII", rec)
-                f.seek(incl, 1)
-                n += 1
-                total += orig
-            return n, total
+        f = open(path, "rb")
     except FileNotFoundError:
-        return 0, 0
+        return c
+    with f:
+        head = f.read(24)
+        if len(head) < 24:
+            return c
+        e = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        rec_hdr = struct.Struct(e + "IIII")
+        while True:
+            rec = f.read(16)
+            if len(rec) < 16:
+                break
+            _, _, incl, orig = rec_hdr.unpack(rec)
+            data = f.read(incl)
+            if len(data) < incl:
+                break
+            c["frames"] += 1
+            c["bytes"] += orig
+            c[_kind(data)] += orig
+    return c
+
+
+def _kind(frame: bytes) -> str:
+    """tftp / syslog / other for one Ethernet frame (IPv4, UDP, by port)."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        return "other"
+    ihl = (frame[14] & 0x0F) * 4
+    if len(frame) < 14 + ihl + 4:
+        return "other"
+    sport, dport = struct.unpack_from("!HH", frame, 14 + ihl)
+    return "syslog" if SYSLOG_PORT in (sport, dport) else "tftp"
 
 
 def wire_check(out: str, agent_hier: list[dict], tftp_log: list[dict]) -> dict:
@@ -114,6 +136,7 @@ class ModeResult:
     hierarchies: list[dict] = field(default_factory=list)
     hierarchies_source: str = "agents"
     wan_frames: int | None = None
+    wan_tftp_bytes: int | None = None   # of wan_bytes: TFTP only (no syslog, ARP, ICMP)
     run_id: str | None = None
     out_dir: str | None = None
     agent_exit: int | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 
 import pytest
 
@@ -98,7 +99,46 @@ def test_traditional_is_pfs_off_everywhere():
     assert all(f["role"] == "tftp" for p in r["phones"] for f in p["files"].values())
 
 
-def test_pcap_bytes_of_a_missing_or_empty_file(tmp_path):
-    assert res.pcap_bytes(str(tmp_path / "none.pcap")) == (0, 0)
+def test_wan_traffic_of_a_missing_or_empty_file(tmp_path):
+    zero = {"frames": 0, "bytes": 0, "tftp": 0, "syslog": 0, "other": 0}
+    assert res.wan_traffic(str(tmp_path / "none.pcap")) == zero
     (tmp_path / "e.pcap").write_bytes(b"")
-    assert res.pcap_bytes(str(tmp_path / "e.pcap")) == (0, 0)
+    assert res.wan_traffic(str(tmp_path / "e.pcap")) == zero
+
+
+def _udp_frame(sport: int, dport: int, payload: bytes) -> bytes:
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + len(payload), 0, 0, 64, 17, 0,
+                     bytes([10, 1, 1, 10]), bytes([10, 0, 0, 10]))
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + \
+        struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def test_wan_traffic_splits_tftp_from_syslog_and_the_rest(tmp_path):
+    frames = [_udp_frame(50000, 69, b"\x00\x01SEP.cnf.xml\x00octet\x00"),   # RRQ
+              _udp_frame(40000, 50000, b"\x00\x03\x00\x01" + b"x" * 512),   # DATA
+              _udp_frame(50001, 514, b"<134>pfs: hello"),                    # syslog
+              b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + b"\x00" * 28]         # ARP
+    blob = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    for fr in frames:
+        blob += struct.pack("<IIII", 0, 0, len(fr), len(fr)) + fr
+    p = tmp_path / "wan.pcap"
+    p.write_bytes(blob + b"\x00\x00\x00")       # a torn last record header is ignored
+    sizes = [len(fr) for fr in frames]
+    assert res.wan_traffic(str(p)) == {"frames": 4, "bytes": sum(sizes),
+                                       "tftp": sizes[0] + sizes[1], "syslog": sizes[2],
+                                       "other": sizes[3]}
+
+
+def test_the_summary_shows_tftp_bytes_against_one_copy_per_group():
+    from rich.console import Console
+    from pfslab.report import one_copy_line, print_report
+    r = {"mode": "pfs", "phones": [{"completed": True}], "hierarchies": [], "makespan_s": 1.0,
+         "wan_bytes": 5_650_000, "wan_tftp_bytes": 306_000,
+         "estimate": {"wan_bytes": 300_000}}
+    assert one_copy_line(r) == ("pfs: WAN TFTP bytes 0.31 MB = 1.020 x one copy per "
+                                "(subnet, model) + configs (0.30 MB)")
+    con = Console(width=200, record=True)
+    print_report([r], console=con)
+    text = con.export_text()
+    assert "5.65 MB" in text and "0.31 MB" in text and "1.020 x" in text
+    assert one_copy_line({**r, "capped": {"sample": 1}}) is None   # a sample is no copy count

@@ -269,11 +269,12 @@ def collect(net: LabNet, mode: str, agent_rc: int, tftp_log: list[dict], t_agent
     pfs_of = net.site.pfs_of(mode)
     for p in phones:
         p["pfs_configured"] = pfs_of.get(p["name"])
-    frames, wan_bytes = res.pcap_bytes(os.path.join(out, "wan.pcap"))
+    wan_pcap = res.wan_traffic(os.path.join(out, "wan.pcap"))
     check = res.wire_check(out, res.hierarchies(phones), tftp_log)
     return res.ModeResult(mode=mode, wan=wan, phones=phones,
                           tftp_requests=res.tftp_requests_since(tftp_log, t_agent),
-                          wan_bytes=wan_bytes, wan_frames=frames, run_id=net.run_id,
+                          wan_bytes=wan_pcap["bytes"], wan_frames=wan_pcap["frames"],
+                          wan_tftp_bytes=wan_pcap["tftp"], run_id=net.run_id,
                           out_dir=out, agent_exit=agent_rc, **check)
 
 
@@ -306,7 +307,8 @@ def run(args) -> int:
                      live=False if args.no_live else None, signer=signer)
         results.append(r)
         print(f"{mode}: {r['completed']}/{r['total']} phones upgraded, makespan "
-              f"{r['makespan_s']} s, WAN {r['wan_bytes']:,} bytes, "
+              f"{r['makespan_s']} s, WAN {r['wan_bytes']:,} bytes "
+              f"({r['wan_tftp_bytes']:,} of them TFTP), "
               f"{len(r['tftp_requests'])} TFTP requests at HQ", flush=True)
     path = res.write_results(results, os.path.join(out, "results.json"))
     from pfslab.view.report_html import write_report

@@ -63,6 +63,7 @@ def simulate(site: Site, mode: str, *, seed: int, wan_delay_s: float, wan_bps: f
         mode=mode, wan={**res.wan_dict(wan_bps, wan_delay_s, wan_loss), "emulation": "simulated",
                         "model": wan_model},
         phones=out, tftp_requests=tftp, wan_bytes=s["wan_wire_bytes"] + s["wan_up_bytes"],
+        wan_tftp_bytes=s["wan_wire_bytes"] + s["wan_up_bytes"],
         hierarchies=res.hierarchies(out), truncated=s["truncated"],
         sim={"t_s": s["t_s"], "until_s": until, "not_completed": s["not_completed"],
              "wan_payload_bytes": s["wan_payload_bytes"], "wan_down_bytes": s["wan_wire_bytes"],
