@@ -254,13 +254,15 @@ class Settings:
             if site is None:
                 return 1.0
             return auto_dilation(list(Counter(p.subnet for p in site.phones).values()))
+        # whole factors only: the phones ask HQ's tftpd for a retransmission timeout of
+        # k x 1 s (RFC 2349 takes whole seconds, 1..255), so both ends' timers dilate alike
         try:
             k = float(v)
         except ValueError:
             k = 0.0
-        if not 1.0 <= k <= 1000.0:
-            raise UserError(f"--time-dilation {self.time_dilation!r}: auto, or a factor from "
-                            "1 to 1000 (e.g. 4)")
+        if not (1.0 <= k <= 255.0 and k == int(k)):
+            raise UserError(f"--time-dilation {self.time_dilation!r}: auto, or a whole factor "
+                            "from 1 to 255 (e.g. 4)")
         return k
 
     def check(self) -> "Settings":

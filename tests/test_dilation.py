@@ -1,6 +1,8 @@
 """Time dilation's arithmetic: WAN scaling, emulated timestamps, pcap rewriting, auto k."""
 import struct
 
+import pytest
+
 from pfslab.lab import dilation
 
 
@@ -57,3 +59,12 @@ def test_auto_dilation_grows_with_the_broadcast_domains_and_the_machine_load():
     assert 1.0 < small < big <= dilation.MAX_AUTO
     assert dilation.auto_dilation([1000], cores=2, loadavg=6.0) > big
     assert dilation.auto_dilation([5000], cores=2, loadavg=0.0) == dilation.MAX_AUTO
+
+
+@pytest.mark.parametrize("k", ["1.5", "0", "256", "x"])
+def test_time_dilation_is_a_whole_factor_a_tftp_timeout_can_carry(k):
+    from pfslab.errors import UserError
+    from pfslab.settings import Settings
+    with pytest.raises(UserError, match="whole factor from 1 to 255"):
+        Settings(time_dilation=k).dilation()
+    assert Settings(time_dilation="4").dilation() == 4.0

@@ -22,6 +22,10 @@ def test_capped_traditional_run_reports_its_cap_and_its_fidelity(tmp_path, capsy
         assert c["captured"] == c["frames_on_interfaces"] > 0
     assert f["udp_drops"]["namespaces"] == 3 and f["udp_drops"]["unread"] == []
     assert r["estimate"]["mode"] == "traditional" and r["timings"]["agent_s"] > 0
+    # no phone runs a PFS timer: the loop's lag comes from the agent's heartbeat
+    assert f["lag_source"] == "heartbeat" and f["lag"]["n"] > 0
+    assert "timer lag" not in f["verdict"]["unmeasured"]
+    assert 0 < r["wan_tftp_bytes"] <= r["wan_bytes"]
     print_report([r])
     assert "CAPPED traditional baseline: a sample of 1 of 3 phones, stopped at 120 s" in \
         capsys.readouterr().out

@@ -140,7 +140,9 @@ def run_sharded(raw: dict, spec_path: str, results_path: str | None, k: int, emi
     procs = [{k: v for k, v in w.stats.items() if k not in ("event", "processes")}
              for w in workers if w.stats]
     lag = LagMeter.merge(LagMeter.from_dict(p.get("lag") or {}) for p in procs)
+    sources = {p.get("lag_source") for p in procs} - {None}
     emit({"event": "agent_stats", "processes": procs, "lag": lag.to_dict(),
+          "lag_source": "timers" if "timers" in sources else "heartbeat",
           "time_dilation": dilation,
           "maxrss_kb_total": sum(p.get("maxrss_kb", 0) for p in procs)})
     missing = [p["name"] for p in phones if p["name"] not in results]

@@ -322,7 +322,8 @@ def run_fidelity(agent_stats: dict | None, udp: dict | None, captures: dict | No
         miss = [c.get("missing") for c in captures.values()]
         cap_drops = None if any(m is None for m in miss) else sum(miss)
     v = verdict(lag, None if udp is None else udp.get("rcvbuf_errors"), cap_drops, b)
-    return {"lag": lag, "lag_per_process": per_proc, "time_dilation": k,
+    return {"lag": lag, "lag_source": (agent_stats or {}).get("lag_source", "timers"),
+            "lag_per_process": per_proc, "time_dilation": k,
             "udp_drops": udp, "captures": captures, "capture_drops": cap_drops,
             "captures_complete": bool(captures) and all(c.get("complete")
                                                         for c in captures.values()),
