@@ -50,32 +50,20 @@ SYSLOG_PORT = 514
 
 
 def wan_traffic(path: str) -> dict:
-    """frames and wire bytes of a classic Ethernet pcap, split by what they carry: ``tftp``
-    (UDP other than syslog: requests, DATA, ACKs, OACKs, errors), ``syslog`` (UDP port 514,
-    the phones' log lines to HQ's PFS log server) and ``other`` (ARP, ICMP, ...). A missing
-    or empty file counts nothing; a truncated last record is ignored."""
+    """frames and wire bytes of a capture (pfslab.dissect.pcapfile), split by what they
+    carry: ``tftp`` (UDP other than syslog: requests, DATA, ACKs, OACKs, errors), ``syslog``
+    (UDP port 514, the phones' log lines to HQ's PFS log server) and ``other`` (ARP, ICMP,
+    ...). A missing, empty or unreadable file counts nothing; a torn last record is ignored."""
+    from pfslab.dissect.pcapfile import Capture, NotACapture
     c = {"frames": 0, "bytes": 0, "tftp": 0, "syslog": 0, "other": 0}
     try:
-        f = open(path, "rb")
-    except FileNotFoundError:
+        cap = Capture(path)
+    except NotACapture:
         return c
-    with f:
-        head = f.read(24)
-        if len(head) < 24:
-            return c
-        e = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-        rec_hdr = struct.Struct(e + "IIII")
-        while True:
-            rec = f.read(16)
-            if len(rec) < 16:
-                break
-            _, _, incl, orig = rec_hdr.unpack(rec)
-            data = f.read(incl)
-            if len(data) < incl:
-                break
-            c["frames"] += 1
-            c["bytes"] += orig
-            c[_kind(data)] += orig
+    for rec in cap.records():
+        c["frames"] += 1
+        c["bytes"] += rec.orig_len
+        c[_kind(rec.data) if rec.linktype == 1 else "other"] += rec.orig_len
     return c
 
 

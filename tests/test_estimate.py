@@ -18,12 +18,20 @@ def mode_estimate(site, mode, **kw):
 
 def loadset_bytes():
     _, files = firmware.build_load("SCCP41.9-4-2SR3-1S", SCALE)
-    return sum(est.wire_bytes(len(b), 1428) for b in files.values()), len(files)
+    return sum(est.wire_bytes(len(b), 1428, f) for f, b in files.items()), len(files)
 
 
-def test_wire_bytes_counts_blocks_acks_and_the_request():
-    assert est.wire_bytes(0, 1428) == 1 * est.BLOCK_OVERHEAD + est.REQUEST_BYTES
-    assert est.wire_bytes(1428, 1428) == 1428 + 2 * est.BLOCK_OVERHEAD + est.REQUEST_BYTES
+def test_wire_bytes_counts_every_packet_of_a_fetch():
+    # RRQ "SEP0250460101.cnf.xml" octet blksize 1428 tsize 0 timeout 1: 2+22+6+13+8+10 = 61
+    # OACK blksize 1428 tsize 233 timeout 1: 2+13+10+10 = 35; ACK 46; DATA 46 + payload
+    rrq, oack = 42 + 61, 42 + 35
+    assert est.wire_bytes(233, 1428, "SEP0250460101.cnf.xml") == \
+        rrq + oack + 46 + (46 + 233) + 46
+    assert est.down_bytes(233, 1428, "SEP0250460101.cnf.xml") == oack + 46 + 233
+    # a whole block is followed by an empty one; timeout 10 is one more byte each way
+    assert est.wire_bytes(1428, 1428, "x", 10) - est.wire_bytes(1428, 1428, "x", 1) == 2
+    assert est.wire_bytes(1428, 1428, "x") == est.wire_bytes(0, 1428, "x") + 1428 + 2 * 46 \
+        + 3                                                   # tsize "1428", not "0"
 
 
 def test_pfs_moves_one_load_set_per_subnet_and_load():

@@ -22,28 +22,44 @@ import math
 
 from pfslab import firmware, phoneconfig
 
-#: bytes on the wire per TFTP block beyond its payload: the DATA's Ethernet + IPv4 + UDP +
-#: TFTP headers (14 + 20 + 8 + 4) and its ACK, a minimum-size 60-byte Ethernet frame
-DATA_OVERHEAD = 46
-BLOCK_OVERHEAD = DATA_OVERHEAD + 60
-#: one RRQ and its OACK, roughly (file name and options)
-REQUEST_BYTES = 2 * 90
+#: Ethernet + IPv4 + UDP headers of every TFTP packet on the WAN
+FRAME_HEADERS = 14 + 20 + 8
+#: a DATA block's headers beyond its payload (frame headers and the TFTP opcode + block)
+DATA_OVERHEAD = FRAME_HEADERS + 4
+#: one ACK on the wire (veth frames are not padded to Ethernet's 60-byte minimum)
+ACK_BYTES = FRAME_HEADERS + 4
 #: listening (up to 0.75 s) and the offer-to-confirmation delay (1.25 s) before a root fetches
 ELECTION_S = 2.0
 #: Mininet's build measured about 35 ms per host on this 2-core machine (docs/lab.md, "Scale")
 BUILD_S_PER_HOST = 0.035
 
 
-def wire_bytes(size: int, blksize: int) -> int:
-    """One TFTP transfer of ``size`` bytes as the WAN capture counts it (both ways)."""
-    blocks = size // blksize + 1          # the last block is short (maybe empty)
-    return size + blocks * BLOCK_OVERHEAD + REQUEST_BYTES
+def _requests(name: str, size: int, blksize: int, timeout: int) -> tuple[int, int]:
+    """(RRQ, OACK) frame bytes of one fetch as pfslab's phones ask for it (blksize, tsize
+    and timeout options, pfslab.agent.tftp) and in.tftpd answers it (all three echoed, tsize
+    filled in)."""
+    from pfslab.agent.tftp import DEFAULT_BLKSIZE, encode_oack, encode_rrq
+    opts = {"blksize": str(blksize)} if blksize != DEFAULT_BLKSIZE else {}
+    rrq = encode_rrq(name, "octet", {**opts, "tsize": "0", "timeout": str(timeout)})
+    oack = encode_oack({**opts, "tsize": str(size), "timeout": str(timeout)})
+    return FRAME_HEADERS + len(rrq), FRAME_HEADERS + len(oack)
 
 
-def down_bytes(size: int, blksize: int) -> int:
-    """The HQ-to-phone part of one transfer (DATA and OACK): what the shaped direction of
-    the WAN carries, so what its bandwidth bounds (ACKs and RRQs go the other way)."""
-    return size + (size // blksize + 1) * DATA_OVERHEAD + REQUEST_BYTES // 2
+def wire_bytes(size: int, blksize: int, name: str = "f", timeout: int = 1) -> int:
+    """One TFTP fetch of ``size`` bytes as the WAN capture counts it, both ways, with no
+    loss: the RRQ, the OACK and its ACK, every DATA block (the last one short, maybe empty)
+    and its ACK."""
+    rrq, oack = _requests(name, size, blksize, timeout)
+    blocks = size // blksize + 1
+    return rrq + oack + ACK_BYTES + size + blocks * (DATA_OVERHEAD + ACK_BYTES)
+
+
+def down_bytes(size: int, blksize: int, name: str = "f", timeout: int = 1) -> int:
+    """The HQ-to-phone part of one fetch (the OACK and the DATA blocks): what the shaped
+    direction of the WAN carries, so what its bandwidth bounds (RRQs and ACKs go the other
+    way)."""
+    _, oack = _requests(name, size, blksize, timeout)
+    return oack + size + (size // blksize + 1) * DATA_OVERHEAD
 
 
 def transfer_s(size: int, blksize: int, rtt: float) -> float:
@@ -64,9 +80,10 @@ def load_files(files: dict[str, bytes], load_name: str) -> list[tuple[str, int]]
 
 def estimate_mode(phones: list[dict], files: dict[str, bytes], pfs_of: dict[str, bool],
                   mode: str, *, wan_bps: float | None, wan_rtt: float,
-                  blksize: int = 1428) -> dict:
+                  blksize: int = 1428, timeout: int = 1) -> dict:
     """The cost of one mode. ``phones``: dicts with name, subnet, model, mac; ``files``:
-    what HQ serves in this mode; ``pfs_of``: each phone's resolved PFS setting, by name."""
+    what HQ serves in this mode; ``pfs_of``: each phone's resolved PFS setting, by name;
+    ``timeout``: the TFTP timeout the phones ask for (the time dilation k)."""
     total_bytes = down = 0
     requests = 0
     chains = []
@@ -75,8 +92,8 @@ def estimate_mode(phones: list[dict], files: dict[str, bytes], pfs_of: dict[str,
     for p in phones:
         label = p.get("label") or p["name"]
         load = firmware.model_load(p["model"])
-        cfg = len(files.get(phoneconfig.sep_filename(p["mac"]), b""))
-        mine = [cfg]
+        cfg = phoneconfig.sep_filename(p["mac"])
+        mine = [(cfg, len(files.get(cfg, b"")))]
         shares = mode == "pfs" and pfs_of.get(label) and p["model"] in firmware.PFS_CAPABLE
         key = (p.get("subnet"), p["model"])
         if not shares or key not in groups:
@@ -84,11 +101,11 @@ def estimate_mode(phones: list[dict], files: dict[str, bytes], pfs_of: dict[str,
             if shares:
                 groups.add(key)
                 roots += len(lf)
-            mine += [size for _, size in lf]
-        total_bytes += sum(wire_bytes(s, blksize) for s in mine)
-        down += sum(down_bytes(s, blksize) for s in mine)
+            mine += lf
+        total_bytes += sum(wire_bytes(s, blksize, f, timeout) for f, s in mine)
+        down += sum(down_bytes(s, blksize, f, timeout) for f, s in mine)
         requests += len(mine)
-        chain = sum(transfer_s(s, blksize, wan_rtt) for s in mine)
+        chain = sum(transfer_s(s, blksize, wan_rtt) for _, s in mine)
         if shares and len(mine) > 1:
             chain += ELECTION_S
         chains.append(chain)
@@ -104,17 +121,20 @@ def estimate_mode(phones: list[dict], files: dict[str, bytes], pfs_of: dict[str,
 
 
 def estimate_site(site, mode: str, *, wan_bps: float | None, wan_rtt: float,
-                  blksize: int = 1428) -> dict:
+                  blksize: int = 1428, timeout: int = 1) -> dict:
     """``estimate_mode`` for a ``pfslab.site.Site``: the files HQ serves in that mode."""
     return estimate_mode([vars(p) for p in site.phones], site.files(mode), site.pfs_of(mode),
-                         mode, wan_bps=wan_bps, wan_rtt=wan_rtt, blksize=blksize)
+                         mode, wan_bps=wan_bps, wan_rtt=wan_rtt, blksize=blksize,
+                         timeout=timeout)
 
 
-def estimate_settings(settings, mode: str, site=None) -> dict:
-    """``estimate_site`` for a run's ``pfslab.settings.Settings``."""
+def estimate_settings(settings, mode: str, site=None, k: float | None = None) -> dict:
+    """``estimate_site`` for a run's ``pfslab.settings.Settings`` (``k``: the time dilation
+    the run uses, which sets the TFTP timeout the phones ask for; default: the settings')."""
     bps, delay, _ = settings.wan()
-    return estimate_site(site or settings.site(), mode, wan_bps=bps, wan_rtt=2 * delay,
-                         blksize=settings.blksize)
+    site = site or settings.site()
+    return estimate_site(site, mode, wan_bps=bps, wan_rtt=2 * delay, blksize=settings.blksize,
+                         timeout=int(k or settings.dilation(site)))
 
 
 def human_s(s: float) -> str:

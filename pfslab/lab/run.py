@@ -69,18 +69,18 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
     ``live``: the live phone screens (None: when stdout is a terminal). ``signer``: HQ's key
     for this run (default: a fresh one); the phones get its public key."""
     site = settings.site()
-    estimate = est.estimate_settings(settings, mode, site)
+    k = settings.dilation(site)
     capped = est.capped(mode, settings.traditional_sample, settings.traditional_until,
                         len(site.phones))
     if capped and capped.get("until_s") is not None:
         settings = dataclasses.replace(settings, timeout=capped["until_s"])
-    k = settings.dilation(site)
     signer = signer or settings.signer()
     os.makedirs(out, exist_ok=True)
     save_trust(signer, out)
     net = LabNet(site, settings, out_dir=out, prefix=prefix, time_dilation=k,
                  log=lambda m: print(f"  {mode}: {m}", flush=True))
     site.log_server = f"{net.hq_ip}:{PFS_LOG_PORT}"     # the PFS log server at HQ
+    estimate = est.estimate_settings(settings, mode, site, k)   # configs name it: their size
     net.tftp_files = site.files(mode, signer)
     with net:
         w = net.wan.describe()
