@@ -92,8 +92,10 @@ def ratio_table(results: list[dict]) -> Table | None:
     return tab
 
 
-def hierarchy_tree(h: dict, names: dict[str, str]) -> Tree:
-    """One hierarchy as a tree: root (TFTP) and children, each labelled name (ip)."""
+def hierarchy_tree(h: dict, names: dict[str, str], depth: int | None = 4) -> Tree:
+    """One hierarchy as a tree: root (TFTP) and children, each labelled name (ip). Past
+    ``depth`` levels below the root (None: all), a node says how many phones hang below it,
+    so a 1000-phone tree stays a screenful."""
     kids = defaultdict(list)
     for parent, child in h["edges"]:
         kids[parent].append(child)
@@ -101,13 +103,30 @@ def hierarchy_tree(h: dict, names: dict[str, str]) -> Tree:
     def label(ip):
         return f"{names.get(ip, '?')} ({ip})"
 
+    def below(ip):
+        n, stack, seen = 0, list(kids.get(ip, [])), {ip}
+        while stack:
+            c = stack.pop()
+            if c not in seen:
+                seen.add(c)
+                n += 1
+                stack.extend(kids.get(c, []))
+        return n
+
     top = Tree(f"[bold]{h['file']}[/] subnet {h['subnet']} {h['model']}: root "
                f"{label(h['root'])} ← TFTP")
-    stack = [(top, h["root"])]
+    stack = [(top, h["root"], 0)]
+    seen = {h["root"]}
     while stack:
-        node, ip = stack.pop()
+        node, ip, d = stack.pop()
         for c in sorted(kids.get(ip, [])):
-            stack.append((node.add(label(c)), c))
+            if c in seen:                      # a loop in a hostile capture: show it once
+                continue
+            seen.add(c)
+            if depth is not None and d + 1 >= depth and kids.get(c):
+                node.add(f"{label(c)} [dim]+{below(c)} phones below[/]")
+            else:
+                stack.append((node.add(label(c)), c, d + 1))
     return top
 
 

@@ -142,3 +142,19 @@ def test_the_summary_shows_tftp_bytes_against_one_copy_per_group():
     text = con.export_text()
     assert "5.65 MB" in text and "0.31 MB" in text and "1.020 x" in text
     assert one_copy_line({**r, "capped": {"sample": 1}}) is None   # a sample is no copy count
+
+
+def test_a_deep_tree_folds_below_four_levels():
+    from rich.console import Console
+    from pfslab.report import hierarchy_tree
+    ips = [f"10.1.1.{i}" for i in range(1, 64)]                  # a full binary tree, 63 nodes
+    edges = [[ips[(i - 1) // 2], ips[i]] for i in range(1, 63)]
+    h = {"file": "f", "subnet": 1, "model": "CP-7961G", "root": ips[0], "edges": edges}
+    con = Console(width=200, record=True)
+    con.print(hierarchy_tree(h, {}))
+    text = con.export_text()
+    assert text.count("(10.1.1.") == 1 + 2 + 4 + 8 + 16            # root and four levels
+    assert text.count("+2 phones below") == 16                    # level 4 holds the rest
+    con = Console(width=200, record=True)
+    con.print(hierarchy_tree(h, {}, depth=None))
+    assert con.export_text().count("(10.1.1.") == 63
