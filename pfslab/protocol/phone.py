@@ -22,7 +22,6 @@ import heapq
 import ipaddress
 import random
 import zlib
-from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from .. import firmware, phoneconfig
@@ -37,6 +36,11 @@ BROADCAST = "<broadcast>"
 NO_IP = "0.0.0.0"
 MAX_XIDS = 8          # other roots' XIDs a session accepts REQUESTs under
 PHONE_KEY = ""        # the timer key of phone-wide timers (not a session's file)
+_EMPTY: frozenset = frozenset()   # a session's sets until their first member (memory: 10^5 phones)
+
+# One generator for every phone, re-seeded per use: each session's draws are exactly those of
+# a random.Random of its own seed (runs repeat), without keeping 2.5 KB of state per session.
+_RNG = random.Random()
 
 
 @dataclass(frozen=True)
@@ -134,12 +138,35 @@ class PhoneId:
 
 # ----------------------------------------------------------------------------- states
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=1 << 20)
 def _ipnum(ip: str) -> int:
     return int(ipaddress.IPv4Address(ip))
 
 
-@dataclass
+@functools.lru_cache(maxsize=4096)
+def _hold_frame(have: int, total: int) -> bytes:
+    """A HOLD frame's bytes (the same few go to every waiting child, every HOLD_INTERVAL)."""
+    return codec.encode_frame(Frame(FrameType.HOLD, have=have, total=total))
+
+
+_LOADS: dict[tuple[bytes, bytes], firmware.LoadSet] = {}
+
+
+def _parse_loads(data, trust: firmware.Trust) -> firmware.LoadSet:
+    """firmware.parse_loads, remembered for the same bytes and key: the phones of one process
+    (a simulator, an agent running many) verify the same signed .loads once, not 2N times.
+    A pure function of its inputs; failures are not remembered (they raise each time)."""
+    key = (bytes(data), trust.raw)
+    ls = _LOADS.get(key)
+    if ls is None:
+        ls = firmware.parse_loads(data, trust)
+        if len(_LOADS) >= 64:
+            _LOADS.clear()
+        _LOADS[key] = ls
+    return ls
+
+
+@dataclass(slots=True)
 class Session:
     """One file's PFS state on this phone."""
     file: str
@@ -160,12 +187,12 @@ class Session:
     registrar: Registrar | None = None
     children: dict[int, str] = field(default_factory=dict)   # sid -> child ip (served)
     fetch_fails: int = 0
-    rng: random.Random | None = None
+    draws: int = 0                # random draws taken from the session's timer stream
     attempts: int = 0             # re-listens so far (Timers.max_attempts)
-    shunned: set[str] = field(default_factory=set)       # roots not to join again
-    no_shows: set[str] = field(default_factory=set)      # claimers that never confirmed
+    shunned: set[str] = _EMPTY    # roots not to join again
+    no_shows: set[str] = _EMPTY   # claimers that never confirmed
     yielded_to: str = NO_IP
-    xids: set[int] = field(default_factory=set)   # other roots' XIDs heard (a rebuilt tree)
+    xids: set[int] = _EMPTY       # other roots' XIDs heard (a rebuilt tree)
     yield_since: float = 0.0
     placed_by: str = NO_IP        # the root whose OFFER placed this phone (and its children)
 
@@ -178,7 +205,7 @@ class Session:
         return self.xid if self.is_root else self.root_xid
 
 
-@dataclass
+@dataclass(slots=True)
 class Stream:
     sid: int
     peer: str
@@ -214,13 +241,13 @@ class Phone:
         self.load: firmware.LoadSet | None = None
         self.map = 0
         self.pfs = False
-        self.tftp_queue: deque[str] = deque()
+        self.tftp_queue: list[str] = []         # a few files at most
         self.tftp_busy: str | None = None
         self.config_tries = 0
         self.installed: dict[str, Installed] = {}
         self.heard_roots: dict[str, tuple[str, int, float]] = {}   # file -> (ip, xid, when)
         self.distrusted: dict[str, str] = {}    # ip -> why: served bad bytes, or went silent
-        self.idle: OrderedDict[int, float] = OrderedDict()   # accepted, no REQUEST: sid -> t
+        self.idle: dict[int, float] = {}       # accepted, no REQUEST: sid -> t (oldest first)
         self.completed: Completed | None = None
 
     # ------------------------------------------------------------------ driver API
@@ -285,8 +312,9 @@ class Phone:
         self.streams[sid] = Stream(sid, peer, up=False)
         self.idle[sid] = now
         while len(self.idle) > self.t.max_idle_streams:     # the oldest idle one goes
-            old = self.streams.get(next(iter(self.idle)))
-            self.idle.popitem(last=False)
+            oldest = next(iter(self.idle))
+            old = self.streams.get(oldest)
+            del self.idle[oldest]
             if old is not None:
                 self._abort(old, AbortReason.FULL, "too many connections")
         if (PHONE_KEY, Timer.IDLE) not in self._timers:
@@ -392,7 +420,7 @@ class Phone:
             if self.now - t < self.t.request_wait:
                 self._set_timer_at(PHONE_KEY, Timer.IDLE, t + self.t.request_wait - self.now)
                 return
-            self.idle.popitem(last=False)
+            del self.idle[sid]
             st = self.streams.get(sid)
             if st is not None:
                 self._abort(st, AbortReason.PROTOCOL, "no REQUEST")
@@ -423,7 +451,7 @@ class Phone:
 
     def _tftp_next(self) -> None:
         if self.tftp_busy is None and self.tftp_queue:
-            self.tftp_busy = self.tftp_queue.popleft()
+            self.tftp_busy = self.tftp_queue.pop(0)
             self._out.append(Fetch(self.tftp_busy))
 
     # ------------------------------------------------------------------ config and load
@@ -456,8 +484,8 @@ class Phone:
 
     def _begin_file(self, file: str) -> None:
         x = zlib.crc32(self.id.mac.encode() + file.encode()) & 0xFFFFFFFF
-        rng = random.Random(f"{self.seed}|{self.id.mac}|{file}")
-        s = Session(file=file, xid=x, strength=rng.getrandbits(31))
+        _RNG.seed(f"{self.seed}|{self.id.mac}|{file}")
+        s = Session(file=file, xid=x, strength=_RNG.getrandbits(31))
         self.sessions[file] = s
         heard = self.heard_roots.pop(file, None)
         if self.pfs:
@@ -475,17 +503,20 @@ class Phone:
             self.log("INF", f"TFTP {file} from {self.server} (traditional upgrade)")
             self._tftp(file)
 
-    def _rng(self, s: Session) -> random.Random:
-        """The session's own random stream (seeded: runs repeat)."""
-        if s.rng is None:
-            s.rng = random.Random(f"{self.seed}|{self.id.mac}|{s.file}|timers")
-        return s.rng
+    def _random(self, s: Session) -> float:
+        """The next draw of the session's own random stream (seeded: runs repeat). Draws are
+        rare (one per election), so the stream is replayed rather than kept."""
+        _RNG.seed(f"{self.seed}|{self.id.mac}|{s.file}|timers")
+        for _ in range(s.draws):
+            _RNG.random()
+        s.draws += 1
+        return _RNG.random()
 
     def _expected_ok(self, file: str, data: bytes) -> bool:
         """The chain of trust: the .loads by its signature, components by its digests."""
         if self.load is None:
             try:
-                ls = firmware.parse_loads(data, self.trust)
+                ls = _parse_loads(data, self.trust)
             except firmware.FirmwareError as e:
                 self.log("ERR", f"{file}: bad signature or format: {e}")
                 return False
@@ -522,7 +553,7 @@ class Phone:
             for sid in list(s.children):
                 self._serve(s, sid)
         if self.load is None:
-            self.load = firmware.parse_loads(data, self.trust)
+            self.load = _parse_loads(data, self.trust)
             self.log("NOT", f"Load {self.load.name}: {len(self.load.components)} components: "
                             + " ".join(c.name for c in self.load.components))
             for c in self.load.components:
@@ -541,7 +572,7 @@ class Phone:
 
     def _listen(self, s: Session, why) -> None:
         self._goto(s, State.LISTENING, why)
-        self._set_timer(s, Timer.LISTEN, self.t.listen_min + self._rng(s).random()
+        self._set_timer(s, Timer.LISTEN, self.t.listen_min + self._random(s)
                         * self.t.listen_spread)
 
     def _t_listen(self, s: Session) -> None:
@@ -566,6 +597,8 @@ class Phone:
             self._confirm(s)
 
     def _t_yield(self, s: Session) -> None:
+        if s.no_shows is _EMPTY:
+            s.no_shows = set()
         s.no_shows.add(s.yielded_to)      # it never confirmed: its claims count no more
         self._relisten(s, f"no ROOT heard after yielding to {s.yielded_to}", Timer.YIELD)
 
@@ -579,6 +612,8 @@ class Phone:
             self._out.append(Close(s.up_sid))
             s.up_sid = None
         if shun != NO_IP:
+            if s.shunned is _EMPTY:
+                s.shunned = set()
             s.shunned.add(shun)
         s.attempts += 1
         if s.attempts > self.t.max_attempts:
@@ -709,7 +744,9 @@ class Phone:
     def _rx_root(self, s: Session, m: Message, src: str) -> None:
         if not self._root_ok(m, src, s):
             return
-        if len(s.xids) < MAX_XIDS:
+        if s.xids is _EMPTY:
+            s.xids = {m.xid}
+        elif len(s.xids) < MAX_XIDS:
             s.xids.add(m.xid)       # children of a new root may come to us under its XID
         if s.state in (State.LISTENING, State.TENTATIVE, State.YIELDED):
             self._cancel(s, Timer.ELECT, Timer.YIELD, Timer.LISTEN)
@@ -949,7 +986,7 @@ class Phone:
         total = 0
         if self.load is not None and s.file != self.load.loads_file:
             total = self.load.component(s.file).size
-        hold = codec.encode_frame(Frame(FrameType.HOLD, have=s.have, total=total))
+        hold = _hold_frame(s.have, total)
         for sid in s.children:
             self._out.append(Write(sid, hold))
         self._set_timer(s, Timer.HOLD, self.t.hold_interval)
