@@ -230,10 +230,17 @@ class Phone:
         self.seed = seed
         self.t = timers or Timers()
         self.now = 0.0
+        # _out (pending outputs) and _pushes (timers queued so far) are read by
+        # pfslab.sim.memnet: an input that left both unchanged needs no draining
         self._out: list = []
-        self._timers: dict[tuple[str, Timer], float] = {}
+        # Timers: the live deadline of each (key, kind), as (when, seq), and a heap with at
+        # least one entry at or before each live deadline. A timer set later than it was
+        # (a keepalive pushing a silence timer back) is queued again only when its old entry
+        # comes up; entries whose time is not their timer's live one are dropped.
+        self._timers: dict[tuple[str, Timer], tuple[float, int]] = {}
         self._heap: list[tuple[float, int, str, Timer]] = []
         self._seq = 0
+        self._pushes = 0
         self._sid = 0
         self.sessions: dict[str, Session] = {}
         self.streams: dict[int, Stream] = {}
@@ -249,6 +256,7 @@ class Phone:
         self.distrusted: dict[str, str] = {}    # ip -> why: served bad bytes, or went silent
         self.idle: dict[int, float] = {}       # accepted, no REQUEST: sid -> t (oldest first)
         self.completed: Completed | None = None
+        self.logs = True            # False: no LogRecord outputs (a simulator that drops them)
 
     # ------------------------------------------------------------------ driver API
 
@@ -257,11 +265,17 @@ class Phone:
         return out
 
     def next_deadline(self) -> float | None:
-        while self._heap:
-            when, _, key, kind = self._heap[0]
-            if self._timers.get((key, kind)) == when:
-                return when
-            heapq.heappop(self._heap)
+        heap, timers = self._heap, self._timers
+        while heap:
+            when, _, key, kind = heap[0]
+            live = timers.get((key, kind))
+            if live is not None:
+                if live[0] == when:
+                    return when
+                if live[0] > when:                 # set later since: queue it at its time
+                    heapq.heapreplace(heap, (live[0], live[1], key, kind))
+                    continue
+            heapq.heappop(heap)
         return None
 
     def start(self, now: float) -> None:
@@ -272,11 +286,17 @@ class Phone:
 
     def on_timer(self, now: float) -> None:
         self.now = now
-        while self._heap and self._heap[0][0] <= now:
-            when, _, key, kind = heapq.heappop(self._heap)
-            if self._timers.get((key, kind)) != when:
+        heap, timers = self._heap, self._timers
+        while heap and heap[0][0] <= now:
+            when, _, key, kind = heapq.heappop(heap)
+            live = timers.get((key, kind))
+            if live is None:
                 continue
-            del self._timers[(key, kind)]
+            if live[0] != when:
+                if live[0] > when:                 # set later since: queue it at its time
+                    heapq.heappush(heap, (live[0], live[1], key, kind))
+                continue
+            del timers[(key, kind)]
             if kind == Timer.IDLE:
                 self._t_idle()
                 continue
@@ -294,6 +314,14 @@ class Phone:
             m = codec.decode_shared(bytes(data))
         except DecodeError as e:
             self.log("WRN", f"RxBdcst from {src} dropped: {e}")
+            return
+        self.on_message(now, m, src)
+
+    def on_message(self, now: float, m: Message, src: str) -> None:
+        """A datagram already decoded (``codec.decode(data)``): what :meth:`on_datagram` does
+        after decoding. A simulator decodes a broadcast once for all the phones that hear it."""
+        self.now = now
+        if not self.pfs or src == self.id.ip:
             return
         if m.model != self.id.model or m.map != self.map:
             return                                   # another model's or load's hierarchy
@@ -392,7 +420,8 @@ class Phone:
     # ------------------------------------------------------------------ helpers
 
     def log(self, level: str, text: str) -> None:
-        self._out.append(LogRecord(self.now, level, text))
+        if self.logs:
+            self._out.append(LogRecord(self.now, level, text))
 
     def _new_sid(self) -> int:
         self._sid += 1
@@ -409,9 +438,13 @@ class Phone:
 
     def _set_timer_at(self, key: str, kind: Timer, delay: float) -> None:
         when = self.now + delay
-        self._timers[(key, kind)] = when
         self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, key, kind))
+        k = (key, kind)
+        old = self._timers.get(k)
+        self._timers[k] = (when, self._seq)
+        if old is None or when < old[0]:   # else its entry at old[0] <= when re-queues it
+            self._pushes += 1
+            heapq.heappush(self._heap, (when, self._seq, key, kind))
 
     def _t_idle(self) -> None:
         """Close the accepted connections that sent no REQUEST within REQUEST_WAIT."""
