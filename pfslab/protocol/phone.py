@@ -192,7 +192,7 @@ class Session:
     shunned: set[str] = _EMPTY    # roots not to join again
     no_shows: set[str] = _EMPTY   # claimers that never confirmed
     yielded_to: str = NO_IP
-    xids: set[int] = _EMPTY       # other roots' XIDs heard (a rebuilt tree)
+    xids: tuple[int, ...] = ()    # other roots' XIDs heard (a rebuilt tree), at most MAX_XIDS
     yield_since: float = 0.0
     placed_by: str = NO_IP        # the root whose OFFER placed this phone (and its children)
 
@@ -777,10 +777,8 @@ class Phone:
     def _rx_root(self, s: Session, m: Message, src: str) -> None:
         if not self._root_ok(m, src, s):
             return
-        if s.xids is _EMPTY:
-            s.xids = {m.xid}
-        elif len(s.xids) < MAX_XIDS:
-            s.xids.add(m.xid)       # children of a new root may come to us under its XID
+        if m.xid not in s.xids and len(s.xids) < MAX_XIDS:
+            s.xids += (m.xid,)       # children of a new root may come to us under its XID
         if s.state in (State.LISTENING, State.TENTATIVE, State.YIELDED):
             self._cancel(s, Timer.ELECT, Timer.YIELD, Timer.LISTEN)
             self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ROOT {fmt_xid(m.xid)} from {src}"

@@ -90,7 +90,9 @@ class SimNet(EventHeap):
         self.datagrams = 0
         self.pending = 0                                   # phones started, not completed
         self._started: list[Node] = []
-        self.on_drain = None      # called with (phone, now) after each input: the live view
+        # called with (phone, now) after each input that changed something (an output, a
+        # new timer): the live view
+        self.on_drain = None
 
     # ---------------------------------------------------------------- set-up
 
@@ -183,8 +185,11 @@ class SimNet(EventHeap):
 
     def _stream_data(self, node: Node, sid: int, data) -> None:
         if node.alive:
-            node.phone.on_stream_data(self.now, sid, data)
-            self._drain(node)
+            ph = node.phone
+            pushes = ph._pushes
+            ph.on_stream_data(self.now, sid, data)
+            if ph._out or ph._pushes != pushes or not node.plain:   # a HOLD changes nothing
+                self._drain(node)
 
     def _stream_closed(self, node: Node, sid: int, why: str) -> None:
         node.links.discard(sid)
