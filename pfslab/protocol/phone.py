@@ -221,6 +221,10 @@ class Stream:
 
 class Phone:
     """One phone. See the module docstring for the input/output contract."""
+    __slots__ = ("id", "trust", "server", "seed", "t", "now", "_out", "_timers", "_heap", "_seq",
+                 "_pushes", "_sid", "sessions", "streams", "config", "load", "map", "pfs",
+                 "tftp_queue", "tftp_busy", "config_tries", "installed", "heard_roots",
+                 "distrusted", "idle", "completed", "logs", "__weakref__")
 
     def __init__(self, ident: PhoneId, server: str, *, seed: int = 1,
                  timers: Timers | None = None, trust: firmware.Trust = firmware.FIXTURE_TRUST):

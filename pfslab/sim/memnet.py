@@ -12,6 +12,7 @@ as their size and digest (:class:`pfslab.protocol.payload.Content`), not as byte
 """
 from __future__ import annotations
 
+import gc
 import math
 from collections import deque
 
@@ -120,8 +121,18 @@ class SimNet(EventHeap):
 
     def run(self, until: float | None = None) -> float:
         """Run until every reset phone has ended (or virtual time ``until``); returns the
-        time reached. :meth:`summary` says whether the run was cut short."""
-        return super().run(until)
+        time reached. :meth:`summary` says whether the run was cut short.
+
+        Python's cyclic garbage collector is paused meanwhile: a run makes next to no cyclic
+        garbage, and each collection walks every phone's objects (a third of the CPU time
+        at 10^4 phones). Collections resume when it returns."""
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return super().run(until)
+        finally:
+            if paused:
+                gc.enable()
 
     # ---------------------------------------------------------------- inputs to phones
 
