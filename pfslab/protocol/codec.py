@@ -71,6 +71,7 @@ class ReadySource(enum.IntEnum):
     PEER = 1
 
 
+@functools.lru_cache(maxsize=4096)
 def name_hash(name: str) -> int:
     """``H=`` in the @@@HROOT log line: CRC-32 of the file name (pfslab's choice)."""
     return zlib.crc32(name.encode("ascii", "replace")) & 0xFFFFFFFF

@@ -52,7 +52,7 @@ class _Link:
 
     def __init__(self, src: Node, dst: Node, dsid: int):
         self.src, self.dst, self.dsid = src, dst, dsid
-        self.q: deque = deque()
+        self.q: deque | None = None        # created at its first queued write (most go at once)
         self.busy = False
         self.dead = False
         self.last = 0.0                    # when its latest delivery happens
@@ -318,6 +318,8 @@ class SimNet(EventHeap):
             self._deliver(link, self.now + (0 if data is _CLOSE else len(data) * 8
                                             / self.lan_bps) + self.lan_latency, data)
             return
+        if link.q is None:
+            link.q = deque()
         link.q.append(data)
         if not link.busy:
             self._lan_next(link)
