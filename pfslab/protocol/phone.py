@@ -237,12 +237,12 @@ class Phone:
         # _out (pending outputs) and _pushes (timers queued so far) are read by
         # pfslab.sim.memnet: an input that left both unchanged needs no draining
         self._out: list = []
-        # Timers: the live deadline of each (key, kind), as (when, seq), and a heap with at
-        # least one entry at or before each live deadline. A timer set later than it was
-        # (a keepalive pushing a silence timer back) is queued again only when its old entry
+        # Timers: the live entry (when, seq, (key, kind)) of each (key, kind), and a heap with
+        # at least one entry at or before each live one. A timer set later than it was (a
+        # keepalive pushing a silence timer back) is queued again only when its old entry
         # comes up; entries whose time is not their timer's live one are dropped.
-        self._timers: dict[tuple[str, Timer], tuple[float, int]] = {}
-        self._heap: list[tuple[float, int, str, Timer]] = []
+        self._timers: dict[tuple[str, Timer], tuple[float, int, tuple]] = {}
+        self._heap: list[tuple[float, int, tuple]] = []
         self._seq = 0
         self._pushes = 0
         self._sid = 0
@@ -271,13 +271,13 @@ class Phone:
     def next_deadline(self) -> float | None:
         heap, timers = self._heap, self._timers
         while heap:
-            when, _, key, kind = heap[0]
-            live = timers.get((key, kind))
+            when, _, k = heap[0]
+            live = timers.get(k)
             if live is not None:
                 if live[0] == when:
                     return when
                 if live[0] > when:                 # set later since: queue it at its time
-                    heapq.heapreplace(heap, (live[0], live[1], key, kind))
+                    heapq.heapreplace(heap, live)
                     continue
             heapq.heappop(heap)
         return None
@@ -292,15 +292,16 @@ class Phone:
         self.now = now
         heap, timers = self._heap, self._timers
         while heap and heap[0][0] <= now:
-            when, _, key, kind = heapq.heappop(heap)
-            live = timers.get((key, kind))
+            when, _, k = heapq.heappop(heap)
+            live = timers.get(k)
             if live is None:
                 continue
             if live[0] != when:
                 if live[0] > when:                 # set later since: queue it at its time
-                    heapq.heappush(heap, (live[0], live[1], key, kind))
+                    heapq.heappush(heap, live)
                 continue
-            del timers[(key, kind)]
+            del timers[k]
+            key, kind = k
             if kind == Timer.IDLE:
                 self._t_idle()
                 continue
@@ -334,6 +335,8 @@ class Phone:
             if m.type == MsgType.ROOT and self._root_ok(m, src):   # for when we get there
                 self._remember_root(m, src)
             return
+        if m.type == MsgType.ROOT and m.xid in s.xids and s.state not in _ROOT_HEEDED:
+            return          # a root already heard, in a state where a ROOT changes nothing
         handler = _MSG_HANDLERS.get(m.type)
         if handler is not None:
             handler(self, s, m, src)
@@ -445,10 +448,10 @@ class Phone:
         self._seq += 1
         k = (key, kind)
         old = self._timers.get(k)
-        self._timers[k] = (when, self._seq)
+        entry = self._timers[k] = (when, self._seq, k)
         if old is None or when < old[0]:   # else its entry at old[0] <= when re-queues it
             self._pushes += 1
-            heapq.heappush(self._heap, (when, self._seq, key, kind))
+            heapq.heappush(self._heap, entry)
 
     def _t_idle(self) -> None:
         """Close the accepted connections that sent no REQUEST within REQUEST_WAIT."""
@@ -1063,6 +1066,9 @@ _TIMER_HANDLERS = {
         State.LISTENING, State.TENTATIVE, State.YIELDED, State.JOINING, State.CHILD)},
     **{(st, Timer.HOLD): Phone._send_holds for st in State if st not in DONE_STATES},
 }
+
+#: The states in which _rx_root does more than note the root's XID.
+_ROOT_HEEDED = frozenset({State.LISTENING, State.TENTATIVE, State.YIELDED, State.ROOT_WAITING})
 
 #: Which method handles each datagram kind.
 _MSG_HANDLERS = {MsgType.CLAIM: Phone._rx_claim, MsgType.ROOT: Phone._rx_root,
