@@ -149,6 +149,12 @@ def _hold_frame(have: int, total: int) -> bytes:
     return codec.encode_frame(Frame(FrameType.HOLD, have=have, total=total))
 
 
+@functools.lru_cache(maxsize=4096)
+def _timer_key(key: str, kind: Timer) -> tuple[str, Timer]:
+    """One (key, kind) tuple per file and timer kind, shared by every phone."""
+    return (key, kind)
+
+
 _LOADS: dict[tuple[bytes, bytes], firmware.LoadSet] = {}
 
 
@@ -446,12 +452,16 @@ class Phone:
     def _set_timer_at(self, key: str, kind: Timer, delay: float) -> None:
         when = self.now + delay
         self._seq += 1
-        k = (key, kind)
-        old = self._timers.get(k)
-        entry = self._timers[k] = (when, self._seq, k)
+        k = _timer_key(key, kind)
+        timers, heap = self._timers, self._heap
+        old = timers.get(k)
+        entry = timers[k] = (when, self._seq, k)
         if old is None or when < old[0]:   # else its entry at old[0] <= when re-queues it
             self._pushes += 1
-            heapq.heappush(self._heap, entry)
+            heapq.heappush(heap, entry)
+            if len(heap) > 2 * len(timers) + 4:
+                # mostly cancelled timers' entries: keep the live ones (a sorted list is a heap)
+                heap[:] = sorted(timers.values())
 
     def _t_idle(self) -> None:
         """Close the accepted connections that sent no REQUEST within REQUEST_WAIT."""
