@@ -5,6 +5,8 @@ network in ``pfslab.sim``) feeds it inputs with the current time ``now``:
 
     start(now)                       the phone resets: it asks for its config file
     on_datagram(now, data, src_ip)   a UDP 4051 datagram arrived
+    on_message(now, msg, src_ip)     the same, already decoded (a simulator decodes a
+                                     broadcast once for all the phones that hear it)
     on_accept(now, peer_ip) -> sid   a child connected to our TCP 4051
     on_stream_data(now, sid, data)   bytes arrived on a stream
     on_stream_closed(now, sid, why)  the stream ended (peer closed, reset, connect failed)
