@@ -71,6 +71,7 @@ class ReadySource(enum.IntEnum):
     PEER = 1
 
 
+@functools.lru_cache(maxsize=4096)
 def name_hash(name: str) -> int:
     """``H=`` in the @@@HROOT log line: CRC-32 of the file name (pfslab's choice)."""
     return zlib.crc32(name.encode("ascii", "replace")) & 0xFFFFFFFF
@@ -112,14 +113,27 @@ class Message:
             object.__setattr__(self, "hash", name_hash(self.file))
 
 
+# The few names and addresses of a site recur in every message: their conversions are cached
+# (a simulator's 10^5 phones encode and decode millions). Errors are raised, never cached.
+@functools.lru_cache(maxsize=1 << 16)
 def _ip(b: bytes) -> str:
     return str(ipaddress.IPv4Address(b))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _ipb(s: str) -> bytes:
     return ipaddress.IPv4Address(s).packed
 
 
+_PRINTABLE = bytes(range(0x21, 0x7F))
+
+
+def _printable(raw: bytes) -> bool:
+    """Every byte is printable ASCII other than space (0x21..0x7E)."""
+    return not raw.translate(None, _PRINTABLE)
+
+
+@functools.lru_cache(maxsize=4096)
 def _name(s: str) -> bytes:
     b = s.encode("ascii")
     if len(b) > MAX_NAME:
@@ -202,7 +216,7 @@ def _decode(data: bytes) -> Message:
         if n > MAX_NAME or off + n > len(data):
             raise DecodeError("bad name length")
         raw = data[off:off + n]
-        if not all(0x20 < c < 0x7F for c in raw):
+        if not _printable(raw):
             raise DecodeError("name is not printable ASCII")
         names.append(raw.decode("ascii"))
         off += n
@@ -343,7 +357,7 @@ def _decode_frame(buf: bytes) -> Frame:
             k = p[off]
             off += 1
             raw = p[off:off + k]
-            if k > MAX_NAME or len(raw) != k or not all(0x20 < c < 0x7F for c in raw):
+            if k > MAX_NAME or len(raw) != k or not _printable(raw):
                 raise DecodeError("REQUEST has a bad name")
             names.append(raw.decode("ascii"))
             off += k
@@ -366,6 +380,13 @@ def _decode_frame(buf: bytes) -> Frame:
     return Frame(ftype, reason=p[0], text=p[2:].decode("ascii", "replace"))
 
 
+@functools.lru_cache(maxsize=4096)
+def _decode_small(buf: bytes) -> Frame:
+    """decode_frame() of a small frame, cached: the same HOLD goes to every waiting child
+    every HOLD_INTERVAL. Frames are immutable."""
+    return decode_frame(buf)
+
+
 @dataclass
 class FrameReader:
     """Reassembles frames from a TCP byte stream. ``feed`` returns the complete frames.
@@ -375,6 +396,9 @@ class FrameReader:
     buf: bytearray = field(default_factory=bytearray)
 
     def feed(self, data: bytes) -> list[Frame]:
+        if not self.buf and type(data) is bytes and FRAME_HEADER_LEN <= len(data) <= 256 \
+                and frame_length(data) == len(data):
+            return [_decode_small(data)]         # one whole small frame: HOLD, REQUEST, END
         self.buf += data
         out = []
         while True:

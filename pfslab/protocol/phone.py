@@ -5,6 +5,8 @@ network in ``pfslab.sim``) feeds it inputs with the current time ``now``:
 
     start(now)                       the phone resets: it asks for its config file
     on_datagram(now, data, src_ip)   a UDP 4051 datagram arrived
+    on_message(now, msg, src_ip)     the same, already decoded (a simulator decodes a
+                                     broadcast once for all the phones that hear it)
     on_accept(now, peer_ip) -> sid   a child connected to our TCP 4051
     on_stream_data(now, sid, data)   bytes arrived on a stream
     on_stream_closed(now, sid, why)  the stream ended (peer closed, reset, connect failed)
@@ -22,7 +24,6 @@ import heapq
 import ipaddress
 import random
 import zlib
-from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from .. import firmware, phoneconfig
@@ -37,6 +38,11 @@ BROADCAST = "<broadcast>"
 NO_IP = "0.0.0.0"
 MAX_XIDS = 8          # other roots' XIDs a session accepts REQUESTs under
 PHONE_KEY = ""        # the timer key of phone-wide timers (not a session's file)
+_EMPTY: frozenset = frozenset()   # a session's sets until their first member (memory: 10^5 phones)
+
+# One generator for every phone, re-seeded per use: each session's draws are exactly those of
+# a random.Random of its own seed (runs repeat), without keeping 2.5 KB of state per session.
+_RNG = random.Random()
 
 
 @dataclass(frozen=True)
@@ -134,12 +140,41 @@ class PhoneId:
 
 # ----------------------------------------------------------------------------- states
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=1 << 20)
 def _ipnum(ip: str) -> int:
     return int(ipaddress.IPv4Address(ip))
 
 
-@dataclass
+@functools.lru_cache(maxsize=4096)
+def _hold_frame(have: int, total: int) -> bytes:
+    """A HOLD frame's bytes (the same few go to every waiting child, every HOLD_INTERVAL)."""
+    return codec.encode_frame(Frame(FrameType.HOLD, have=have, total=total))
+
+
+@functools.lru_cache(maxsize=4096)
+def _timer_key(key: str, kind: Timer) -> tuple[str, Timer]:
+    """One (key, kind) tuple per file and timer kind, shared by every phone."""
+    return (key, kind)
+
+
+_LOADS: dict[tuple[bytes, bytes], firmware.LoadSet] = {}
+
+
+def _parse_loads(data, trust: firmware.Trust) -> firmware.LoadSet:
+    """firmware.parse_loads, remembered for the same bytes and key: the phones of one process
+    (a simulator, an agent running many) verify the same signed .loads once, not 2N times.
+    A pure function of its inputs; failures are not remembered (they raise each time)."""
+    key = (bytes(data), trust.raw)
+    ls = _LOADS.get(key)
+    if ls is None:
+        ls = firmware.parse_loads(data, trust)
+        if len(_LOADS) >= 64:
+            _LOADS.clear()
+        _LOADS[key] = ls
+    return ls
+
+
+@dataclass(slots=True)
 class Session:
     """One file's PFS state on this phone."""
     file: str
@@ -160,12 +195,12 @@ class Session:
     registrar: Registrar | None = None
     children: dict[int, str] = field(default_factory=dict)   # sid -> child ip (served)
     fetch_fails: int = 0
-    rng: random.Random | None = None
+    draws: int = 0                # random draws taken from the session's timer stream
     attempts: int = 0             # re-listens so far (Timers.max_attempts)
-    shunned: set[str] = field(default_factory=set)       # roots not to join again
-    no_shows: set[str] = field(default_factory=set)      # claimers that never confirmed
+    shunned: set[str] = _EMPTY    # roots not to join again
+    no_shows: set[str] = _EMPTY   # claimers that never confirmed
     yielded_to: str = NO_IP
-    xids: set[int] = field(default_factory=set)   # other roots' XIDs heard (a rebuilt tree)
+    xids: tuple[int, ...] = ()    # other roots' XIDs heard (a rebuilt tree), at most MAX_XIDS
     yield_since: float = 0.0
     placed_by: str = NO_IP        # the root whose OFFER placed this phone (and its children)
 
@@ -178,7 +213,7 @@ class Session:
         return self.xid if self.is_root else self.root_xid
 
 
-@dataclass
+@dataclass(slots=True)
 class Stream:
     sid: int
     peer: str
@@ -194,6 +229,10 @@ class Stream:
 
 class Phone:
     """One phone. See the module docstring for the input/output contract."""
+    __slots__ = ("id", "trust", "server", "seed", "t", "now", "_out", "_timers", "_heap", "_seq",
+                 "_pushes", "_sid", "sessions", "streams", "config", "load", "map", "pfs",
+                 "tftp_queue", "tftp_busy", "config_tries", "installed", "heard_roots",
+                 "distrusted", "idle", "completed", "logs", "__weakref__")
 
     def __init__(self, ident: PhoneId, server: str, *, seed: int = 1,
                  timers: Timers | None = None, trust: firmware.Trust = firmware.FIXTURE_TRUST):
@@ -203,10 +242,17 @@ class Phone:
         self.seed = seed
         self.t = timers or Timers()
         self.now = 0.0
+        # _out (pending outputs) and _pushes (timers queued so far) are read by
+        # pfslab.sim.memnet: an input that left both unchanged needs no draining
         self._out: list = []
-        self._timers: dict[tuple[str, Timer], float] = {}
-        self._heap: list[tuple[float, int, str, Timer]] = []
+        # Timers: the live entry (when, seq, (key, kind)) of each (key, kind), and a heap with
+        # at least one entry at or before each live one. A timer set later than it was (a
+        # keepalive pushing a silence timer back) is queued again only when its old entry
+        # comes up; entries whose time is not their timer's live one are dropped.
+        self._timers: dict[tuple[str, Timer], tuple[float, int, tuple]] = {}
+        self._heap: list[tuple[float, int, tuple]] = []
         self._seq = 0
+        self._pushes = 0
         self._sid = 0
         self.sessions: dict[str, Session] = {}
         self.streams: dict[int, Stream] = {}
@@ -214,14 +260,15 @@ class Phone:
         self.load: firmware.LoadSet | None = None
         self.map = 0
         self.pfs = False
-        self.tftp_queue: deque[str] = deque()
+        self.tftp_queue: list[str] = []         # a few files at most
         self.tftp_busy: str | None = None
         self.config_tries = 0
         self.installed: dict[str, Installed] = {}
         self.heard_roots: dict[str, tuple[str, int, float]] = {}   # file -> (ip, xid, when)
         self.distrusted: dict[str, str] = {}    # ip -> why: served bad bytes, or went silent
-        self.idle: OrderedDict[int, float] = OrderedDict()   # accepted, no REQUEST: sid -> t
+        self.idle: dict[int, float] = {}       # accepted, no REQUEST: sid -> t (oldest first)
         self.completed: Completed | None = None
+        self.logs = True            # False: no LogRecord outputs (a simulator that drops them)
 
     # ------------------------------------------------------------------ driver API
 
@@ -230,11 +277,17 @@ class Phone:
         return out
 
     def next_deadline(self) -> float | None:
-        while self._heap:
-            when, _, key, kind = self._heap[0]
-            if self._timers.get((key, kind)) == when:
-                return when
-            heapq.heappop(self._heap)
+        heap, timers = self._heap, self._timers
+        while heap:
+            when, _, k = heap[0]
+            live = timers.get(k)
+            if live is not None:
+                if live[0] == when:
+                    return when
+                if live[0] > when:                 # set later since: queue it at its time
+                    heapq.heapreplace(heap, live)
+                    continue
+            heapq.heappop(heap)
         return None
 
     def start(self, now: float) -> None:
@@ -245,11 +298,18 @@ class Phone:
 
     def on_timer(self, now: float) -> None:
         self.now = now
-        while self._heap and self._heap[0][0] <= now:
-            when, _, key, kind = heapq.heappop(self._heap)
-            if self._timers.get((key, kind)) != when:
+        heap, timers = self._heap, self._timers
+        while heap and heap[0][0] <= now:
+            when, _, k = heapq.heappop(heap)
+            live = timers.get(k)
+            if live is None:
                 continue
-            del self._timers[(key, kind)]
+            if live[0] != when:
+                if live[0] > when:                 # set later since: queue it at its time
+                    heapq.heappush(heap, live)
+                continue
+            del timers[k]
+            key, kind = k
             if kind == Timer.IDLE:
                 self._t_idle()
                 continue
@@ -268,6 +328,14 @@ class Phone:
         except DecodeError as e:
             self.log("WRN", f"RxBdcst from {src} dropped: {e}")
             return
+        self.on_message(now, m, src)
+
+    def on_message(self, now: float, m: Message, src: str) -> None:
+        """A datagram already decoded (``codec.decode(data)``): what :meth:`on_datagram` does
+        after decoding. A simulator decodes a broadcast once for all the phones that hear it."""
+        self.now = now
+        if not self.pfs or src == self.id.ip:
+            return
         if m.model != self.id.model or m.map != self.map:
             return                                   # another model's or load's hierarchy
         s = self.sessions.get(m.file)
@@ -275,6 +343,8 @@ class Phone:
             if m.type == MsgType.ROOT and self._root_ok(m, src):   # for when we get there
                 self._remember_root(m, src)
             return
+        if m.type == MsgType.ROOT and m.xid in s.xids and s.state not in _ROOT_HEEDED:
+            return          # a root already heard, in a state where a ROOT changes nothing
         handler = _MSG_HANDLERS.get(m.type)
         if handler is not None:
             handler(self, s, m, src)
@@ -285,8 +355,9 @@ class Phone:
         self.streams[sid] = Stream(sid, peer, up=False)
         self.idle[sid] = now
         while len(self.idle) > self.t.max_idle_streams:     # the oldest idle one goes
-            old = self.streams.get(next(iter(self.idle)))
-            self.idle.popitem(last=False)
+            oldest = next(iter(self.idle))
+            old = self.streams.get(oldest)
+            del self.idle[oldest]
             if old is not None:
                 self._abort(old, AbortReason.FULL, "too many connections")
         if (PHONE_KEY, Timer.IDLE) not in self._timers:
@@ -364,7 +435,8 @@ class Phone:
     # ------------------------------------------------------------------ helpers
 
     def log(self, level: str, text: str) -> None:
-        self._out.append(LogRecord(self.now, level, text))
+        if self.logs:
+            self._out.append(LogRecord(self.now, level, text))
 
     def _new_sid(self) -> int:
         self._sid += 1
@@ -381,9 +453,17 @@ class Phone:
 
     def _set_timer_at(self, key: str, kind: Timer, delay: float) -> None:
         when = self.now + delay
-        self._timers[(key, kind)] = when
         self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, key, kind))
+        k = _timer_key(key, kind)
+        timers, heap = self._timers, self._heap
+        old = timers.get(k)
+        entry = timers[k] = (when, self._seq, k)
+        if old is None or when < old[0]:   # else its entry at old[0] <= when re-queues it
+            self._pushes += 1
+            heapq.heappush(heap, entry)
+            if len(heap) > 2 * len(timers) + 4:
+                # mostly cancelled timers' entries: keep the live ones (a sorted list is a heap)
+                heap[:] = sorted(timers.values())
 
     def _t_idle(self) -> None:
         """Close the accepted connections that sent no REQUEST within REQUEST_WAIT."""
@@ -392,7 +472,7 @@ class Phone:
             if self.now - t < self.t.request_wait:
                 self._set_timer_at(PHONE_KEY, Timer.IDLE, t + self.t.request_wait - self.now)
                 return
-            self.idle.popitem(last=False)
+            del self.idle[sid]
             st = self.streams.get(sid)
             if st is not None:
                 self._abort(st, AbortReason.PROTOCOL, "no REQUEST")
@@ -423,7 +503,7 @@ class Phone:
 
     def _tftp_next(self) -> None:
         if self.tftp_busy is None and self.tftp_queue:
-            self.tftp_busy = self.tftp_queue.popleft()
+            self.tftp_busy = self.tftp_queue.pop(0)
             self._out.append(Fetch(self.tftp_busy))
 
     # ------------------------------------------------------------------ config and load
@@ -456,8 +536,8 @@ class Phone:
 
     def _begin_file(self, file: str) -> None:
         x = zlib.crc32(self.id.mac.encode() + file.encode()) & 0xFFFFFFFF
-        rng = random.Random(f"{self.seed}|{self.id.mac}|{file}")
-        s = Session(file=file, xid=x, strength=rng.getrandbits(31))
+        _RNG.seed(f"{self.seed}|{self.id.mac}|{file}")
+        s = Session(file=file, xid=x, strength=_RNG.getrandbits(31))
         self.sessions[file] = s
         heard = self.heard_roots.pop(file, None)
         if self.pfs:
@@ -475,17 +555,20 @@ class Phone:
             self.log("INF", f"TFTP {file} from {self.server} (traditional upgrade)")
             self._tftp(file)
 
-    def _rng(self, s: Session) -> random.Random:
-        """The session's own random stream (seeded: runs repeat)."""
-        if s.rng is None:
-            s.rng = random.Random(f"{self.seed}|{self.id.mac}|{s.file}|timers")
-        return s.rng
+    def _random(self, s: Session) -> float:
+        """The next draw of the session's own random stream (seeded: runs repeat). Draws are
+        rare (one per election), so the stream is replayed rather than kept."""
+        _RNG.seed(f"{self.seed}|{self.id.mac}|{s.file}|timers")
+        for _ in range(s.draws):
+            _RNG.random()
+        s.draws += 1
+        return _RNG.random()
 
     def _expected_ok(self, file: str, data: bytes) -> bool:
         """The chain of trust: the .loads by its signature, components by its digests."""
         if self.load is None:
             try:
-                ls = firmware.parse_loads(data, self.trust)
+                ls = _parse_loads(data, self.trust)
             except firmware.FirmwareError as e:
                 self.log("ERR", f"{file}: bad signature or format: {e}")
                 return False
@@ -522,7 +605,7 @@ class Phone:
             for sid in list(s.children):
                 self._serve(s, sid)
         if self.load is None:
-            self.load = firmware.parse_loads(data, self.trust)
+            self.load = _parse_loads(data, self.trust)
             self.log("NOT", f"Load {self.load.name}: {len(self.load.components)} components: "
                             + " ".join(c.name for c in self.load.components))
             for c in self.load.components:
@@ -541,7 +624,7 @@ class Phone:
 
     def _listen(self, s: Session, why) -> None:
         self._goto(s, State.LISTENING, why)
-        self._set_timer(s, Timer.LISTEN, self.t.listen_min + self._rng(s).random()
+        self._set_timer(s, Timer.LISTEN, self.t.listen_min + self._random(s)
                         * self.t.listen_spread)
 
     def _t_listen(self, s: Session) -> None:
@@ -566,6 +649,8 @@ class Phone:
             self._confirm(s)
 
     def _t_yield(self, s: Session) -> None:
+        if s.no_shows is _EMPTY:
+            s.no_shows = set()
         s.no_shows.add(s.yielded_to)      # it never confirmed: its claims count no more
         self._relisten(s, f"no ROOT heard after yielding to {s.yielded_to}", Timer.YIELD)
 
@@ -579,6 +664,8 @@ class Phone:
             self._out.append(Close(s.up_sid))
             s.up_sid = None
         if shun != NO_IP:
+            if s.shunned is _EMPTY:
+                s.shunned = set()
             s.shunned.add(shun)
         s.attempts += 1
         if s.attempts > self.t.max_attempts:
@@ -709,8 +796,8 @@ class Phone:
     def _rx_root(self, s: Session, m: Message, src: str) -> None:
         if not self._root_ok(m, src, s):
             return
-        if len(s.xids) < MAX_XIDS:
-            s.xids.add(m.xid)       # children of a new root may come to us under its XID
+        if m.xid not in s.xids and len(s.xids) < MAX_XIDS:
+            s.xids += (m.xid,)       # children of a new root may come to us under its XID
         if s.state in (State.LISTENING, State.TENTATIVE, State.YIELDED):
             self._cancel(s, Timer.ELECT, Timer.YIELD, Timer.LISTEN)
             self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ROOT {fmt_xid(m.xid)} from {src}"
@@ -949,7 +1036,7 @@ class Phone:
         total = 0
         if self.load is not None and s.file != self.load.loads_file:
             total = self.load.component(s.file).size
-        hold = codec.encode_frame(Frame(FrameType.HOLD, have=s.have, total=total))
+        hold = _hold_frame(s.have, total)
         for sid in s.children:
             self._out.append(Write(sid, hold))
         self._set_timer(s, Timer.HOLD, self.t.hold_interval)
@@ -991,6 +1078,9 @@ _TIMER_HANDLERS = {
         State.LISTENING, State.TENTATIVE, State.YIELDED, State.JOINING, State.CHILD)},
     **{(st, Timer.HOLD): Phone._send_holds for st in State if st not in DONE_STATES},
 }
+
+#: The states in which _rx_root does more than note the root's XID.
+_ROOT_HEEDED = frozenset({State.LISTENING, State.TENTATIVE, State.YIELDED, State.ROOT_WAITING})
 
 #: Which method handles each datagram kind.
 _MSG_HANDLERS = {MsgType.CLAIM: Phone._rx_claim, MsgType.ROOT: Phone._rx_root,
