@@ -144,7 +144,8 @@ def run(args) -> int:
             r = simulate(site, mode, seed=settings.seed, wan_delay_s=delay, wan_bps=bps,
                          blksize=settings.blksize, wan_loss=loss, until=args.until,
                          wan_model=args.wan_model, wan_queue_s=args.wan_queue,
-                         watch=SimFeed(view.event))
+                         # plain lines (no terminal) need a phone's screen seldom
+                         watch=SimFeed(view.event, every=0.25 if view.live else 5.0))
         results.append(r)
         m = r["sim"]
         print(f"simulated {mode}: {len(site.phones)} phones, {m['events']:,} events in "
