@@ -18,7 +18,9 @@ class Clock(EventHeap):
 
 
 def packet_wan(clock, **kw):
-    return PacketWan(clock, clock.deliver, **{"rtt": 0.1, "blksize": 454, **kw})
+    """A plain serialising link (no token bucket) unless ``burst_bytes`` is given."""
+    return PacketWan(clock, clock.deliver, **{"rtt": 0.1, "blksize": 454, "burst_bytes": 0,
+                                              **kw})
 
 
 # ------------------------------------------------------------------ processor sharing
@@ -133,7 +135,7 @@ def test_n_lock_step_flows_share_the_bottleneck_fairly():
 
 def test_the_fluid_wan_counts_bytes_delivered_not_requested():
     c = Clock()
-    wan = FluidWan(c, c.deliver, bps=8000, rtt=0.1, blksize=454)
+    wan = FluidWan(c, c.deliver, bps=8000, rtt=0.1, blksize=454, burst_bytes=0)
     # alone, a flow is lock-step: 500 bytes per 0.1 s + (500 + 46) bytes at 1 kB/s = 0.646 s,
     # 6192 bit/s; two share 8000 bit/s: 4000 each, below that cap
     for tok in "ab":

@@ -35,10 +35,25 @@ ACK_BYTES = OVERHEAD
 RRQ_EXTRA = 40
 
 
-def block_time(rtt: float, bps: float | None, blksize: int) -> float:
-    """One full block of a lock-step transfer on an idle link: its round trip, and the
-    serialisation of the block and of its ACK."""
-    return rtt + ((blksize + OVERHEAD + ACK_BYTES) * 8 / bps if bps else 0.0)
+def tbf_params(bw_bps: int, queue_s: float = 1.0) -> dict:
+    """The lab's token bucket (``tc tbf``, pfslab.lab.wan) for a rate and a queue in seconds:
+    ``rate`` bytes/s; ``burst``, the bucket (at least two full frames, ~4 ms at the rate);
+    ``limit``, the bytes that may wait (``queue_s`` at the rate, at least the bucket plus 64
+    full frames)."""
+    rate = int(bw_bps) // 8
+    burst = max(3200, int(rate * 0.004))
+    return {"rate": rate, "burst": burst, "limit": max(burst + 64 * 1514, int(rate * queue_s))}
+
+
+def block_time(rtt: float, bps: float | None, blksize: int, burst: float = 0.0) -> float:
+    """One full block of a lock-step transfer alone on the link: its round trip, and the
+    serialisation of the block and of its ACK; with a token bucket of ``burst`` bytes that
+    holds a block, the block leaves at once and the link's rate only caps the average."""
+    if not bps:
+        return rtt
+    if burst >= blksize + OVERHEAD:
+        return max(rtt, (blksize + OVERHEAD) * 8 / bps)
+    return rtt + (blksize + OVERHEAD + ACK_BYTES) * 8 / bps
 
 
 def blocks_of(nbytes: int, blksize: int) -> int:
@@ -58,23 +73,39 @@ class _Flow:
         self.done = False
 
 
+def lab_burst(bps: float | None, burst_bytes: float | None) -> float:
+    """The token bucket a WAN model uses: ``burst_bytes``, or (None) the lab's for ``bps``."""
+    if burst_bytes is not None:
+        return burst_bytes
+    return tbf_params(bps)["burst"] if bps else 0.0
+
+
 class PacketWan:
     """See the module docstring. ``clock`` has ``now`` and ``at(t, fn, a, b, c)``;
-    ``deliver(token, ok, error)`` is called when a fetch ends."""
+    ``deliver(token, ok, error)`` is called when a fetch ends. ``burst_bytes``: the token
+    bucket; None is the lab's TBF (:func:`tbf_params`), whose queue is then at least the
+    bucket plus 64 full frames, as the lab's; 0 is a plain serialising link."""
 
     def __init__(self, clock, deliver, *, bps: float | None, rtt: float, blksize: int = 1428,
                  queue_bytes: float | None = None, loss: float = 0.0, seed: int = 1,
-                 timeout: float = 1.0, retries: int = 8, max_backoff: float = 8.0):
+                 timeout: float = 1.0, retries: int = 8, max_backoff: float = 8.0,
+                 burst_bytes: float | None = None):
         self.clock, self.deliver = clock, deliver
         self.bps, self.d, self.blksize = bps, rtt / 2, blksize
+        self.burst = lab_burst(bps, burst_bytes)
         self.limit = queue_bytes if queue_bytes is not None else (
             bps / 8 if bps else math.inf)              # the lab's default: 1 s at the rate
+        if burst_bytes is None and bps:
+            self.limit = max(self.limit, tbf_params(bps, 0.0)["limit"])
         self.loss, self.rng = loss, random.Random(f"wan|{seed}")
         self.timeout, self.retries, self.max_backoff = timeout, retries, max_backoff
-        self._q: deque[tuple[float, int]] = deque()   # (departure, bytes) waiting or in service
+        self._q: deque[tuple[float, int]] = deque()   # (departure, bytes) waiting to leave
         self._qbytes = 0
         self._last_dep = 0.0
-        self._up = ACK_BYTES * 8 / bps if bps else 0.0
+        self._tokens = self.burst                      # the bucket, at _last_dep
+        # the upstream (RRQs, ACKs: ~3 % of the bytes) is not queued: with a bucket that
+        # holds an ACK it leaves at once, else it pays its serialisation
+        self._up = ACK_BYTES * 8 / bps if bps and self.burst < ACK_BYTES else 0.0
         self.payload_bytes = 0        # TFTP data delivered to the phones (first copies)
         self.wire_bytes = 0           # every packet that crossed the link, duplicates included
         self.up_bytes = 0             # RRQs and ACKs, the other way
@@ -99,7 +130,13 @@ class PacketWan:
             if self._qbytes + size > self.limit:
                 self.tail_drops += 1
                 return None
-            dep = max(now, self._last_dep) + size * 8 / self.bps
+            # FIFO behind the last departure; it leaves once the bucket holds its bytes
+            start = max(now, self._last_dep)
+            tokens = min(self.burst, self._tokens + (start - self._last_dep) * self.bps / 8)
+            if tokens >= size:
+                dep, self._tokens = start, tokens - size
+            else:
+                dep, self._tokens = start + (size - tokens) * 8 / self.bps, 0.0
             self._last_dep = dep
             q.append((dep, size))
             self._qbytes += size
@@ -174,10 +211,10 @@ class FluidWan:
     """Fair-shared fluid transfers, each capped at a block per round trip (see above)."""
 
     def __init__(self, clock, deliver, *, bps: float | None, rtt: float, blksize: int = 1428,
-                 **_ignored):
+                 burst_bytes: float | None = None, **_ignored):
         self.clock, self.deliver = clock, deliver
         self.rtt, self.blksize = rtt, blksize
-        step = block_time(rtt, bps, blksize)
+        step = block_time(rtt, bps, blksize, lab_burst(bps, burst_bytes))
         self.link = PSLink(bps, cap=(blksize + OVERHEAD) * 8 / step if step > 0 else math.inf)
         self._active: dict = {}       # token -> (payload bytes, wire bytes)
         self.payload_bytes = 0
