@@ -147,7 +147,7 @@ def sim_figures(r: dict) -> dict:
 def bound_figures(st, mode: str) -> dict:
     from pfslab.sim.bench import bounds
     from pfslab.sim.memnet import SimNet
-    site = st.site()
+    site = site_of(st)
     bps, delay, _ = st.wan()
     b = bounds(site.phones, site.files(mode), mode, bps=bps, rtt=2 * delay,
                lan_bps=SimNet.__init__.__kwdefaults__["lan_bps"], blksize=st.blksize,
@@ -157,10 +157,20 @@ def bound_figures(st, mode: str) -> dict:
             "hq_requests": b["bound_requests"]}
 
 
+def site_of(st):
+    """The lab's site as the lab serves it: the configs name the PFS log server at HQ (so
+    they have the lab's size on the WAN; the sim sends no syslog)."""
+    from pfslab.lab.syslog_server import PORT
+    from pfslab.sim.memnet import SimNet
+    site = st.site()
+    site.log_server = f"{SimNet.__init__.__kwdefaults__['server']}:{PORT}"
+    return site
+
+
 def simulate(st, mode: str) -> dict:
     from pfslab.sim.run import simulate as sim
     bps, delay, loss = st.wan()
-    return sim(st.site(), mode, seed=st.seed, wan_delay_s=delay, wan_bps=bps,
+    return sim(site_of(st), mode, seed=st.seed, wan_delay_s=delay, wan_bps=bps,
                blksize=st.blksize, wan_loss=loss)
 
 

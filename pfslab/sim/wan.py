@@ -1,8 +1,10 @@
 """The WAN between HQ's TFTP server and the phones, as the simulator sees it. Two models:
 
-:class:`PacketWan` (the default): the bottleneck is a real link. Every TFTP packet from HQ
-(OACK, DATA blocks) waits in one FIFO of ``queue_bytes``, is serialised at ``bps`` and then
-propagates for half the round trip; a packet that finds the queue full is dropped (tail drop),
+:class:`PacketWan` (the default): the bottleneck is the lab's link, a token bucket filter
+(``tc tbf``: :func:`tbf_params`). Every TFTP packet from HQ (OACK, DATA blocks) waits in one
+FIFO of ``queue_bytes``, leaves when the bucket (filled at ``bps`` up to its burst) holds its
+bytes, and then propagates for half the round trip; a packet that finds the queue full is
+dropped (tail drop),
 and any packet may be lost at random (``loss``). TFTP is lock-step: block k+1 leaves HQ when
 the ACK of block k arrives. A block whose ACK has not come back ``rto`` after it left is sent
 again; ``rto`` doubles (up to ``max_backoff`` x ``timeout``) until progress, and after
@@ -11,7 +13,7 @@ event only when the block's ACK will not beat it. The upstream direction (RRQs, 
 queued: it carries ~3 % of the downstream bytes.
 
 :class:`FluidWan`: every transfer is a fluid sharing the bandwidth fairly with the others,
-each capped at one block per round trip and serialisation (lock-step), after one round trip
+each capped at one block per :func:`block_time` (lock-step), after one round trip
 for the request.
 No queue, no loss: O(log n) per fetch, whatever the file size. The seed of the curves.
 
