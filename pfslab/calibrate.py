@@ -306,7 +306,9 @@ def main(argv=None) -> int:
                             os.unlink(os.path.join(run_out, f))
             w = build_row(name, mode, lab, sim, bound_figures(st, mode))
             rows.append(w)
-            old_rows[(name, mode)] = w
+            # another run (another site) may have written meanwhile: keep its rows
+            old_rows = {**{(x["key"], x["mode"]): x for x in _load(path).get("rows", [])},
+                        **{(x["key"], x["mode"]): x for x in rows}}
             ordered = [old_rows[k] for k in sorted(
                 old_rows, key=lambda k: (list(SITES).index(k[0]), k[1]))]
             write_json({"command": "python -m pfslab.calibrate " + " ".join(
