@@ -130,6 +130,7 @@ def lab_figures(r: dict) -> dict:
             "completed": r.get("completed"), "total": r.get("total"),
             "time_dilation": r.get("time_dilation") or 1.0,
             "overloaded": (fid.get("verdict") or {}).get("overloaded"),
+            "lag_p99_ms": (fid.get("lag") or {}).get("p99_ms"),
             "run_id": r.get("run_id"), "out_dir": r.get("out_dir")}
 
 
@@ -209,10 +210,11 @@ def table(rows: list[dict]):
               "ratio", "k"):
         t.add_column(c, justify="left" if c in ("site", "mode") else "right")
     t.caption = ("makespan: reset to the last phone's end (lab: emulated time); WAN TFTP "
-                 "bytes: both ways, headers included, syslog excluded; ! = outside 10 %")
+                 "bytes: both ways, headers included, syslog excluded; ! = outside 10 % (after a "
+                 "site: the lab's run was EMULATION OVERLOADED)")
     for w in rows:
         lab, sim, b = w["lab"], w["sim"], w["bound"]
-        t.add_row(w["site"], w["mode"],
+        t.add_row(w["site"] + (" !" if lab.get("overloaded") else ""), w["mode"],
                   f"{_fmt(lab.get('completed'))}/{_fmt(lab.get('total'))} "
                   f"{_fmt(sim.get('completed'))}/{_fmt(sim.get('total'))}",
                   f"{_fmt(lab.get('makespan_s'), '{:.1f}')} / "
