@@ -4,7 +4,7 @@ import pytest
 from pfslab.sim.events import EventHeap
 from pfslab.sim.pslink import PSLink
 from pfslab.sim.wan import (ACK_BYTES, OACK_BYTES, OVERHEAD, FluidWan, PacketWan, block_time,
-                            tbf_params)
+                            request_bytes, tbf_params)
 
 
 class Clock(EventHeap):
@@ -195,3 +195,15 @@ def test_an_empty_bucket_paces_the_packets_in_fifo_order():
     assert c.ended["a"][0] == pytest.approx(0.760)
     assert c.ended["b"][0] == pytest.approx(0.852)
     assert wan.tail_drops == wan.retransmits == 0
+
+
+def test_a_named_fetch_pays_its_real_request_and_oack():
+    c = Clock()
+    wan = packet_wan(c, bps=None)              # blksize 454, timeout 1 s
+    wan.fetch(0.0, "f", 500, "a.bin")
+    c.run()
+    # RRQ: 42 bytes of headers + opcode 2 + "a.bin\0" 6 + "octet\0" 6 + "blksize\0454\0" 12
+    # + "tsize\00\0" 8 + "timeout\01\0" 10 = 86; OACK: 44 + 12 + "tsize\0500\0" 10 + 10 = 76
+    assert request_bytes("a.bin", 500, 454) == (86, 76)
+    assert wan.wire_bytes == 76 + 500 + 92     # OACK, blocks of 454 (+46) and 46 (+46)
+    assert wan.up_bytes == 86 + 3 * 46         # RRQ, and the ACKs of the OACK and 2 blocks

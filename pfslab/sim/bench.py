@@ -28,19 +28,19 @@ from .. import firmware
 from ..protocol.phone import Timers
 from ..site import Site, SiteError
 from . import scenario
-from .wan import ACK_BYTES, OACK_BYTES, OVERHEAD, RRQ_EXTRA, block_time, blocks_of, lab_burst
+from .wan import ACK_BYTES, OVERHEAD, block_time, blocks_of, lab_burst, request_bytes
 
 NS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
-def wire_bytes(nbytes: int, blksize: int) -> int:
+def wire_bytes(nbytes: int, blksize: int, name: str | None = None) -> int:
     """One TFTP fetch on the wire, downstream: OACK, blocks and their headers."""
-    return OACK_BYTES + nbytes + blocks_of(nbytes, blksize) * OVERHEAD
+    return request_bytes(name, nbytes, blksize)[1] + nbytes + blocks_of(nbytes, blksize) * OVERHEAD
 
 
-def up_bytes(nbytes: int, blksize: int) -> int:
+def up_bytes(nbytes: int, blksize: int, name: str | None = None) -> int:
     """One TFTP fetch on the wire, upstream: the RRQ, the OACK's ACK and one ACK a block."""
-    return ACK_BYTES + RRQ_EXTRA + (blocks_of(nbytes, blksize) + 1) * ACK_BYTES
+    return request_bytes(name, nbytes, blksize)[0] + (blocks_of(nbytes, blksize) + 1) * ACK_BYTES
 
 
 def bounds(specs, files: dict, mode: str, *, bps: float, rtt: float, lan_bps: float,
@@ -50,12 +50,16 @@ def bounds(specs, files: dict, mode: str, *, bps: float, rtt: float, lan_bps: fl
     whichever is longer; PFS adds its fixed waits and the tree's LAN hops. In PFS mode a
     phone that cannot share (a model without PFS, or ``pfs_of[name]`` false) counts as
     traditional. Also: the upstream bytes (RRQs and ACKs) and the requests at HQ."""
-    configs = [len(d) for f, d in files.items() if f.startswith("SEP")]   # one per phone
-    load_of = {m: [len(files[f]) for f in firmware.peek_loads(
+    named = [(f, len(d)) for f, d in files.items() if f.startswith("SEP")]  # one per phone
+    configs = [n for _, n in named]
+    load_named = {m: [(f, len(files[f])) for f in firmware.peek_loads(
         files[firmware.model_load(m) + firmware.LOADS_SUFFIX]).files()]
         for m in {sp.model for sp in specs}}
-    per_phone = {m: sum(wire_bytes(n, blksize) for n in fs) for m, fs in load_of.items()}
-    per_phone_up = {m: sum(up_bytes(n, blksize) for n in fs) for m, fs in load_of.items()}
+    load_of = {m: [n for _, n in fs] for m, fs in load_named.items()}
+    per_phone = {m: sum(wire_bytes(n, blksize, f) for f, n in fs)
+                 for m, fs in load_named.items()}
+    per_phone_up = {m: sum(up_bytes(n, blksize, f) for f, n in fs)
+                    for m, fs in load_named.items()}
     step = block_time(rtt, bps, blksize, lab_burst(bps, None))   # the lab's TBF
 
     def shares(sp) -> bool:
@@ -68,8 +72,8 @@ def bounds(specs, files: dict, mode: str, *, bps: float, rtt: float, lan_bps: fl
         if shares(sp):
             group_size[(sp.subnet, sp.model)] = group_size.get((sp.subnet, sp.model), 0) + 1
     fetchers = [sp.model for sp in alone] + [m for _, m in group_size]
-    wan = sum(wire_bytes(n, blksize) for n in configs) + sum(per_phone[m] for m in fetchers)
-    up = sum(up_bytes(n, blksize) for n in configs) + sum(per_phone_up[m] for m in fetchers)
+    wan = sum(wire_bytes(n, blksize, f) for f, n in named) + sum(per_phone[m] for m in fetchers)
+    up = sum(up_bytes(n, blksize, f) for f, n in named) + sum(per_phone_up[m] for m in fetchers)
     out = {"bound_wan_bytes": wan, "bound_up_bytes": up,
            "bound_requests": len(configs) + sum(len(load_of[m]) for m in fetchers)}
     wan_s = wan * 8 / bps if bps else 0.0

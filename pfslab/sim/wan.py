@@ -37,6 +37,21 @@ ACK_BYTES = OVERHEAD
 RRQ_EXTRA = 40
 
 
+def request_bytes(name: str | None, nbytes: int, blksize: int,
+                  timeout: float = 1.0) -> tuple[int, int]:
+    """(RRQ, OACK) on the wire for a fetch of file ``name``, ``nbytes`` long: the options the
+    phones ask for (blksize unless 512, tsize 0, a whole-second timeout: pfslab.agent.tftp)
+    and HQ's answer (the same, tsize the file's size). Without a name: the fixed estimates
+    ``ACK_BYTES + RRQ_EXTRA`` and ``OACK_BYTES``."""
+    if name is None:
+        return ACK_BYTES + RRQ_EXTRA, OACK_BYTES
+    opts = (f"blksize\0{blksize}\0" if blksize != 512 else "") + "tsize\0{}\0" + (
+        f"timeout\0{int(timeout)}\0" if timeout == int(timeout) and 1 <= timeout <= 255 else "")
+    head = OVERHEAD - 4 + 2                    # Ethernet, IPv4, UDP and the opcode
+    return (head + len(name) + 1 + len("octet\0") + len(opts.format(0)),
+            head + len(opts.format(nbytes)))
+
+
 def tbf_params(bw_bps: int, queue_s: float = 1.0) -> dict:
     """The lab's token bucket (``tc tbf``, pfslab.lab.wan) for a rate and a queue in seconds:
     ``rate`` bytes/s; ``burst``, the bucket (at least two full frames, ~4 ms at the rate);
@@ -64,10 +79,10 @@ def blocks_of(nbytes: int, blksize: int) -> int:
 
 
 class _Flow:
-    __slots__ = ("token", "nbytes", "blocks", "k", "tries", "rto", "best_ack", "done")
+    __slots__ = ("token", "nbytes", "blocks", "k", "tries", "rto", "best_ack", "done", "oack")
 
-    def __init__(self, token, nbytes: int, blocks: int, rto: float):
-        self.token, self.nbytes, self.blocks = token, nbytes, blocks
+    def __init__(self, token, nbytes: int, blocks: int, rto: float, oack: int = OACK_BYTES):
+        self.token, self.nbytes, self.blocks, self.oack = token, nbytes, blocks, oack
         self.k = 0                     # the block in flight: 0 is the OACK
         self.tries = 0
         self.rto = rto
@@ -116,9 +131,11 @@ class PacketWan:
         self.retransmits = 0
         self.failures = 0
 
-    def fetch(self, now: float, token, nbytes: int) -> None:
-        f = _Flow(token, nbytes, blocks_of(nbytes, self.blksize), self.timeout)
-        self.up_bytes += ACK_BYTES + RRQ_EXTRA
+    def fetch(self, now: float, token, nbytes: int, name: str | None = None) -> None:
+        """Fetch ``nbytes`` (file ``name``: the RRQ and OACK have their real sizes)."""
+        rrq, oack = request_bytes(name, nbytes, self.blksize, self.timeout)
+        f = _Flow(token, nbytes, blocks_of(nbytes, self.blksize), self.timeout, oack)
+        self.up_bytes += rrq
         self.clock.at(now + self.d + self._up, self._send, f, 0, None)   # the RRQ goes up
 
     # ----------------------------------------------------------------- the link
@@ -160,7 +177,7 @@ class PacketWan:
         if f.done or f.k != k:
             return
         now = self.clock.now
-        arr = self._enqueue(now, OACK_BYTES if k == 0 else self._block_bytes(f, k) + OVERHEAD)
+        arr = self._enqueue(now, f.oack if k == 0 else self._block_bytes(f, k) + OVERHEAD)
         if arr is not None:
             if k == f.blocks:
                 self.clock.at(arr, self._complete, f, k, None)
@@ -223,12 +240,13 @@ class FluidWan:
         self.up_bytes = 0             # RRQs and ACKs, counted when the fetch starts
         self.retransmits = self.tail_drops = self.losses = self.failures = 0
 
-    def fetch(self, now: float, token, nbytes: int) -> None:
-        self.clock.at(now + self.rtt, self._start, token, nbytes, None)  # RRQ, then OACK
+    def fetch(self, now: float, token, nbytes: int, name: str | None = None) -> None:
+        self.clock.at(now + self.rtt, self._start, token, nbytes, name)  # RRQ, then OACK
 
-    def _start(self, token, nbytes: int, _=None) -> None:
+    def _start(self, token, nbytes: int, name: str | None = None) -> None:
         wire = nbytes + blocks_of(nbytes, self.blksize) * OVERHEAD
-        self.up_bytes += (blocks_of(nbytes, self.blksize) + 1) * ACK_BYTES + RRQ_EXTRA
+        rrq = request_bytes(name, nbytes, self.blksize)[0]
+        self.up_bytes += (blocks_of(nbytes, self.blksize) + 1) * ACK_BYTES + rrq
         self._active[token] = (nbytes, wire)
         self.link.add(self.clock.now, wire * 8, token)
         self._schedule()
