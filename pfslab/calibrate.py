@@ -278,6 +278,8 @@ def main(argv=None) -> int:
     try:
         a = build_parser().parse_args(argv)
         names = parse_sites(a.sites)
+        for name in names:                       # one line on bad input
+            settings_of(name, SITES[name][1][0], a.seed, a.time_dilation)
         if not a.sim_only and os.geteuid() != 0:
             raise UserError("the lab needs root: sudo make bench-calibrate (or --sim-only)")
     except UserError as e:
