@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import struct
 import sys
 import time
@@ -303,6 +304,7 @@ def main(argv=None) -> int:
                 lab = (old_rows.get((name, mode)) or {}).get("lab")
             else:
                 run_out = os.path.join(out, "runs", name, mode)
+                shutil.rmtree(run_out, ignore_errors=True)   # tftpd.log would append
                 try:
                     lab = run_lab(st, mode, run_out, a.prefix)
                 except (UserError, OSError, RuntimeError) as e:
