@@ -39,17 +39,16 @@ import struct
 import sys
 import time
 
+from pfslab.bench_scale import DEFAULTS as SCALE_DEFAULTS
 from pfslab.errors import UserError
 
+#: bench-scale's settings (its defaults)
+_SCALE = {k: SCALE_DEFAULTS[k] for k in ("models", "wan_bw", "wan_delay", "firmware_scale")}
 #: site -> (Settings fields, modes)
 SITES = {
     "2x8": ({"subnets": 2, "phones_per_subnet": 8}, ("pfs", "traditional")),
-    "2x100": ({"subnets": 2, "phones_per_subnet": 100, "models": "CP-7961G,CP-7941G",
-               "wan_bw": "10mbit", "wan_delay": "20ms", "firmware_scale": 0.002},
-              ("pfs",)),
-    "4x250": ({"subnets": 4, "phones_per_subnet": 250, "models": "CP-7961G,CP-7941G",
-               "wan_bw": "10mbit", "wan_delay": "20ms", "firmware_scale": 0.002},
-              ("pfs",)),
+    "2x100": ({"subnets": 2, "phones_per_subnet": 100, **_SCALE}, ("pfs",)),
+    "4x250": ({"subnets": 4, "phones_per_subnet": 250, **_SCALE}, ("pfs",)),
 }
 TOLERANCE = 0.10
 TFTP_PORT = 69
