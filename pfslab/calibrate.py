@@ -55,11 +55,16 @@ TFTP_PORT = 69
 SYSLOG_PORT = 514
 
 
-def settings_of(site: str, mode: str, seed: int = 1, time_dilation: str = "auto"):
-    """The site's settings; ``time_dilation``: the lab's k (the sim has no use for it)."""
+def settings_of(site: str, mode: str, seed: int = 1, time_dilation: str = "auto",
+                syslog: bool = True):
+    """The site's settings; ``time_dilation``: the lab's k (the sim has no use for it);
+    ``syslog`` False: no phone's config names the PFS log server (no syslog on the WAN)."""
     from pfslab.settings import Settings
     fields, _ = SITES[site]
-    return Settings(**fields, mode=mode, seed=seed, time_dilation=time_dilation).check()
+    off = "" if syslog else ",".join(
+        str(i) for i in range(1, fields["subnets"] * fields["phones_per_subnet"] + 1))
+    return Settings(**fields, mode=mode, seed=seed, time_dilation=time_dilation,
+                    log_server_off=off).check()
 
 
 # ---------------------------------------------------------------- the lab's WAN bytes
@@ -249,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-dilation", default="auto", metavar="K",
                    help="the lab's time dilation: auto (its own choice) or a factor; a busy "
                         "machine needs more to stay faithful (see the lag p99)")
+    p.add_argument("--no-syslog", action="store_true",
+                   help="no phone sends syslog to the PFS log server at HQ (an experiment: "
+                        "the syslog shares the WAN's upstream with TFTP's RRQs and ACKs)")
     p.add_argument("--sim-only", action="store_true",
                    help="re-run only the sim, against the lab figures in calibrate.json")
     p.add_argument("--keep-pcaps", action="store_true")
@@ -279,7 +287,7 @@ def main(argv=None) -> int:
         a = build_parser().parse_args(argv)
         names = parse_sites(a.sites)
         for name in names:                       # one line on bad input
-            settings_of(name, SITES[name][1][0], a.seed, a.time_dilation)
+            settings_of(name, SITES[name][1][0], a.seed, a.time_dilation, not a.no_syslog)
         if not a.sim_only and os.geteuid() != 0:
             raise UserError("the lab needs root: sudo make bench-calibrate (or --sim-only)")
     except UserError as e:
@@ -294,7 +302,7 @@ def main(argv=None) -> int:
     rows, failed = [], False
     for name in names:
         for mode in SITES[name][1]:
-            st = settings_of(name, mode, a.seed, a.time_dilation)
+            st = settings_of(name, mode, a.seed, a.time_dilation, not a.no_syslog)
             t = time.process_time()
             sim = sim_figures(simulate(st, mode))
             clock.say(f"{name} {mode}: sim makespan {sim['makespan_s']} s, "
