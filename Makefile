@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 FUZZ_ARGS  ?= --cases 100000
 FAULTS_ARGS ?=
 
-.PHONY: all deps apt venv test test-fast lab bench bench-scale bench-sim faults fuzz wireshark-plugin samples clean-venv help
+.PHONY: all deps apt venv test test-fast lab bench bench-scale bench-sim bench-calibrate faults fuzz wireshark-plugin samples clean-venv help
 
 help:
 	@echo "sudo make lab      run the default lab (PFS vs traditional), captures in pcaps/"
@@ -31,6 +31,7 @@ help:
 	@echo "make fuzz          10^5 hostile cases against each of the four decoders (FUZZ_ARGS)"
 	@echo "sudo make bench-scale   PFS at 100..1000 phones: fidelity, roots, WAN, memory; bench/scale/"
 	@echo "make bench-sim     simulated curve, 1..1000 phones/subnet at full size: bench/sim/"
+	@echo "sudo make bench-calibrate   the sim against the lab at 2 x 8, 2 x 100, 4 x 250: bench/calibrate/"
 	@echo "make wireshark-plugin   install the Lua dissector for Wireshark"
 	@echo "sudo make samples  regenerate pcaps/samples/ (reference captures + golden decodes)"
 
@@ -81,6 +82,10 @@ bench-scale: deps
 	$(PY) -m pfslab.bench_scale --out bench/scale $(BENCH_SCALE_ARGS)
 bench-sim: venv
 	$(PY) -m pfslab.sim.bench --out bench/sim $(BENCH_SIM_ARGS)
+# BENCH_CALIBRATE_ARGS='--sites 2x8' runs a subset; '--sim-only' re-runs the sim side only
+BENCH_CALIBRATE_ARGS ?=
+bench-calibrate: deps
+	$(PY) -m pfslab.calibrate --out bench/calibrate $(BENCH_CALIBRATE_ARGS)
 
 # Wireshark's personal Lua plugin folder is ~/.local/lib/wireshark/plugins/ (not under
 # XDG_CONFIG_HOME). Under sudo it goes to the invoking user's home, owned by that user.

@@ -297,10 +297,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def simulate_site(site: dict, a) -> dict:
-    from pfslab.sim.run import simulate
-    st = site_settings(site, a)
-    bps, delay, _ = st.wan()
-    return simulate(st.site(), "pfs", seed=a.seed, wan_delay_s=delay, wan_bps=bps)
+    from pfslab.calibrate import simulate
+    return simulate(site_settings(site, a), "pfs")
 
 
 def run_site(site: dict, a, out: str, clock) -> dict:

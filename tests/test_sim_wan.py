@@ -3,7 +3,8 @@ import pytest
 
 from pfslab.sim.events import EventHeap
 from pfslab.sim.pslink import PSLink
-from pfslab.sim.wan import ACK_BYTES, OACK_BYTES, OVERHEAD, FluidWan, PacketWan
+from pfslab.sim.wan import (ACK_BYTES, OACK_BYTES, OVERHEAD, FluidWan, PacketWan, block_time,
+                            request_bytes, tbf_params)
 
 
 class Clock(EventHeap):
@@ -18,7 +19,9 @@ class Clock(EventHeap):
 
 
 def packet_wan(clock, **kw):
-    return PacketWan(clock, clock.deliver, **{"rtt": 0.1, "blksize": 454, **kw})
+    """A plain serialising link (no token bucket) unless ``burst_bytes`` is given."""
+    return PacketWan(clock, clock.deliver, **{"rtt": 0.1, "blksize": 454, "burst_bytes": 0,
+                                              **kw})
 
 
 # ------------------------------------------------------------------ processor sharing
@@ -133,7 +136,7 @@ def test_n_lock_step_flows_share_the_bottleneck_fairly():
 
 def test_the_fluid_wan_counts_bytes_delivered_not_requested():
     c = Clock()
-    wan = FluidWan(c, c.deliver, bps=8000, rtt=0.1, blksize=454)
+    wan = FluidWan(c, c.deliver, bps=8000, rtt=0.1, blksize=454, burst_bytes=0)
     # alone, a flow is lock-step: 500 bytes per 0.1 s + (500 + 46) bytes at 1 kB/s = 0.646 s,
     # 6192 bit/s; two share 8000 bit/s: 4000 each, below that cap
     for tok in "ab":
@@ -144,3 +147,63 @@ def test_the_fluid_wan_counts_bytes_delivered_not_requested():
     c.run()
     assert c.ended["a"][0] == c.ended["b"][0] == pytest.approx(0.1 + 4546 * 8 / 4000)
     assert wan.delivered() == (2 * 4086, 2 * 4546)
+
+
+# ------------------------------------------------------------------ the lab's token bucket
+
+def test_the_lab_tbf_parameters():
+    # 384 kbit/s: 48,000 bytes/s; bucket max(3200, 4 ms = 192) = 3200; queue max(3200 + 64 x
+    # 1514 = 100,096, 1 s = 48,000). 10 Mbit/s: 1,250,000 bytes/s; bucket 5000; queue 1 s.
+    assert tbf_params(384_000) == {"rate": 48_000, "burst": 3200, "limit": 100_096}
+    assert tbf_params(10_000_000) == {"rate": 1_250_000, "burst": 5000, "limit": 1_250_000}
+    from pfslab.lab.wan import _tbf_params
+    assert _tbf_params(384_000, 1.0) == tbf_params(384_000, 1.0)      # one formula
+    c = Clock()
+    wan = PacketWan(c, c.deliver, bps=384_000, rtt=0.15, queue_bytes=48_000)  # sim's 1 s
+    assert (wan.burst, wan.limit) == (3200, 100_096)                  # the lab's, by default
+
+
+def test_a_full_bucket_lets_a_block_leave_at_once():
+    c = Clock()
+    wan = packet_wan(c, bps=8000, burst_bytes=1000)    # 1000 bytes/s, a 1000-byte bucket
+    wan.fetch(0.0, "f", 500)                   # blocks of 454 (500 on the wire) and 46 (92)
+    c.run()
+    # the bucket holds an ACK: the RRQ reaches HQ at 0.05. OACK (84) leaves at once, 916
+    # tokens left, lands 0.10; ACK at HQ 0.15: 1000 tokens again (capped), block 1 leaves at
+    # once, lands 0.20; ACK 0.25: 600 tokens, block 2 (92) leaves at once, lands 0.30. The
+    # same as a link without a rate limit: the lock-step, not the rate, sets the pace.
+    assert c.ended["f"][0] == pytest.approx(0.30)
+    # a long fetch's step: the round trip, unless the rate is slower (500 bytes at 1000
+    # bytes/s = 0.5 s); without a bucket, the round trip plus the block's and ACK's bytes
+    assert block_time(0.1, 80_000, 454, burst=1000) == pytest.approx(0.1)
+    assert block_time(0.1, 8000, 454, burst=1000) == pytest.approx(0.5)
+    assert block_time(0.1, 8000, 454) == pytest.approx(0.1 + (500 + 46) * 8 / 8000)
+
+
+def test_an_empty_bucket_paces_the_packets_in_fifo_order():
+    c = Clock()
+    wan = packet_wan(c, bps=8000, burst_bytes=600)     # 1000 bytes/s, a 600-byte bucket
+    wan.fetch(0.0, "a", 500)
+    wan.fetch(0.0, "b", 500)
+    c.run()
+    # 0.05: both OACKs (84 each) leave at once: 600 - 168 = 432 tokens; ACKs at HQ 0.15.
+    # 0.15: 432 + 100 = 532 tokens: a's block 1 (500) leaves at once (32 left); b's block 1
+    #       waits for 468 more bytes: leaves 0.618, bucket empty; lands 0.668, ACK 0.768.
+    # 0.25: a's ACK; its block 2 (92) queues behind b's block 1 and waits for its 92 bytes of
+    #       tokens: leaves 0.710, lands 0.760 (a ends).
+    # 0.768: 58 tokens since 0.710; b's block 2 waits 34 more bytes: leaves 0.802, lands 0.852.
+    assert c.ended["a"][0] == pytest.approx(0.760)
+    assert c.ended["b"][0] == pytest.approx(0.852)
+    assert wan.tail_drops == wan.retransmits == 0
+
+
+def test_a_named_fetch_pays_its_real_request_and_oack():
+    c = Clock()
+    wan = packet_wan(c, bps=None)              # blksize 454, timeout 1 s
+    wan.fetch(0.0, "f", 500, "a.bin")
+    c.run()
+    # RRQ: 42 bytes of headers + opcode 2 + "a.bin\0" 6 + "octet\0" 6 + "blksize\0454\0" 12
+    # + "tsize\00\0" 8 + "timeout\01\0" 10 = 86; OACK: 44 + 12 + "tsize\0500\0" 10 + 10 = 76
+    assert request_bytes("a.bin", 500, 454) == (86, 76)
+    assert wan.wire_bytes == 76 + 500 + 92     # OACK, blocks of 454 (+46) and 46 (+46)
+    assert wan.up_bytes == 86 + 3 * 46         # RRQ, and the ACKs of the OACK and 2 blocks

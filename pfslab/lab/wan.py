@@ -23,6 +23,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from pfslab.errors import UserError
 from pfslab.results import wan_dict
+from pfslab.sim.wan import tbf_params as _tbf_params   # one formula: the sim models this TBF
 
 from .nsutil import die_with_parent, iproute_in, netns_path, ns_argv, require_binaries
 from .units import parse_bandwidth, parse_delay, parse_loss
@@ -45,11 +46,6 @@ class WanSettings:
         return wan_dict(self.bw_bps, self.delay_s, self.loss)
 
 
-def _tbf_params(bw_bps: int, queue_s: float) -> dict:
-    rate = bw_bps // 8  # bytes/s
-    burst = max(3200, int(rate * 0.004))  # >= 2 full frames; ~4 ms at the rate
-    limit = max(burst + 64 * 1514, int(rate * queue_s))
-    return {"rate": rate, "burst": burst, "limit": limit}
 
 
 def netem_available(ipr: IPRoute, index: int) -> bool:

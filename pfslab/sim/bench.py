@@ -28,48 +28,71 @@ from .. import firmware
 from ..protocol.phone import Timers
 from ..site import Site, SiteError
 from . import scenario
-from .wan import OACK_BYTES, OVERHEAD, block_time, blocks_of
+from .wan import ACK_BYTES, OVERHEAD, block_time, blocks_of, lab_burst, request_bytes
 
 NS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
-def wire_bytes(nbytes: int, blksize: int) -> int:
-    """One TFTP fetch on the wire: OACK, blocks and their headers."""
-    return OACK_BYTES + nbytes + blocks_of(nbytes, blksize) * OVERHEAD
+def wire_bytes(nbytes: int, blksize: int, name: str | None = None) -> int:
+    """One TFTP fetch on the wire, downstream: OACK, blocks and their headers."""
+    return request_bytes(name, nbytes, blksize)[1] + nbytes + blocks_of(nbytes, blksize) * OVERHEAD
+
+
+def up_bytes(nbytes: int, blksize: int, name: str | None = None) -> int:
+    """One TFTP fetch on the wire, upstream: the RRQ, the OACK's ACK and one ACK a block."""
+    return request_bytes(name, nbytes, blksize)[0] + (blocks_of(nbytes, blksize) + 1) * ACK_BYTES
 
 
 def bounds(specs, files: dict, mode: str, *, bps: float, rtt: float, lan_bps: float,
-           blksize: int) -> dict:
+           blksize: int, pfs_of: dict | None = None) -> dict:
     """The physical lower bounds (seconds, WAN bytes) of one upgrade: the WAN's bytes at its
     rate, or a phone's lock-step fetches one after the other (a block per round trip),
-    whichever is longer; PFS adds its fixed waits and the tree's LAN hops."""
-    configs = [len(d) for f, d in files.items() if f.startswith("SEP")]   # one per phone
-    load_of = {m: [len(files[f]) for f in firmware.peek_loads(
+    whichever is longer; PFS adds its fixed waits and the tree's LAN hops. In PFS mode a
+    phone that cannot share (a model without PFS, or ``pfs_of[name]`` false) counts as
+    traditional. Also: the upstream bytes (RRQs and ACKs) and the requests at HQ."""
+    named = [(f, len(d)) for f, d in files.items() if f.startswith("SEP")]  # one per phone
+    configs = [n for _, n in named]
+    load_named = {m: [(f, len(files[f])) for f in firmware.peek_loads(
         files[firmware.model_load(m) + firmware.LOADS_SUFFIX]).files()]
         for m in {sp.model for sp in specs}}
-    per_phone = {m: sum(wire_bytes(n, blksize) for n in fs) for m, fs in load_of.items()}
-    step = block_time(rtt, bps, blksize)
-    lockstep = max(sum((blocks_of(n, blksize) + 1) * step for n in fs + configs[:1])
-                   for fs in load_of.values())
-    config_bytes = sum(wire_bytes(n, blksize) for n in configs)
-    if mode == "traditional":
-        wan = config_bytes + sum(per_phone[sp.model] for sp in specs)
-        return {"bound_s": round(max(wan * 8 / bps, lockstep), 3), "bound_wan_bytes": wan}
-    groups = {(sp.subnet, sp.model) for sp in specs}
-    wan = config_bytes + sum(per_phone[m] for _, m in groups)
-    n = max(sum(1 for sp in specs if (sp.subnet, sp.model) == g) for g in groups)
-    depth = math.ceil(math.log2(n + 1)) - 1
-    fs = max(load_of.values(), key=sum)
-    loads, comps = min(fs), sorted(fs)[1:]              # the manifest is the smallest file
-    # the components' roots fetch in parallel, at most one file each at a time
-    each = [(blocks_of(c, blksize) + 1) * step for c in comps]
-    comp_lockstep = max(max(each), sum(each) / min(n, len(each)))
-    t = Timers()
-    election = t.listen_min + (t.ads + 1) * t.ad_interval + t.root_wait   # .loads, then the rest
-    return {"bound_s": round(2 * election + (blocks_of(loads, blksize) + 1) * step
-                             + max(wan * 8 / bps, comp_lockstep)
-                             + depth * 2 * max(comps) * 8 / lan_bps, 3),
-            "bound_wan_bytes": wan}
+    load_of = {m: [n for _, n in fs] for m, fs in load_named.items()}
+    per_phone = {m: sum(wire_bytes(n, blksize, f) for f, n in fs)
+                 for m, fs in load_named.items()}
+    per_phone_up = {m: sum(up_bytes(n, blksize, f) for f, n in fs)
+                    for m, fs in load_named.items()}
+    step = block_time(rtt, bps, blksize, lab_burst(bps, None))   # the lab's TBF
+
+    def shares(sp) -> bool:
+        return (mode == "pfs" and sp.model in firmware.PFS_CAPABLE
+                and (pfs_of or {}).get(sp.name, True) is not False)
+
+    alone = [sp for sp in specs if not shares(sp)]
+    group_size: dict = {}
+    for sp in specs:
+        if shares(sp):
+            group_size[(sp.subnet, sp.model)] = group_size.get((sp.subnet, sp.model), 0) + 1
+    fetchers = [sp.model for sp in alone] + [m for _, m in group_size]
+    wan = sum(wire_bytes(n, blksize, f) for f, n in named) + sum(per_phone[m] for m in fetchers)
+    up = sum(up_bytes(n, blksize, f) for f, n in named) + sum(per_phone_up[m] for m in fetchers)
+    out = {"bound_wan_bytes": wan, "bound_up_bytes": up,
+           "bound_requests": len(configs) + sum(len(load_of[m]) for m in fetchers)}
+    wan_s = wan * 8 / bps if bps else 0.0
+    lockstep = max((sum((blocks_of(n, blksize) + 1) * step for n in load_of[m] + configs[:1])
+                    for m in {sp.model for sp in alone}), default=0.0)
+    t = max(wan_s, lockstep)
+    if group_size:
+        n = max(group_size.values())
+        depth = math.ceil(math.log2(n + 1)) - 1
+        fs = max((load_of[m] for _, m in group_size), key=sum)
+        loads, comps = min(fs), sorted(fs)[1:]          # the manifest is the smallest file
+        # the components' roots fetch in parallel, at most one file each at a time
+        each = [(blocks_of(c, blksize) + 1) * step for c in comps]
+        comp_lockstep = max(max(each), sum(each) / min(n, len(each)))
+        tm = Timers()
+        election = tm.listen_min + (tm.ads + 1) * tm.ad_interval + tm.root_wait  # .loads, rest
+        t = max(t, 2 * election + (blocks_of(loads, blksize) + 1) * step
+                + max(wan_s, comp_lockstep) + depth * 2 * max(comps) * 8 / lan_bps)
+    return {"bound_s": round(t, 3), **out}
 
 
 def point(n: int, mode: str, wan_model: str, a) -> dict:

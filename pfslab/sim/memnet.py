@@ -374,7 +374,7 @@ class SimNet(EventHeap):
             self.at(self.now + self.wan_rtt, self._fetched, (node, file), False,
                     "File not found")
             return
-        self.wan.fetch(self.now, (node, file), len(data))
+        self.wan.fetch(self.now, (node, file), len(data), file)
 
     # ---------------------------------------------------------------- results
 

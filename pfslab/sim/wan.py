@@ -1,8 +1,10 @@
 """The WAN between HQ's TFTP server and the phones, as the simulator sees it. Two models:
 
-:class:`PacketWan` (the default): the bottleneck is a real link. Every TFTP packet from HQ
-(OACK, DATA blocks) waits in one FIFO of ``queue_bytes``, is serialised at ``bps`` and then
-propagates for half the round trip; a packet that finds the queue full is dropped (tail drop),
+:class:`PacketWan` (the default): the bottleneck is the lab's link, a token bucket filter
+(``tc tbf``: :func:`tbf_params`). Every TFTP packet from HQ (OACK, DATA blocks) waits in one
+FIFO of ``queue_bytes``, leaves when the bucket (filled at ``bps`` up to its burst) holds its
+bytes, and then propagates for half the round trip; a packet that finds the queue full is
+dropped (tail drop),
 and any packet may be lost at random (``loss``). TFTP is lock-step: block k+1 leaves HQ when
 the ACK of block k arrives. A block whose ACK has not come back ``rto`` after it left is sent
 again; ``rto`` doubles (up to ``max_backoff`` x ``timeout``) until progress, and after
@@ -11,7 +13,7 @@ event only when the block's ACK will not beat it. The upstream direction (RRQs, 
 queued: it carries ~3 % of the downstream bytes.
 
 :class:`FluidWan`: every transfer is a fluid sharing the bandwidth fairly with the others,
-each capped at one block per round trip and serialisation (lock-step), after one round trip
+each capped at one block per :func:`block_time` (lock-step), after one round trip
 for the request.
 No queue, no loss: O(log n) per fetch, whatever the file size. The seed of the curves.
 
@@ -35,10 +37,40 @@ ACK_BYTES = OVERHEAD
 RRQ_EXTRA = 40
 
 
-def block_time(rtt: float, bps: float | None, blksize: int) -> float:
-    """One full block of a lock-step transfer on an idle link: its round trip, and the
-    serialisation of the block and of its ACK."""
-    return rtt + ((blksize + OVERHEAD + ACK_BYTES) * 8 / bps if bps else 0.0)
+def request_bytes(name: str | None, nbytes: int, blksize: int,
+                  timeout: float = 1.0) -> tuple[int, int]:
+    """(RRQ, OACK) on the wire for a fetch of file ``name``, ``nbytes`` long: the options the
+    phones ask for (blksize unless 512, tsize 0, a whole-second timeout: pfslab.agent.tftp)
+    and HQ's answer (the same, tsize the file's size). Without a name: the fixed estimates
+    ``ACK_BYTES + RRQ_EXTRA`` and ``OACK_BYTES``."""
+    if name is None:
+        return ACK_BYTES + RRQ_EXTRA, OACK_BYTES
+    opts = (f"blksize\0{blksize}\0" if blksize != 512 else "") + "tsize\0{}\0" + (
+        f"timeout\0{int(timeout)}\0" if timeout == int(timeout) and 1 <= timeout <= 255 else "")
+    head = OVERHEAD - 4 + 2                    # Ethernet, IPv4, UDP and the opcode
+    return (head + len(name) + 1 + len("octet\0") + len(opts.format(0)),
+            head + len(opts.format(nbytes)))
+
+
+def tbf_params(bw_bps: int, queue_s: float = 1.0) -> dict:
+    """The lab's token bucket (``tc tbf``, pfslab.lab.wan) for a rate and a queue in seconds:
+    ``rate`` bytes/s; ``burst``, the bucket (at least two full frames, ~4 ms at the rate);
+    ``limit``, the bytes that may wait (``queue_s`` at the rate, at least the bucket plus 64
+    full frames)."""
+    rate = int(bw_bps) // 8
+    burst = max(3200, int(rate * 0.004))
+    return {"rate": rate, "burst": burst, "limit": max(burst + 64 * 1514, int(rate * queue_s))}
+
+
+def block_time(rtt: float, bps: float | None, blksize: int, burst: float = 0.0) -> float:
+    """One full block of a lock-step transfer alone on the link: its round trip, and the
+    serialisation of the block and of its ACK; with a token bucket of ``burst`` bytes that
+    holds a block, the block leaves at once and the link's rate only caps the average."""
+    if not bps:
+        return rtt
+    if burst >= blksize + OVERHEAD:
+        return max(rtt, (blksize + OVERHEAD) * 8 / bps)
+    return rtt + (blksize + OVERHEAD + ACK_BYTES) * 8 / bps
 
 
 def blocks_of(nbytes: int, blksize: int) -> int:
@@ -47,10 +79,10 @@ def blocks_of(nbytes: int, blksize: int) -> int:
 
 
 class _Flow:
-    __slots__ = ("token", "nbytes", "blocks", "k", "tries", "rto", "best_ack", "done")
+    __slots__ = ("token", "nbytes", "blocks", "k", "tries", "rto", "best_ack", "done", "oack")
 
-    def __init__(self, token, nbytes: int, blocks: int, rto: float):
-        self.token, self.nbytes, self.blocks = token, nbytes, blocks
+    def __init__(self, token, nbytes: int, blocks: int, rto: float, oack: int = OACK_BYTES):
+        self.token, self.nbytes, self.blocks, self.oack = token, nbytes, blocks, oack
         self.k = 0                     # the block in flight: 0 is the OACK
         self.tries = 0
         self.rto = rto
@@ -58,23 +90,39 @@ class _Flow:
         self.done = False
 
 
+def lab_burst(bps: float | None, burst_bytes: float | None) -> float:
+    """The token bucket a WAN model uses: ``burst_bytes``, or (None) the lab's for ``bps``."""
+    if burst_bytes is not None:
+        return burst_bytes
+    return tbf_params(bps)["burst"] if bps else 0.0
+
+
 class PacketWan:
     """See the module docstring. ``clock`` has ``now`` and ``at(t, fn, a, b, c)``;
-    ``deliver(token, ok, error)`` is called when a fetch ends."""
+    ``deliver(token, ok, error)`` is called when a fetch ends. ``burst_bytes``: the token
+    bucket; None is the lab's TBF (:func:`tbf_params`), whose queue is then at least the
+    bucket plus 64 full frames, as the lab's; 0 is a plain serialising link."""
 
     def __init__(self, clock, deliver, *, bps: float | None, rtt: float, blksize: int = 1428,
                  queue_bytes: float | None = None, loss: float = 0.0, seed: int = 1,
-                 timeout: float = 1.0, retries: int = 8, max_backoff: float = 8.0):
+                 timeout: float = 1.0, retries: int = 8, max_backoff: float = 8.0,
+                 burst_bytes: float | None = None):
         self.clock, self.deliver = clock, deliver
         self.bps, self.d, self.blksize = bps, rtt / 2, blksize
+        self.burst = lab_burst(bps, burst_bytes)
         self.limit = queue_bytes if queue_bytes is not None else (
             bps / 8 if bps else math.inf)              # the lab's default: 1 s at the rate
+        if burst_bytes is None and bps:
+            self.limit = max(self.limit, tbf_params(bps, 0.0)["limit"])
         self.loss, self.rng = loss, random.Random(f"wan|{seed}")
         self.timeout, self.retries, self.max_backoff = timeout, retries, max_backoff
-        self._q: deque[tuple[float, int]] = deque()   # (departure, bytes) waiting or in service
+        self._q: deque[tuple[float, int]] = deque()   # (departure, bytes) waiting to leave
         self._qbytes = 0
         self._last_dep = 0.0
-        self._up = ACK_BYTES * 8 / bps if bps else 0.0
+        self._tokens = self.burst                      # the bucket, at _last_dep
+        # the upstream (RRQs, ACKs: ~3 % of the bytes) is not queued: with a bucket that
+        # holds an ACK it leaves at once, else it pays its serialisation
+        self._up = ACK_BYTES * 8 / bps if bps and self.burst < ACK_BYTES else 0.0
         self.payload_bytes = 0        # TFTP data delivered to the phones (first copies)
         self.wire_bytes = 0           # every packet that crossed the link, duplicates included
         self.up_bytes = 0             # RRQs and ACKs, the other way
@@ -83,9 +131,11 @@ class PacketWan:
         self.retransmits = 0
         self.failures = 0
 
-    def fetch(self, now: float, token, nbytes: int) -> None:
-        f = _Flow(token, nbytes, blocks_of(nbytes, self.blksize), self.timeout)
-        self.up_bytes += ACK_BYTES + RRQ_EXTRA
+    def fetch(self, now: float, token, nbytes: int, name: str | None = None) -> None:
+        """Fetch ``nbytes`` (file ``name``: the RRQ and OACK have their real sizes)."""
+        rrq, oack = request_bytes(name, nbytes, self.blksize, self.timeout)
+        f = _Flow(token, nbytes, blocks_of(nbytes, self.blksize), self.timeout, oack)
+        self.up_bytes += rrq
         self.clock.at(now + self.d + self._up, self._send, f, 0, None)   # the RRQ goes up
 
     # ----------------------------------------------------------------- the link
@@ -99,7 +149,13 @@ class PacketWan:
             if self._qbytes + size > self.limit:
                 self.tail_drops += 1
                 return None
-            dep = max(now, self._last_dep) + size * 8 / self.bps
+            # FIFO behind the last departure; it leaves once the bucket holds its bytes
+            start = max(now, self._last_dep)
+            tokens = min(self.burst, self._tokens + (start - self._last_dep) * self.bps / 8)
+            if tokens >= size:
+                dep, self._tokens = start, tokens - size
+            else:
+                dep, self._tokens = start + (size - tokens) * 8 / self.bps, 0.0
             self._last_dep = dep
             q.append((dep, size))
             self._qbytes += size
@@ -121,7 +177,7 @@ class PacketWan:
         if f.done or f.k != k:
             return
         now = self.clock.now
-        arr = self._enqueue(now, OACK_BYTES if k == 0 else self._block_bytes(f, k) + OVERHEAD)
+        arr = self._enqueue(now, f.oack if k == 0 else self._block_bytes(f, k) + OVERHEAD)
         if arr is not None:
             if k == f.blocks:
                 self.clock.at(arr, self._complete, f, k, None)
@@ -174,22 +230,23 @@ class FluidWan:
     """Fair-shared fluid transfers, each capped at a block per round trip (see above)."""
 
     def __init__(self, clock, deliver, *, bps: float | None, rtt: float, blksize: int = 1428,
-                 **_ignored):
+                 burst_bytes: float | None = None, **_ignored):
         self.clock, self.deliver = clock, deliver
         self.rtt, self.blksize = rtt, blksize
-        step = block_time(rtt, bps, blksize)
+        step = block_time(rtt, bps, blksize, lab_burst(bps, burst_bytes))
         self.link = PSLink(bps, cap=(blksize + OVERHEAD) * 8 / step if step > 0 else math.inf)
         self._active: dict = {}       # token -> (payload bytes, wire bytes)
         self.payload_bytes = 0
         self.up_bytes = 0             # RRQs and ACKs, counted when the fetch starts
         self.retransmits = self.tail_drops = self.losses = self.failures = 0
 
-    def fetch(self, now: float, token, nbytes: int) -> None:
-        self.clock.at(now + self.rtt, self._start, token, nbytes, None)  # RRQ, then OACK
+    def fetch(self, now: float, token, nbytes: int, name: str | None = None) -> None:
+        self.clock.at(now + self.rtt, self._start, token, nbytes, name)  # RRQ, then OACK
 
-    def _start(self, token, nbytes: int, _=None) -> None:
+    def _start(self, token, nbytes: int, name: str | None = None) -> None:
         wire = nbytes + blocks_of(nbytes, self.blksize) * OVERHEAD
-        self.up_bytes += (blocks_of(nbytes, self.blksize) + 1) * ACK_BYTES + RRQ_EXTRA
+        rrq = request_bytes(name, nbytes, self.blksize)[0]
+        self.up_bytes += (blocks_of(nbytes, self.blksize) + 1) * ACK_BYTES + rrq
         self._active[token] = (nbytes, wire)
         self.link.add(self.clock.now, wire * 8, token)
         self._schedule()
