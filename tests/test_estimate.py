@@ -98,3 +98,13 @@ def test_capped_is_said_only_of_a_capped_traditional_run():
     assert note.startswith("CAPPED traditional baseline: a sample of 10 of 1000 phones, "
                            "stopped at 300 s")
     assert est.capped_note(None) == ""
+
+
+def test_request_sizes_are_the_real_encoders():
+    from pfslab.agent.tftp import encode_oack, encode_rrq
+    from pfslab.sim.wan import request_bytes
+    for name, size, blk, k in (("SEP0250460101.cnf.xml", 233, 1428, 1), ("x.loads", 0, 512, 12)):
+        opts = {"blksize": str(blk)} if blk != 512 else {}
+        rrq = encode_rrq(name, "octet", {**opts, "tsize": "0", "timeout": str(k)})
+        oack = encode_oack({**opts, "tsize": str(size), "timeout": str(k)})
+        assert request_bytes(name, size, blk, k) == (42 + len(rrq), 42 + len(oack))

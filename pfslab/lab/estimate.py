@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 from pfslab import firmware, phoneconfig
+from pfslab.sim.wan import request_bytes      # the RRQ's and OACK's real sizes
 
 #: Ethernet + IPv4 + UDP headers of every TFTP packet on the WAN
 FRAME_HEADERS = 14 + 20 + 8
@@ -34,22 +35,11 @@ ELECTION_S = 2.0
 BUILD_S_PER_HOST = 0.035
 
 
-def _requests(name: str, size: int, blksize: int, timeout: int) -> tuple[int, int]:
-    """(RRQ, OACK) frame bytes of one fetch as pfslab's phones ask for it (blksize, tsize
-    and timeout options, pfslab.agent.tftp) and in.tftpd answers it (all three echoed, tsize
-    filled in)."""
-    from pfslab.agent.tftp import DEFAULT_BLKSIZE, encode_oack, encode_rrq
-    opts = {"blksize": str(blksize)} if blksize != DEFAULT_BLKSIZE else {}
-    rrq = encode_rrq(name, "octet", {**opts, "tsize": "0", "timeout": str(timeout)})
-    oack = encode_oack({**opts, "tsize": str(size), "timeout": str(timeout)})
-    return FRAME_HEADERS + len(rrq), FRAME_HEADERS + len(oack)
-
-
 def wire_bytes(size: int, blksize: int, name: str = "f", timeout: int = 1) -> int:
     """One TFTP fetch of ``size`` bytes as the WAN capture counts it, both ways, with no
     loss: the RRQ, the OACK and its ACK, every DATA block (the last one short, maybe empty)
     and its ACK."""
-    rrq, oack = _requests(name, size, blksize, timeout)
+    rrq, oack = request_bytes(name, size, blksize, timeout)
     blocks = size // blksize + 1
     return rrq + oack + ACK_BYTES + size + blocks * (DATA_OVERHEAD + ACK_BYTES)
 
@@ -58,7 +48,7 @@ def down_bytes(size: int, blksize: int, name: str = "f", timeout: int = 1) -> in
     """The HQ-to-phone part of one fetch (the OACK and the DATA blocks): what the shaped
     direction of the WAN carries, so what its bandwidth bounds (RRQs and ACKs go the other
     way)."""
-    _, oack = _requests(name, size, blksize, timeout)
+    _, oack = request_bytes(name, size, blksize, timeout)
     return oack + size + (size // blksize + 1) * DATA_OVERHEAD
 
 
