@@ -1,7 +1,11 @@
-"""Small sites give the results recorded before the simulator's speed work (f451bd4): the
+"""Small sites give the results recorded before the simulator's speed work: the
 same roots and trees (every phone's source for every file) and the same completion times,
 within TOLERANCE_S (docs/sim.md, "How fast, how big"). Re-record (only for a deliberate
-change of behaviour): python tests/test_sim_recorded.py tests/data/sim_small_before.json"""
+change of behaviour): python tests/test_sim_recorded.py tests/data/sim_small_before.json
+
+Recorded on the calibrated WAN model (the lab's token bucket, requests of their real size)
+without the speed work (branch wt-C at 31d0442); the merged code gives the same file, byte
+for byte. The first recording (f451bd4, the old WAN model) matched the speed work alike."""
 import json
 import pathlib
 import sys
