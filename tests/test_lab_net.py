@@ -279,6 +279,39 @@ def test_tftp_fetch_from_a_phone_is_logged_with_client_and_file(lab):
         assert f"RRQ from {p.ip} filename hello.bin" in f.read()
 
 
+def test_udp_counters_are_read_per_phone_namespace(lab):
+    """The fidelity account reads a phone's UDP counters from its namespace file (no process
+    lives there): a datagram sent to one phone counts there and not in another phone."""
+    from pfslab.lab.fidelity import udp_counters
+    a, b = lab.phones[0], lab.phones[1]
+    before = {p.name: udp_counters(p.netns) for p in (a, b)}
+    rx = sock_in(a.netns)
+    rx.bind((a.ip, 9999))
+    tx = sock_in(b.netns)
+    tx.sendto(b"x", (a.ip, 9999))
+    rx.settimeout(3)
+    rx.recvfrom(16)
+    after = {p.name: udp_counters(p.netns) for p in (a, b)}
+    rx.close()
+    tx.close()
+    assert after[a.name]["InDatagrams"] - before[a.name]["InDatagrams"] == 1
+    assert after[b.name]["InDatagrams"] == before[b.name]["InDatagrams"]
+    assert after[b.name]["OutDatagrams"] - before[b.name]["OutDatagrams"] == 1
+
+
+def test_cli_runs_a_command_in_a_phone_namespace(lab, tmp_path, capfd):
+    """--cli: `<phone host> <command>` runs in the phone's namespace (a light host, not a
+    Mininet node), another host's name in it replaced by its IP, as Mininet does."""
+    p = lab.phones[0]
+    script = tmp_path / "cli.txt"
+    script.write_text(f"{p.host} ip -br addr show {p.host}-0\n"
+                      f"{p.host} ping -c1 -W3 {lab.info['hq']}\n")
+    with open(os.devnull) as stdin:
+        lab.cli(stdin=stdin, script=str(script))
+    out = capfd.readouterr().out
+    assert f"{p.ip}/24" in out and "1 received" in out, out
+
+
 # ------------------------------------------------------------------ teardown
 def _alive(entries):
     from pfslab.lab.nsutil import same_process

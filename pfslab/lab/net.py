@@ -162,6 +162,25 @@ def infrastructure(topo, light: set[str]):
     return infra
 
 
+def _lab_cli():
+    """Mininet's CLI, plus the light hosts as the first word of a command."""
+    from mininet.cli import CLI
+
+    class LabCLI(CLI):
+        def __init__(self, mn, light, **kw):
+            self.light = light          # before CLI.__init__, which runs the loop
+            super().__init__(mn, **kw)
+
+        def default(self, line):
+            first, args, line = self.parseline(line)
+            if first not in self.light:
+                return super().default(line)
+            words = [self.light[a].ip.split("/")[0] if a in self.light else
+                     (self.mn[a].IP() or a) if a in self.mn else a for a in args.split(" ")]
+            subprocess.call(["ip", "netns", "exec", first, "sh", "-c", " ".join(words)])
+    return LabCLI
+
+
 # ---------------------------------------------------------------- the net
 class LabNet:
     """See the module docstring. Attributes once entered:
@@ -259,20 +278,21 @@ class LabNet:
         lighthost.create([host])
         return host.netns
 
-    def cli(self):
+    def cli(self, stdin=None, script=None):
         """The Mininet CLI, its commands' output shown (the lab keeps Mininet's log quiet).
-        The phones are not Mininet hosts (light hosts, pfslab.lab.lighthost): reach them
-        with ``sh ip netns exec <host> ...``."""
-        from mininet.cli import CLI
+        The phones are light hosts, not Mininet nodes, but ``<phone host> <command>`` still
+        runs the command in that phone's namespace (``ip netns exec``), other host names in
+        it replaced by their IPs, as Mininet does; ``nodes`` and ``pingall`` see only the
+        infrastructure."""
         from mininet.log import setLogLevel
         setLogLevel("output")
         first = next(iter(self.light), None)
         if first:
-            print(f"The phones are network namespaces, not Mininet hosts: e.g. "
-                  f"`sh ip netns exec {first} ping -c1 {self.hq_ip}` (`sh ip netns list`).",
-                  flush=True)
+            print(f"The phones are network namespaces (`sh ip netns list`), e.g. "
+                  f"`{first} ping -c1 {self.hq_ip}`.", flush=True)
         try:
-            CLI(self.mn)
+            _lab_cli()(self.mn, self.light, **({"stdin": stdin} if stdin else {}),
+                       script=script)
         finally:
             setLogLevel("warning")
 
