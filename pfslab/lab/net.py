@@ -210,6 +210,8 @@ class LabNet:
         self.wan_settings = WanSettings(bw, delay, loss, queue_s=self.time_dilation)
         self.prefix = prefix or new_prefix()
         self.topo = build_topology(settings.topo, self.prefix, site)
+        self._phone_hosts = set(self.topo.hosts_of.values())
+        self._light_plan = lighthost.hosts_from_topo(self.topo, self._phone_hosts)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_id = run_id or f"{stamp}-{self.prefix}"
         self.out_dir = os.path.abspath(out_dir or os.path.join(REPO_ROOT, "pcaps", self.run_id))
@@ -340,9 +342,8 @@ class LabNet:
             if os.path.exists(p):
                 with open(p, "w") as f:
                     f.write("0")
-        phone_hosts = set(self.topo.hosts_of.values())
-        light = lighthost.hosts_from_topo(self.topo, phone_hosts)
-        self.mn = Mininet(topo=infrastructure(self.topo, phone_hosts), switch=LinuxBridge,
+        light = self._light_plan
+        self.mn = Mininet(topo=infrastructure(self.topo, self._phone_hosts), switch=LinuxBridge,
                           controller=None, build=False, autoSetMacs=False,
                           autoStaticArp=False, waitConnected=False)
         self.mn.build()
