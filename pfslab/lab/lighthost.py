@@ -27,6 +27,7 @@ import dataclasses
 import errno
 import ipaddress
 import os
+import threading
 import time
 
 from pyroute2 import IPRoute
@@ -140,8 +141,36 @@ def _write(path: str, value: str) -> None:
 
 
 def create(hosts: list[LightHost]) -> dict[str, float]:
-    """Make every host (see the module docstring), on the calling thread (which is back in
-    its own namespace after each). Returns step -> seconds."""
+    """Make every host (see the module docstring). Returns step -> seconds.
+
+    The work runs on a thread of its own: the thread that unshares is, for a moment, in the
+    new namespace, and ``/proc/self/ns/net`` (which other code takes as "the process's
+    namespace") is the main thread's. Ctrl-C on the caller stops it after the current host
+    (each made host is then complete, and removed by the caller's teardown)."""
+    out: dict = {}
+    stop = threading.Event()
+
+    def work():
+        try:
+            out["steps"] = _create(hosts, stop)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            out["error"] = e
+
+    t = threading.Thread(target=work, name="lighthost-create", daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(0.2)
+    except BaseException:
+        stop.set()
+        t.join()
+        raise
+    if "error" in out:
+        raise out["error"]
+    return out["steps"]
+
+
+def _create(hosts: list[LightHost], stop: threading.Event) -> dict[str, float]:
     _share_run_dir()
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     t_ns = t_port = 0.0
@@ -155,6 +184,8 @@ def create(hosts: list[LightHost]) -> dict[str, float]:
                         raise UserError(f"light host {h.name}: no bridge {h.bridge}")
                     bridges[h.bridge] = idx[0]
             for h in hosts:
+                if stop.is_set():
+                    break
                 t = time.monotonic()
                 _create_one(h, home)
                 t_ns += time.monotonic() - t
@@ -166,7 +197,7 @@ def create(hosts: list[LightHost]) -> dict[str, float]:
                 t_port += time.monotonic() - t
             t = time.monotonic()
             for h in hosts:         # the default routes, once the links are up
-                if h.gateway:
+                if h.gateway and not stop.is_set():
                     _in_ns(h, home, lambda ipr, h=h: ipr.route("add", dst="default",
                                                                 gateway=h.gateway))
             t_route = time.monotonic() - t
