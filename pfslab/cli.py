@@ -17,7 +17,7 @@ COMMANDS = {
             "sudo .venv/bin/pfslab lab --subnets 1 --phones-per-subnet 4 --mode pfs"),
     "clean": ("pfslab.lab.clean", "remove what a crashed lab run left behind (its own only)",
               "sudo .venv/bin/pfslab clean --dry-run"),
-    "phone": ("pfslab.agent.cli", "run phone agents (one phone in a Mininet host, or many)",
+    "phone": ("pfslab.agent.cli", "run phone agents (one phone in its namespace, or many)",
               "mininet> p1 pfslab phone one --name p1-1 --ip 10.1.1.10 --mac 02:50:46:01:00:00 "
               "--model CP-7961G --broadcast 10.1.1.255 --server 10.0.0.10"),
     "decode": ("pfslab.dissect.decode", "rebuild elections, trees and TFTP use from pcaps",

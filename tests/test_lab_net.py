@@ -54,6 +54,13 @@ def lab_links(prefix: str) -> list[str]:
     return [n for n in names if n and pat.match(n)]
 
 
+def lab_netns(prefix: str) -> list[str]:
+    """Named network namespaces (/run/netns) of this prefix: the phones."""
+    from pfslab.lab.lighthost import list_named
+    from pfslab.lab.records import name_pattern
+    return list_named(name_pattern(prefix))
+
+
 def sock_in(netns, type=socket.SOCK_DGRAM):
     from pfslab.lab.nsutil import socket_in
     return socket_in(netns, socket.AF_INET, type)
@@ -128,7 +135,8 @@ def test_topology_plan(lab):
     assert [p.model for p in lab.phones] == ["CP-7961G", "CP-7960G"] * 2
     p = lab.phones[0]
     assert (p.ip, p.mac, p.broadcast) == ("10.1.1.10", "02:50:46:01:00:00", "10.1.1.255")
-    assert p.netns.startswith("/proc/") and os.path.exists(p.netns) and p.name == "p1-1"
+    assert p.netns == f"/run/netns/{lab.prefix}P1" and os.path.exists(p.netns)
+    assert p.name == "p1-1" and p.host == f"{lab.prefix}P1"
     for name in lab_links(lab.prefix):
         assert len(name) <= 15
     spec = lab.settings.agent_spec(lab.hq_ip, lab.agent_phones(), "/tmp/x", "pfs")
@@ -271,6 +279,39 @@ def test_tftp_fetch_from_a_phone_is_logged_with_client_and_file(lab):
         assert f"RRQ from {p.ip} filename hello.bin" in f.read()
 
 
+def test_udp_counters_are_read_per_phone_namespace(lab):
+    """The fidelity account reads a phone's UDP counters from its namespace file (no process
+    lives there): a datagram sent to one phone counts there and not in another phone."""
+    from pfslab.lab.fidelity import udp_counters
+    a, b = lab.phones[0], lab.phones[1]
+    before = {p.name: udp_counters(p.netns) for p in (a, b)}
+    rx = sock_in(a.netns)
+    rx.bind((a.ip, 9999))
+    tx = sock_in(b.netns)
+    tx.sendto(b"x", (a.ip, 9999))
+    rx.settimeout(3)
+    rx.recvfrom(16)
+    after = {p.name: udp_counters(p.netns) for p in (a, b)}
+    rx.close()
+    tx.close()
+    assert after[a.name]["InDatagrams"] - before[a.name]["InDatagrams"] == 1
+    assert after[b.name]["InDatagrams"] == before[b.name]["InDatagrams"]
+    assert after[b.name]["OutDatagrams"] - before[b.name]["OutDatagrams"] == 1
+
+
+def test_cli_runs_a_command_in_a_phone_namespace(lab, tmp_path, capfd):
+    """--cli: `<phone host> <command>` runs in the phone's namespace (a light host, not a
+    Mininet node), another host's name in it replaced by its IP, as Mininet does."""
+    p = lab.phones[0]
+    script = tmp_path / "cli.txt"
+    script.write_text(f"{p.host} ip -br addr show {p.host}-0\n"
+                      f"{p.host} ping -c1 -W3 {lab.info['hq']}\n")
+    with open(os.devnull) as stdin:
+        lab.cli(stdin=stdin, script=str(script))
+    out = capfd.readouterr().out
+    assert f"{p.ip}/24" in out and "1 received" in out, out
+
+
 # ------------------------------------------------------------------ teardown
 def _alive(entries):
     from pfslab.lab.nsutil import same_process
@@ -289,12 +330,14 @@ def test_teardown_leaves_nothing(tmp_path, how):
             seen["record"] = net.record.path
             seen["pids"] = list(net.record.data["pids"])
             assert lab_links(net.prefix)
+            assert lab_netns(net.prefix) == sorted(p.host for p in net.phones)
             assert _alive(seen["pids"])
             if exc:
                 raise exc("boom")
     except (RuntimeError, KeyboardInterrupt):
         assert exc is not None
     assert lab_links(seen["prefix"]) == []
+    assert lab_netns(seen["prefix"]) == []
     assert _alive(seen["pids"]) == []
     assert not os.path.exists(seen["record"])
     assert not [r for r in records.list_records() if r.get("prefix") == seen["prefix"]]
@@ -317,11 +360,33 @@ os.kill(os.getpid(), 9)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, cwd=REPO)
     info = json.loads(r.stdout.decode().splitlines()[0])
     assert lab_links(info["prefix"])
+    assert len(lab_netns(info["prefix"])) == 2
     r = subprocess.run([sys.executable, "-m", "pfslab.cli", "clean", info["run_id"]],
                        capture_output=True, timeout=60, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert lab_links(info["prefix"]) == []
+    assert lab_netns(info["prefix"]) == []
     assert _alive(info["pids"]) == []
+
+
+def test_clean_removes_namespaces_by_record_and_by_prefix_and_no_other():
+    """`pfslab clean`'s namespace step: the record's names and any other <prefix><A-Z>...
+    namespace go (a run killed before its record named them); a namespace of a longer prefix,
+    or one the record names but not of its prefix, stays."""
+    from pfslab.lab import clean, lighthost
+    from pfslab.lab.records import new_prefix
+    p = new_prefix()
+    mine, unrecorded = f"{p}P1", f"{p}P2"
+    other, stray = f"{p}xP1", f"{new_prefix()}P1"     # not <p><A-Z>...
+    hosts = [lighthost.netns_file(n) for n in (mine, unrecorded, other, stray)]
+    try:
+        for n in (mine, unrecorded, other, stray):
+            lighthost.create_netns(n)
+        gone = clean.delete_netns([mine, stray], p, log=lambda m: None)
+        assert sorted(gone) == sorted([mine, unrecorded])
+        assert [os.path.exists(h) for h in hosts] == [False, False, True, True]
+    finally:
+        lighthost.remove([other, stray, mine, unrecorded])
 
 
 # ------------------------------------------------------------------ bad input

@@ -1,9 +1,11 @@
-"""`pfslab phone one`, run by hand in a Mininet host's shell (as a user would from the Mininet
-CLI): a lone phone elects itself root, fetches everything from HQ and logs like the seed."""
+"""`pfslab phone one`, run by hand in a phone's namespace (``ip netns exec <host> ...``, as a
+user would from a shell or the Mininet CLI's ``sh``): a lone phone elects itself root, fetches
+everything from HQ and logs like the seed."""
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.lab
 
 
-def test_one_phone_in_its_mininet_host(tmp_path):
+def test_one_phone_in_its_namespace(tmp_path):
     from pfslab.lab.net import LabNet
     from pfslab.settings import Settings
     from pfslab.site import Site
@@ -19,13 +21,13 @@ def test_one_phone_in_its_mininet_host(tmp_path):
     with LabNet(site, Settings(wan_bw="4mbit", wan_delay="5ms"), out_dir=str(tmp_path),
                 tftp_files=site.files("pfs")) as net:
         ph = net.phones[0]
-        host = net.mn.get(ph.host)
-        out = host.cmd(
-            f"{sys.executable} -m pfslab.agent one --name {ph.name} --ip {ph.ip} "
-            f"--mac {ph.mac} --model {ph.model} --broadcast {ph.broadcast} "
-            f"--server {net.hq_ip} --log-dir {tmp_path} --timeout 120 "
-            f"--results {tmp_path}/one.json; echo rc=$?")
-        assert "rc=0" in out, out
+        r = subprocess.run(
+            ["ip", "netns", "exec", ph.host, sys.executable, "-m", "pfslab.agent", "one",
+             "--name", ph.name, "--ip", ph.ip, "--mac", ph.mac, "--model", ph.model,
+             "--broadcast", ph.broadcast, "--server", net.hq_ip, "--log-dir", str(tmp_path),
+             "--timeout", "120", "--results", f"{tmp_path}/one.json"],
+            capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
         rrqs = {r["file"] for r in net.tftp_requests() if r.get("event") == "RRQ"}
     result = json.loads((tmp_path / "one.json").read_text())[0]
     assert result["completed"] and result["pfs_enabled"]

@@ -1,6 +1,8 @@
-"""`pfslab lab` killed with SIGKILL (no handler runs) at three points: while it builds the
-net, mid-upgrade, and while it tears down. Every process of the run dies with it
-(PR_SET_PDEATHSIG); `pfslab clean` then leaves no link, bridge, process, mount or record."""
+"""`pfslab lab` killed with SIGKILL (no handler runs) at four points: while it builds the
+net (Mininet's part is up, the phones' namespaces are being made), once the phones are up,
+mid-upgrade, and while it tears down. Every process of the run dies with it
+(PR_SET_PDEATHSIG); `pfslab clean` then leaves no link, bridge, network namespace, process,
+mount or record."""
 from __future__ import annotations
 
 import glob
@@ -26,7 +28,9 @@ PROGRESS = re.compile(r"t=([\d.]+) s: (\d+)/(\d+) done")      # the live view's 
 def _when(point: str, line: str) -> bool:
     """Is this stdout line the moment to kill at ``point``?"""
     if point == "build":
-        return line.strip().startswith("pfs: build:")     # the net is up, WAN etc. to come
+        return line.strip().startswith("pfs: build:")     # Mininet's part up, phones to come
+    if point == "phones":
+        return line.strip().startswith("pfs: phones:")    # the phones' namespaces are up
     m = PROGRESS.search(line)
     if not m:
         return False
@@ -69,7 +73,7 @@ def _links(prefix: str) -> list[str]:
     return [n for n in names if n and n.startswith(prefix)]
 
 
-@pytest.mark.parametrize("point", ["build", "mid-upgrade", "teardown"])
+@pytest.mark.parametrize("point", ["build", "phones", "mid-upgrade", "teardown"])
 def test_sigkill_leaves_nothing_after_clean(tmp_path, point):
     from pfslab.lab.records import new_prefix
     prefix, out = new_prefix(), str(tmp_path / "run")
@@ -105,6 +109,7 @@ def test_sigkill_leaves_nothing_after_clean(tmp_path, point):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert _links(prefix) == []                          # veths, bridges, mirror dummies
+    assert [n for n in os.listdir("/run/netns") if n.startswith(prefix)] == []
     assert _processes_of(prefix, out, seen_pids) == []
     assert _record(prefix) is None
     assert not os.path.exists(f"/run/pfslab/{rec['run_id']}.d")

@@ -4,7 +4,8 @@
 No machine-wide clean-up (Mininet's own, or killing processes by name): those act on
 everything that matches a name.
 Here a process is signalled only if its recorded PID still has its recorded start time, and a
-link is deleted only if its name is <recorded prefix><upper-case letter>...
+link or a named network namespace (/run/netns/<name>: the phones, pfslab.lab.lighthost) is
+deleted only if its name is <recorded prefix><upper-case letter>...
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import records
+from . import lighthost, records
 from .nsutil import proc_starttime, require_root, same_process
 
 
@@ -85,6 +86,28 @@ def delete_links(prefix: str, log=print) -> list[str]:
     return gone
 
 
+def _peered_links(prefix: str) -> list[str]:
+    """Root-namespace links of this prefix whose peer is in another namespace (veths)."""
+    pat = records.name_pattern(prefix)
+    with IPRoute() as ipr:
+        return [n for n, l in ((l.get_attr("IFLA_IFNAME"), l) for l in ipr.link("dump"))
+                if n and pat.match(n) and l.get_attr("IFLA_LINK_NETNSID") is not None]
+
+
+def delete_netns(names: list[str], prefix: str, log=print) -> list[str]:
+    """Remove the named namespaces ``names`` (a run record's) and any other of ``prefix``
+    (names <prefix><A-Z>... only), then wait for their veths' root ends to go."""
+    pat = records.name_pattern(prefix)
+    todo = sorted({n for n in names if pat.match(n)} | set(lighthost.list_named(pat)))
+    if not todo:
+        return []
+    gone = lighthost.remove(todo, _peered_links(prefix))
+    if gone:
+        log(f"  removed {len(gone)} network namespace(s): {', '.join(gone[:8])}"
+            f"{' ...' if len(gone) > 8 else ''}")
+    return gone
+
+
 def mininet_shells(prefix: str) -> list[dict]:
     """Mininet node shells of this prefix (`bash ... mininet:<prefix><A-Z>...`), which a run
     killed while still building its net had no time to record."""
@@ -115,6 +138,7 @@ def remove_run(rec: dict, log=print) -> None:
         pids += [e for e in mininet_shells(rec["prefix"]) if e["pid"] not in known]
     kill_recorded(pids, log=log)
     if rec.get("prefix"):
+        delete_netns(rec.get("netns") or [], rec["prefix"], log=log)
         delete_links(rec["prefix"], log=log)
     shutil.rmtree(os.path.join(records.RECORD_DIR, f"{rec.get('run_id')}.d"), ignore_errors=True)
     path = rec.get("_path") or os.path.join(records.RECORD_DIR, f"{rec.get('run_id')}.json")
@@ -156,7 +180,8 @@ def run(args) -> int:
         if args.dry_run:
             alive = [e for e in rec.get("pids", []) if same_process(e["pid"], e.get("start"))]
             print(f"run {rec.get('run_id')} (prefix {rec.get('prefix')}): would stop "
-                  f"{len(alive)} process(es) and delete links named {rec.get('prefix')}[A-Z]*")
+                  f"{len(alive)} process(es) and delete links and network namespaces named "
+                  f"{rec.get('prefix')}[A-Z]*")
             continue
         remove_run(rec)
         done += 1

@@ -31,8 +31,9 @@ DATA_OVERHEAD = FRAME_HEADERS + 4
 ACK_BYTES = FRAME_HEADERS + 4
 #: listening (up to 0.75 s) and the offer-to-confirmation delay (1.25 s) before a root fetches
 ELECTION_S = 2.0
-#: Mininet's build measured about 35 ms per host on this 2-core machine (docs/lab.md, "Scale")
-BUILD_S_PER_HOST = 0.035
+#: the lab's bring-up measured about 13 ms per phone (light hosts) on this 2-core machine
+#: (docs/lab.md, "Scale": 12.8 s at 1 x 1000)
+BUILD_S_PER_HOST = 0.013
 
 
 def wire_bytes(size: int, blksize: int, name: str = "f", timeout: int = 1) -> int:

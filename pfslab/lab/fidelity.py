@@ -180,19 +180,26 @@ def parse_snmp_udp(text: str) -> dict[str, int]:
     return out
 
 
-def udp_counters(pid: int) -> dict[str, int] | None:
-    """UDP counters of the network namespace that ``pid`` is in (/proc/<pid>/net/snmp is that
-    namespace's view). None if the process is gone."""
+def udp_counters(where: int | str) -> dict[str, int] | None:
+    """UDP counters of a network namespace: the one process ``where`` (a PID) is in
+    (/proc/<pid>/net/snmp is that namespace's view), or the namespace file ``where`` (a path,
+    e.g. a phone's /run/netns/<host>: read from this thread, set into it). None if gone."""
     try:
-        with open(f"/proc/{pid}/net/snmp") as f:
+        if isinstance(where, str):
+            from .nsutil import in_netns
+            with in_netns(where):
+                with open("/proc/thread-self/net/snmp") as f:
+                    return parse_snmp_udp(f.read())
+        with open(f"/proc/{where}/net/snmp") as f:
             return parse_snmp_udp(f.read())
     except OSError:
         return None
 
 
-def udp_counters_many(pids: dict[str, int]) -> dict[str, dict[str, int] | None]:
-    """name -> counters, for many namespaces (one /proc read each; call before and after)."""
-    return {name: udp_counters(pid) for name, pid in pids.items()}
+def udp_counters_many(where: dict[str, int | str]) -> dict[str, dict[str, int] | None]:
+    """name -> counters, for many namespaces (PIDs or namespace files; call before and
+    after)."""
+    return {name: udp_counters(w) for name, w in where.items()}
 
 
 UDP_DROP_FIELDS = ("RcvbufErrors", "InErrors", "MemErrors")
@@ -384,7 +391,7 @@ def mark_missing_frames(wire: list[dict], agent: list[dict], captures: dict | No
 class RunWatch:
     """The lab's side of one mode's fidelity account::
 
-        watch = RunWatch({"p1-1": pid, ...}, others={"HQ": pid})  # a process per namespace
+        watch = RunWatch({"p1-1": "/run/netns/..", ...}, others={"HQ": pid})  # file or PID
         watch.start()              # before the reset
         ... watch.event(ev) for each agent event (keeps the ``agent_stats`` one) ...
         watch.stop()               # after the agent, before teardown (namespaces still up)
@@ -394,7 +401,7 @@ class RunWatch:
     reported beside them (``udp_drops_others``), since a real server can drop too.
     """
 
-    def __init__(self, phones: dict[str, int], others: dict[str, int] | None = None):
+    def __init__(self, phones: dict[str, int | str], others: dict[str, int | str] | None = None):
         self.phones = dict(phones)
         self.others = dict(others or {})
         self.before: dict | None = None

@@ -1,6 +1,6 @@
 """Carries out a run's network faults (pfslab.lab.faults) on the real lab, timed from the
 phones' reset: in.tftpd stopped and started, an iptables DROP on the WAN, a subnet's router
-link set down, a real extra Mininet host running the rogue attacker (pfslab.lab.rogue).
+link set down, a real extra host (a light host, like the phones) running the rogue attacker (pfslab.lab.rogue).
 
 A phone's own faults (parent, root-*, power-cycle) are the agent's (its spec's faults[]);
 wan-loss is a setting (Settings.wan()). ``Injector.tick(t)`` runs from the lab's main
@@ -23,8 +23,8 @@ from pfslab.errors import UserError
 from pfslab.protocol.codec import load_map
 
 from .faults import Fault
+from .lighthost import LightHost
 from .nsutil import die_with_parent, ns_argv
-from .offload import tx_offload_off
 
 ROGUE_HOST_NUMBER = 250        # the i-th rogue's address: host .(250 - i) of its subnet
 
@@ -143,19 +143,9 @@ class Injector:
         network = ipaddress.ip_network(sub["network"])
         ip = str(network.network_address + ROGUE_HOST_NUMBER - i)
         name = f"{net.prefix}X{f.subnet}{i}"
-        host_cls = type(net.mn.get(net.phones[0].host))
-        host = net.mn.addHost(name, cls=host_cls, ip=f"{ip}/{network.prefixlen}",
-                              mac="02:50:46:%02x:ee:%02x" % (f.subnet, i),
-                              defaultRoute="via " + sub["gateway"])
-        net.record.add_pids([(host.pid, f"mininet {name}")])
-        sw = net.mn.get(sub["switch"])
-        link = net.mn.addLink(host, sw, intfName1=f"{name}-0", intfName2=f"{name}-s")
-        net.record.add_names([link.intf2.name])
-        sw.cmd("brctl addif", sw.name, link.intf2.name)
-        with IPRoute() as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname=link.intf2.name)[0], state="up")
-        host.configDefault()
-        tx_offload_off([link.intf2.name])
+        netns = net.add_light_host(LightHost(
+            name, f"{name}-0", f"{name}-s", sub["switch"], f"{ip}/{network.prefixlen}",
+            "02:50:46:%02x:ee:%02x" % (f.subnet, i), sub["gateway"]))
         files_path = os.path.join(net.out_dir, f"rogue-{i}-files.json")
         with open(files_path, "w") as fh:
             json.dump(site_files(net.site), fh)
@@ -167,7 +157,7 @@ class Injector:
         env["PYTHONPATH"] = _repo_root() + (":" + env["PYTHONPATH"]
                                             if env.get("PYTHONPATH") else "")
         out = open(os.path.join(net.out_dir, f"rogue-{i}.out"), "wb")
-        proc = subprocess.Popen(ns_argv(host.pid, argv), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(ns_argv(netns, argv), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                 preexec_fn=die_with_parent())
         out.close()

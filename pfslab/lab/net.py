@@ -7,16 +7,21 @@
         ...                                     # run the agent (net.track(popen, "agent"))
         net.tftp_requests()                     # [{"client", "file", "time", "event"}, ...]
 
-Entering builds the Mininet net (Linux bridges, no controller), sets bridge sysctls, turns IPv6
-and TX checksum offload off on every lab interface, shapes the WAN (netem or the NFQUEUE delay
-line), starts the captures, in.tftpd and the PFS log server (rsyslogd, lab/syslog_server.py).
+Entering builds the infrastructure of the topology (HQ, routers, bridges) as a Mininet net
+(Linux bridges, no controller) and every phone as a light host (pfslab.lab.lighthost: a named
+network namespace /run/netns/<host>, a veth to its bridge, no process), sets bridge sysctls,
+turns IPv6 and TX checksum offload off on every lab interface, shapes the WAN (netem or the
+NFQUEUE delay line), starts the captures, in.tftpd and the PFS log server (rsyslogd,
+lab/syslog_server.py).
 Leaving (normally, on an exception, on Ctrl-C or SIGTERM/SIGHUP) stops, in this order:
 tracked processes (the agent), in.tftpd, rsyslogd, the delay line,
-the captures (SIGINT: flushed last, after all traffic has stopped), the Mininet net, the
-capture dummies, then anything left that the run record names; finally the record goes.
+the captures (SIGINT: flushed last, after all traffic has stopped), the phones' namespaces,
+the Mininet net, the capture dummies, then anything left that the run record names; finally
+the record goes.
 
-Every name starts with the run prefix; the run record (/run/pfslab/<run-id>.json) lists PIDs,
-so `pfslab clean` can finish the job if this process is killed outright.
+Every name starts with the run prefix; the run record (/run/pfslab/<run-id>.json) lists PIDs
+and the phones' namespaces, so `pfslab clean` can finish the job if this process is killed
+outright.
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ from pfslab.results import give_to_sudo_user
 from pfslab.settings import Settings
 from pfslab.site import PhoneSpec, Site
 
-from . import clean, records
+from . import clean, lighthost, records
 from .capture import WAN_BUFFER_KIB, Captures, add_mirror, set_ipv6
 from .nsutil import netns_path, require_binaries, require_root
 from .offload import tx_offload_off
@@ -56,9 +61,9 @@ LAB_BINARIES = ("mnexec", "brctl", "tcpdump", "in.tftpd", "iptables", "nsenter",
 
 @dataclasses.dataclass(frozen=True)
 class LabPhone(PhoneSpec):
-    """A site's phone in this lab: plus its Mininet host and that host's network namespace."""
+    """A site's phone in this lab: plus its topology host name and network namespace."""
     host: str = ""
-    netns: str = ""      # /proc/<pid of the Mininet host's shell>/ns/net
+    netns: str = ""      # /run/netns/<host> (a light host: pfslab.lab.lighthost)
 
     def agent_entry(self) -> dict:
         """SPEC.json's phones[]: the PhoneSpec's fields plus the namespace."""
@@ -144,6 +149,38 @@ def build_topology(topo, prefix: str, site: Site):
     return t
 
 
+def infrastructure(topo, light: set[str]):
+    """The Topo without the ``light`` hosts and their links: what Mininet builds."""
+    from mininet.topo import Topo
+    infra = Topo()
+    for n in topo.nodes():
+        if n not in light:
+            infra.g.add_node(n, **topo.nodeInfo(n))
+    for n1, n2, key, info in topo.links(sort=True, withKeys=True, withInfo=True):
+        if n1 not in light and n2 not in light:
+            infra.g.add_edge(n1, n2, key, info)
+    return infra
+
+
+def _lab_cli():
+    """Mininet's CLI, plus the light hosts as the first word of a command."""
+    from mininet.cli import CLI
+
+    class LabCLI(CLI):
+        def __init__(self, mn, light, **kw):
+            self.light = light          # before CLI.__init__, which runs the loop
+            super().__init__(mn, **kw)
+
+        def default(self, line):
+            first, args, line = self.parseline(line)
+            if first not in self.light:
+                return super().default(line)
+            words = [self.light[a].ip.split("/")[0] if a in self.light else
+                     (self.mn[a].IP() or a) if a in self.mn else a for a in args.split(" ")]
+            subprocess.call(["ip", "netns", "exec", first, "sh", "-c", " ".join(words)])
+    return LabCLI
+
+
 # ---------------------------------------------------------------- the net
 class LabNet:
     """See the module docstring. Attributes once entered:
@@ -151,8 +188,9 @@ class LabNet:
     run_id, prefix, out_dir, site, settings, phones (list[LabPhone], the site's order),
     hq (Mininet host), hq_ip, mn (the Mininet object), wan (Wan; .describe()), tftp
     (TftpServer), captures (label -> pcap path), tftp_log (path), info (the topology's plan),
-    record (RunRecord), timings (set-up steps and teardown, seconds); after teardown,
-    capture_checks (label -> Capture.check(): every frame once?).
+    record (RunRecord), timings (set-up steps and teardown, seconds), light (host name ->
+    LightHost: the phones, and any rogue host); after teardown, capture_checks (label ->
+    Capture.check(): every frame once?).
     """
 
     def __init__(self, site: Site, settings: Settings | None = None, *,
@@ -172,6 +210,8 @@ class LabNet:
         self.wan_settings = WanSettings(bw, delay, loss, queue_s=self.time_dilation)
         self.prefix = prefix or new_prefix()
         self.topo = build_topology(settings.topo, self.prefix, site)
+        self._phone_hosts = set(self.topo.hosts_of.values())
+        self._light_plan = lighthost.hosts_from_topo(self.topo, self._phone_hosts)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_id = run_id or f"{stamp}-{self.prefix}"
         self.out_dir = os.path.abspath(out_dir or os.path.join(REPO_ROOT, "pcaps", self.run_id))
@@ -189,12 +229,14 @@ class LabNet:
         self.syslog_enabled = syslog
         self.syslog: SyslogServer | None = None       # the PFS log server, beside in.tftpd
         self.phones: list[LabPhone] = []
+        self.light: dict[str, lighthost.LightHost] = {}
         self.captures: dict[str, str] = {}
         self.mn = None
         self.hq = None
         self.record: RunRecord | None = None
         self.wan: Wan | None = None
         self.timings: dict[str, float] = {}     # bring-up step -> seconds
+        self.teardown_steps: dict[str, float] = {}   # teardown step -> seconds
         self.tftp: TftpServer | None = None
         self._captures: Captures | None = None
         self._dummies: list[str] = []
@@ -214,20 +256,45 @@ class LabNet:
     def tftp_requests(self) -> list[dict]:
         return self.tftp.requests() if self.tftp else []
 
-    def phone_pids(self) -> dict[str, int]:
-        """Phone name -> a process in its namespace (its Mininet shell), for /proc reads."""
-        return {p.name: self.mn.get(p.host).pid for p in self.phones}
+    def phone_netns(self) -> dict[str, str]:
+        """Phone name -> its network namespace file (/run/netns/<host>)."""
+        return {p.name: p.netns for p in self.phones}
 
     def node_netns(self, name: str) -> str:
+        """The namespace file of a topology node: a light host's, or a Mininet node's."""
+        if name in self.light:
+            return self.light[name].netns
         return netns_path(self.mn.get(name).pid)
 
-    def cli(self):
-        """The Mininet CLI, its commands' output shown (the lab keeps Mininet's log quiet)."""
-        from mininet.cli import CLI
+    def bridge_ports(self, bridge: str) -> list[str]:
+        """Every port of a topology bridge: Mininet's links' and the light hosts'."""
+        return [i.name for i in self.mn.get(bridge).intfList() if i.name != "lo"] + [
+            h.port for h in self.light.values() if h.bridge == bridge]
+
+    def add_light_host(self, host: lighthost.LightHost) -> str:
+        """One more light host on a topology bridge (e.g. a rogue), recorded and removed
+        with the phones; its ARP is not proxied. Returns its namespace file."""
+        self.record.set(netns=self.record.data.get("netns", []) + [host.name])
+        self.record.add_names([host.port])
+        self.light[host.name] = host
+        lighthost.create([host])
+        return host.netns
+
+    def cli(self, stdin=None, script=None):
+        """The Mininet CLI, its commands' output shown (the lab keeps Mininet's log quiet).
+        The phones are light hosts, not Mininet nodes, but ``<phone host> <command>`` still
+        runs the command in that phone's namespace (``ip netns exec``), other host names in
+        it replaced by their IPs, as Mininet does; ``nodes`` and ``pingall`` see only the
+        infrastructure."""
         from mininet.log import setLogLevel
         setLogLevel("output")
+        first = next(iter(self.light), None)
+        if first:
+            print(f"The phones are network namespaces (`sh ip netns list`), e.g. "
+                  f"`{first} ping -c1 {self.hq_ip}`.", flush=True)
         try:
-            CLI(self.mn)
+            _lab_cli()(self.mn, self.light, **({"stdin": stdin} if stdin else {}),
+                       script=script)
         finally:
             setLogLevel("warning")
 
@@ -275,12 +342,21 @@ class LabNet:
             if os.path.exists(p):
                 with open(p, "w") as f:
                     f.write("0")
-        self.mn = Mininet(topo=self.topo, switch=LinuxBridge, controller=None, build=False,
-                          autoSetMacs=False, autoStaticArp=False, waitConnected=False)
+        light = self._light_plan
+        self.mn = Mininet(topo=infrastructure(self.topo, self._phone_hosts), switch=LinuxBridge,
+                          controller=None, build=False, autoSetMacs=False,
+                          autoStaticArp=False, waitConnected=False)
         self.mn.build()
         self.record.add_pids([(h.pid, f"mininet {h.name}") for h in self.mn.hosts])
         self.mn.start()
         t = self._step("build", t)
+
+        # the phones: light hosts, named before they exist (a killed run is still cleaned)
+        self.record.set(netns=[h.name for h in light])
+        self.record.add_names([h.port for h in light])
+        self.light.update((h.name, h) for h in light)
+        lighthost.create(light)
+        t = self._step("phones", t)
 
         root_names = []
         for sw in self.mn.switches:
@@ -297,15 +373,13 @@ class LabNet:
         self.hq = self.mn.get(self.info["hq"])
         for ph in self.site.phones:
             host = self.topo.hosts_of[ph.name]
-            self.phones.append(LabPhone(**vars(ph), host=host,
-                                        netns=netns_path(self.mn.get(host).pid)))
+            self.phones.append(LabPhone(**vars(ph), host=host, netns=self.light[host].netns))
 
         rh, rb = self.mn.get(self.info["hq_router"]), self.mn.get(self.info["branch_router"])
         for sub in self.info["subnets"]:
-            sw = self.mn.get(sub["switch"])
             hosts = [(p.ip, p.mac) for p in self.phones if p.subnet == sub["index"]]
             hosts.append((sub["gateway"], rb.intf(sub["router_intf"]).MAC()))
-            proxy_arp(sw.name, [i.name for i in sw.intfList() if i.name != "lo"], hosts)
+            proxy_arp(sub["switch"], self.bridge_ports(sub["switch"]), hosts)
         t = self._step("arp proxy", t)
 
         self.wan = Wan(self.wan_settings, rh.pid, self.info["hq_wan_intf"], rb.pid,
@@ -321,11 +395,10 @@ class LabNet:
             from pyroute2 import IPRoute
             with IPRoute() as ipr:
                 for sub in self.info["subnets"]:
-                    sw = self.mn.get(sub["switch"])
                     dummy = f"{self.prefix}M{sub['index']}"
                     self._dummies.append(dummy)
                     self.record.add_names([dummy])
-                    ports = [i.name for i in sw.intfList() if i.name != "lo"]
+                    ports = self.bridge_ports(sub["switch"])
                     add_mirror(ipr, dummy, ports)
                     # every frame enters the bridge once: the ports' rx counters
                     self._captures.add(f"subnet-{sub['index']}", dummy,
@@ -372,10 +445,12 @@ class LabNet:
         t0 = time.monotonic()
 
         def step(what, fn):
+            t = time.monotonic()
             try:
                 fn()
             except BaseException as e:  # noqa: BLE001 - keep tearing down
                 errors.append(f"{what}: {type(e).__name__}: {e}")
+            self.teardown_steps[what] = round(time.monotonic() - t, 3)
 
         try:
             step("tracked processes", self._stop_tracked)
@@ -389,6 +464,9 @@ class LabNet:
                 step("captures", self._captures.stop)
                 step("capture checks",
                      lambda: self.capture_checks.update(self._captures.checks()))
+            if self.light:
+                step("phones", lambda: lighthost.remove(
+                    list(self.light), [h.port for h in self.light.values()]))
             if self.mn is not None:
                 step("mininet", self.mn.stop)
             if self.record:
@@ -396,6 +474,8 @@ class LabNet:
                 step("leftovers", lambda: clean.kill_recorded(
                     rec.get("pids", []) + clean.mininet_shells(self.prefix), timeout=2,
                     log=lambda m: None))
+                step("namespaces", lambda: clean.delete_netns(
+                    rec.get("netns", []), self.prefix, log=lambda m: None))
                 step("links", lambda: clean.delete_links(self.prefix, log=lambda m: None))
             step("run dir", lambda: shutil.rmtree(self.run_dir, ignore_errors=True))
             if not self.keep_tftp_root:
@@ -410,6 +490,8 @@ class LabNet:
                 signal.signal(sig, h)
             self._old_handlers = {}
             self.timings["teardown"] = round(time.monotonic() - t0, 3)
+            slow = ", ".join(f"{k} {v:.1f}s" for k, v in self.teardown_steps.items() if v >= 0.5)
+            self.log(f"teardown: {self.timings['teardown']:.1f}s" + (f" ({slow})" if slow else ""))
         finally:
             if blocked:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM,

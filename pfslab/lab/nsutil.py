@@ -56,9 +56,11 @@ def netns_path(pid: int) -> str:
     return f"/proc/{pid}/ns/net"
 
 
-def ns_argv(pid: int, argv: list[str]) -> list[str]:
-    """argv run inside the network namespace of process `pid` (nsenter execs: same PID)."""
-    return [shutil.which("nsenter") or "nsenter", f"--net={netns_path(pid)}", "--", *argv]
+def ns_argv(where: int | str, argv: list[str]) -> list[str]:
+    """argv run inside a network namespace: process ``where``'s (a PID), or the namespace
+    file ``where`` (e.g. a phone's /run/netns/<host>); nsenter execs: same PID."""
+    path = where if isinstance(where, str) else netns_path(where)
+    return [shutil.which("nsenter") or "nsenter", f"--net={path}", "--", *argv]
 
 
 @contextlib.contextmanager

@@ -6,7 +6,9 @@ A record is /run/pfslab/<run-id>.json (root-owned, gone at reboot like the names
     {"run_id": ..., "prefix": "pab12c", "owner": {"pid": 123, "start": 456},
      "created": "2025-...", "out_dir": "...",
      "pids": [{"pid": 1, "start": 2, "what": "tcpdump wan", "group": true}, ...],
-     "names": ["pab12cS1", ...]}          # root-namespace links/bridges (also found by prefix)
+     "names": ["pab12cS1", ...],          # root-namespace links/bridges (also found by prefix)
+     "netns": ["pab12cP1", ...]}          # named network namespaces, /run/netns/<name>: the
+                                          # phones (light hosts; also found by prefix)
 
 Names are always <prefix> + an upper-case letter + ..., and prefixes are lower-case, so the
 prefix of one run never matches another run's names.
@@ -69,7 +71,7 @@ class RunRecord:
             "run_id": run_id, "prefix": prefix,
             "owner": {"pid": os.getpid(), "start": proc_starttime(os.getpid())},
             "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "out_dir": out_dir, "pids": [], "names": [],
+            "out_dir": out_dir, "pids": [], "names": [], "netns": [],
         }
         os.makedirs(RECORD_DIR, mode=0o755, exist_ok=True)
         self._write()

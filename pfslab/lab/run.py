@@ -97,8 +97,7 @@ def run_mode(settings: Settings, mode: str, out: str, prefix: str, cli: bool = F
         if capped and capped.get("sample"):
             phones = est.sample_phones(phones, capped["sample"])
             print(f"{mode}: {est.capped_note(capped)}", flush=True)
-        watch = RunWatch({n: pid for n, pid in net.phone_pids().items()},
-                         others={"HQ": net.hq.pid})
+        watch = RunWatch(net.phone_netns(), others={"HQ": net.hq.pid})
         watch.start()
         t_agent, t0 = time.time(), time.monotonic()
         injector = Injector(net, settings.all_faults(),
