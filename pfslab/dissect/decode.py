@@ -25,7 +25,9 @@ import struct
 from collections import Counter, defaultdict
 
 from ..errors import UserError
-from .pcapfile import Capture
+from . import wire
+from .pcapfile import Capture, Record
+from .wire import PORT
 from .syslogfile import log_server_summary, parse_log
 
 #: how many examples of malformed messages a pcap's report keeps
@@ -117,11 +119,13 @@ def _ip(endpoint: str) -> str:
 # ------------------------------------------------------------------------------ TFTP
 
 class TftpTracker:
-    """TFTP transfers seen in a capture, with Scapy's TFTP layer.
+    """TFTP transfers seen in a capture.
 
     The client sends its RRQ to port 69; the server answers from a new port (its transfer ID,
     TID), so a transfer is keyed by (client, client port, server) and bound to the first
     server TID that answers. Packets from another server port are counted as ``stray``.
+    DATA and ACK (nearly every packet) are read from their four bytes; requests, OACKs and
+    errors (a few per transfer) with Scapy's TFTP layer.
     """
 
     def __init__(self):
@@ -136,33 +140,22 @@ class TftpTracker:
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(why)
 
-    def feed(self, pkt, t: float) -> None:
-        from scapy.layers.inet import IP, UDP
-        ip = pkt.getlayer(IP)
-        if ip is None:
+    def feed(self, src: str, sport: int, dst: str, dport: int, raw: bytes, t: float) -> None:
+        """One UDP datagram (not a fragment): its addresses, ports and payload."""
+        if dport == 69:
+            self._rrq(src, sport, dst, raw, t)
             return
-        udp = ip.getlayer(UDP)
-        if udp is None or ip.frag or ip.flags.MF:
-            return
-        raw = bytes(udp.payload)
-        if udp.len is not None and 8 <= udp.len <= 8 + len(raw):
-            raw = raw[:udp.len - 8]          # Ethernet padding off
-        if udp.dport == 69:
-            self._rrq(ip, udp, raw, t)
-            return
-        key_s = (ip.src, udp.sport, ip.dst)        # client -> server TID
-        key_c = (ip.dst, udp.dport, ip.src)        # server TID -> client
-        tr = self.by_key.get(key_c)
+        tr = self.by_key.get((dst, dport, src))        # server TID -> client
         if tr is not None:
-            if tr["tid"] is None and udp.sport != 69:
-                tr["tid"] = udp.sport
-            if udp.sport != tr["tid"]:
+            if tr["tid"] is None and sport != 69:
+                tr["tid"] = sport
+            if sport != tr["tid"]:
                 self.stray += 1
                 return
             self._from_server(tr, raw, t)
             return
-        tr = self.by_key.get(key_s)
-        if tr is not None and tr["tid"] is not None and udp.dport == tr["tid"]:
+        tr = self.by_key.get((src, sport, dst))        # client -> server TID
+        if tr is not None and tr["tid"] is not None and dport == tr["tid"]:
             self._from_client(tr, raw, t)
 
     def _parse(self, raw: bytes):
@@ -174,24 +167,24 @@ class TftpTracker:
         except Exception:   # Scapy normally dissects leniently; never let it escape
             return None
 
-    def _rrq(self, ip, udp, raw, t):
+    def _rrq(self, src, sport, dst, raw, t):
         from scapy.layers.tftp import TFTP_RRQ, TFTP_WRQ
         pkt = self._parse(raw)
         if pkt is None:
-            self._bad(f"{ip.src}:{udp.sport} -> 69: not TFTP")
+            self._bad(f"{src}:{sport} -> 69: not TFTP")
             return
         req = pkt.getlayer(TFTP_RRQ) or pkt.getlayer(TFTP_WRQ)
         if req is None or not req.filename:
-            self._bad(f"{ip.src}:{udp.sport} -> 69: op {pkt.op} is not a request")
+            self._bad(f"{src}:{sport} -> 69: op {pkt.op} is not a request")
             return
         fname = bytes(req.filename).decode("ascii", "replace")
-        key = (ip.src, udp.sport, ip.dst)
+        key = (src, sport, dst)
         tr = self.by_key.get(key)
         if tr is not None and tr["file"] == fname and not tr["complete"]:
             tr["requests"] += 1                  # a retransmitted RRQ
             return
         opts = _tftp_options(pkt)
-        tr = {"client": ip.src, "port": udp.sport, "server": ip.dst, "file": fname,
+        tr = {"client": src, "port": sport, "server": dst, "file": fname,
               "op": "RRQ" if isinstance(req, TFTP_RRQ) else "WRQ", "requests": 1,
               "start": t, "tid": None, "blksize": 512, "asked": opts, "oack": None,
               "blocks": {}, "data_bytes": 0, "data_packets": 0, "wraps": 0, "last_block": 0,
@@ -200,6 +193,10 @@ class TftpTracker:
         self.by_key[key] = tr
 
     def _from_server(self, tr, raw, t):
+        if len(raw) >= 4 and raw[0] == 0 and raw[1] == 3:      # DATA
+            tr["last"] = t
+            self._data(tr, raw[2] << 8 | raw[3], len(raw) - 4, t)
+            return
         from scapy.layers.tftp import TFTP_DATA, TFTP_ERROR, TFTP_OACK
         pkt = self._parse(raw)
         if pkt is None:
@@ -207,17 +204,7 @@ class TftpTracker:
             return
         tr["last"] = t
         if pkt.haslayer(TFTP_DATA):
-            block = pkt[TFTP_DATA].block
-            n = len(bytes(pkt[TFTP_DATA].payload))
-            if block < tr["last_block"] - 32768:          # block numbers wrapped around
-                tr["wraps"] += 1
-            tr["last_block"] = block
-            tr["blocks"][block + 65536 * tr["wraps"]] = n
-            tr["data_bytes"] += n
-            tr["data_packets"] += 1
-            if n < tr["blksize"]:
-                tr["final_block"] = block
-                tr["end"] = tr["end"] or t
+            self._data(tr, pkt[TFTP_DATA].block, len(bytes(pkt[TFTP_DATA].payload)), t)
         elif pkt.haslayer(TFTP_OACK):
             opts = _tftp_options(pkt)
             tr["oack"] = opts
@@ -229,7 +216,25 @@ class TftpTracker:
             e = pkt[TFTP_ERROR]
             tr["error"] = f"{e.errorcode} {bytes(e.errormsg or b'').decode('ascii', 'replace')}"
 
+    @staticmethod
+    def _data(tr, block: int, n: int, t: float) -> None:
+        if block < tr["last_block"] - 32768:          # block numbers wrapped around
+            tr["wraps"] += 1
+        tr["last_block"] = block
+        tr["blocks"][block + 65536 * tr["wraps"]] = n
+        tr["data_bytes"] += n
+        tr["data_packets"] += 1
+        if n < tr["blksize"]:
+            tr["final_block"] = block
+            tr["end"] = tr["end"] or t
+
     def _from_client(self, tr, raw, t):
+        if len(raw) >= 4 and raw[0] == 0 and raw[1] == 4:      # ACK
+            tr["last"] = t
+            if tr["final_block"] is not None and (raw[2] << 8 | raw[3]) == tr["final_block"]:
+                tr["complete"] = True
+                tr["end"] = t
+            return
         from scapy.layers.tftp import TFTP_ACK, TFTP_ERROR
         pkt = self._parse(raw)
         if pkt is None:
@@ -300,16 +305,23 @@ def _ipkey(ip):
 # ------------------------------------------------------------------------------ one pcap
 
 class PcapScan:
-    """Everything one pass over one capture collects: CPPDP messages and TFTP transfers."""
+    """Everything one pass over one capture collects: CPPDP messages (into
+    :class:`WireHierarchies`) and TFTP transfers. Frames are read at fixed offsets
+    (:func:`pfslab.dissect.wire.ether_l4`); the few that are not plain Ethernet/IPv4 go
+    through Scapy (``fallbacks`` counts them), and both give the same answer."""
 
     def __init__(self, path):
         self.path = pathlib.Path(path)
         self.capture = Capture(path)     # NotACapture (exit 2) before any work
         self.first = None
-        self.cppdp: list = []          # (time, src, dst, proto, layer), valid messages only
+        self.messages = 0              # valid CPPDP messages
+        self.sources: Counter = Counter()   # their senders' addresses
         self.malformed = 0
         self.examples: list[str] = []
         self.tftp = TftpTracker()
+        self.wire = WireHierarchies()
+        self.reasm = wire.Reassembler()
+        self.fallbacks = 0             # frames read by Scapy
 
     @property
     def frames(self) -> int:
@@ -324,40 +336,90 @@ class PcapScan:
         return self.capture.error
 
     def run(self) -> "PcapScan":
-        from .scapy_cppdp import CPPDP, CPPDPFrame, iter_cppdp_packets
-
-        for rec in iter_cppdp_packets(self._packets()):
-            p = rec.decoded
-            why = p.malformed() if isinstance(p, (CPPDP, CPPDPFrame)) \
-                else "foreign bytes (no CPDP magic)"
-            if why:
-                self.malformed += 1
-                if len(self.examples) < MAX_EXAMPLES:
-                    self.examples.append(f"frame {self.frames} {rec.proto} "
-                                         f"{rec.src} -> {rec.dst}: {why}")
+        udp_bound, tcp_bound = _scapy_ports()
+        ether_l4, ip_str, UDP, FALLBACK = wire.ether_l4, wire.ip_str, wire.UDP, wire.FALLBACK
+        feed, first = self.tftp.feed, None
+        for rec in self.capture.tuples():
+            t = rec[0]
+            if first is None or t < first:
+                first = t
+            v = ether_l4(rec[3]) if rec[1] == 1 else FALLBACK
+            if v is None:
                 continue
-            self.cppdp.append(rec)
+            if v is not FALLBACK:
+                sport, dport = v[3], v[4]
+                mine = sport == PORT or dport == PORT
+                bound = udp_bound if v[0] == UDP else tcp_bound
+                if (sport in bound and (mine or sport != 69)) or \
+                        (dport in bound and (mine or dport != 69)):
+                    v = FALLBACK                 # Scapy would read the payload as another layer
+            if v is FALLBACK:
+                self._scapy(rec)
+                continue
+            if v[0] == UDP:
+                src, dst = ip_str(v[1]), ip_str(v[2])
+                try:
+                    feed(src, sport, dst, dport, v[5], t)
+                except Exception as e:   # noqa: BLE001 - count it, never stop the scan
+                    self.tftp._bad(f"frame {self.frames}: {type(e).__name__}")
+                if mine and v[5]:
+                    self._message(t, (src, sport), (dst, dport), "udp", wire.FRAME, v[5])
+            elif mine:
+                src, dst = ip_str(v[1]), ip_str(v[2])
+                for kind, b in self.reasm.tcp((src, sport, dst, dport), v[6], v[7], v[5]):
+                    self._message(t, (src, sport), (dst, dport), "tcp", kind, b)
+        self.first = first
         return self
 
-    def _packets(self):
-        """The capture's frames as Scapy packets; TFTP is tracked on the way."""
-        from .scapy_cppdp import packet_of
-        for rec in self.capture.records():
-            pkt = packet_of(rec)
-            t = rec.time
-            self.first = t if self.first is None else min(self.first, t)
-            try:
-                self.tftp.feed(pkt, t)
-            except Exception as e:      # a frame Scapy half-dissected: count it
-                self.tftp._bad(f"frame {self.frames}: {type(e).__name__}")
-            yield pkt
+    def _scapy(self, rec) -> None:
+        """One frame that is not plain Ethernet/IPv4, read as before: with Scapy."""
+        from .scapy_cppdp import cppdp_segment, packet_of, tftp_datagram
+        self.fallbacks += 1
+        t = rec[0]
+        pkt = packet_of(Record(*rec))
+        try:
+            d = tftp_datagram(pkt)
+            if d is not None:
+                self.tftp.feed(*d, t)
+        except Exception as e:      # a frame Scapy half-dissected: count it
+            self.tftp._bad(f"frame {self.frames}: {type(e).__name__}")
+        seg = cppdp_segment(pkt)
+        if seg is None:
+            return
+        proto, src, sport, dst, dport, payload, seq, flags = seg
+        if proto == "udp":
+            self._message(t, (src, sport), (dst, dport), "udp", wire.FRAME, payload)
+        else:
+            for kind, b in self.reasm.tcp((src, sport, dst, dport), seq, flags, payload):
+                self._message(t, (src, sport), (dst, dport), "tcp", kind, b)
+
+    def _message(self, t, src, dst, proto, kind, b) -> None:
+        """One port-4051 datagram or frame: into the hierarchies, or counted as malformed."""
+        if kind is wire.FOREIGN or b[:4] != wire.MAGIC:
+            why = "foreign bytes (no CPDP magic)"
+        else:
+            why = (wire.udp_problem if proto == "udp" else wire.frame_problem)(b)
+        if why:
+            self.malformed += 1
+            if len(self.examples) < MAX_EXAMPLES:
+                self.examples.append(f"frame {self.frames} {proto} {src[0]}:{src[1]} -> "
+                                     f"{dst[0]}:{dst[1]}: {why}")
+            return
+        self.messages += 1
+        self.sources[src[0]] += 1
+        if proto == "udp":
+            self.wire.datagram(t, src, dst, b)
+        else:
+            self.wire.frame(t, src, dst, b)
 
     def guess(self) -> tuple[str, int | None]:
         kind, k = kind_by_name(self.path)
         if kind:
             return kind, k
-        if self.cppdp:
-            nets = Counter(lab_subnet(_ip(r.src)) for r in self.cppdp)
+        if self.messages:
+            nets: Counter = Counter()
+            for ip, n in self.sources.items():
+                nets[lab_subnet(ip)] += n
             nets.pop(None, None)
             return "subnet", (nets.most_common(1)[0][0] if nets else None)
         if self.tftp.transfers:
@@ -365,73 +427,126 @@ class PcapScan:
         return "other", None
 
 
+def _scapy_ports() -> tuple[frozenset, frozenset]:
+    """The UDP and TCP ports on which Scapy (as loaded now) reads the payload as some layer
+    of its own (CPPDP's 4051 aside): frames on those ports go through Scapy, like the
+    frames that are not plain. A binding on anything but ports: every frame does."""
+    from scapy.layers.inet import TCP, UDP
+    from . import scapy_cppdp  # noqa: F401 - CPPDP's own bindings
+    out = []
+    for layer in (UDP, TCP):
+        ports = set()
+        for fields, _cls in layer.payload_guess:
+            if not set(fields) <= {"sport", "dport"}:
+                return _ALL, _ALL
+            ports.update(fields.values())
+        ports.discard(PORT)
+        out.append(frozenset(ports))
+    return out[0], out[1]
+
+
+class _Everything(frozenset):
+    def __contains__(self, _):
+        return True
+
+
+_ALL = _Everything()
+
+
 # ------------------------------------------------------------------------------ hierarchies
+
+_III = struct.Struct("!III").unpack_from
+_i = struct.Struct("!i").unpack_from
+_I = struct.Struct("!I").unpack_from
+
+
+class WireHierarchies:
+    """What the valid CPPDP messages of one subnet capture say, gathered in one pass (per
+    (model, file, map): claims, ROOTs, JOINs, OFFERs, REFUSEs, READYs; and the TCP
+    transfers). DATA frames only add to their transfer's byte count: nothing is kept per
+    message. :func:`hierarchies_of` turns it into the report's hierarchies."""
+
+    def __init__(self):
+        self.groups: dict = {}
+        self.transfers: list[dict] = []
+        self.open_tr: dict = {}          # (child endpoint, parent endpoint) -> transfer
+
+    def _group(self, key):
+        g = self.groups.get(key)
+        if g is None:
+            g = self.groups[key] = {"claims": {}, "roots": {}, "offers": [], "joins": [],
+                                    "ready": {}, "refused": []}
+        return g
+
+    def datagram(self, t: float, src: tuple, dst: tuple, b: bytes) -> None:
+        """A valid UDP message (:func:`pfslab.dissect.wire.udp_problem` said None)."""
+        typ = b[5]
+        xid, strength, lmap = _III(b, 8)
+        o = 25 + b[24]
+        model = b[25:o].decode("ascii", "replace")
+        e = o + 1 + b[o]
+        file = b[o + 1:e].decode("ascii", "replace")
+        g = self._group((model, file, lmap))
+        src = src[0]
+        if typ == 1:
+            c = g["claims"].get(src)
+            if c is None:
+                c = g["claims"][src] = {"ip": src, "xid": xid, "strength": strength,
+                                        "ads": set(), "first": t, "last": t}
+            c["ads"].add(b[e])
+            c["last"] = t
+        elif typ == 2:
+            r = g["roots"].get(xid)
+            if r is None:
+                r = g["roots"][xid] = {"ip": src, "first": t, "server": wire.ip_str(b[e:e + 4]),
+                                       "strength": strength, "count": 0}
+            r["count"] += 1
+        elif typ == 3:
+            g["joins"].append({"phone": src, "xid": xid, "time": t,
+                               "lost_parent": wire.ip_str(b[e:e + 4])})
+        elif typ == 4:
+            g["offers"].append({"phone": dst[0], "xid": xid, "time": t,
+                                "parent": wire.ip_str(b[e:e + 4]), "slot": b[e + 4],
+                                "depth": b[e + 5]})
+        elif typ == 5:
+            g["refused"].append({"phone": dst[0], "xid": xid, "time": t, "reason": b[e]})
+        elif typ == 6 and src not in g["ready"]:
+            g["ready"][src] = {"phone": src, "xid": xid, "time": t, "size": _i(b, e + 1)[0],
+                               "source": b[e]}
+
+    def frame(self, t: float, src: tuple, dst: tuple, b: bytes) -> None:
+        """A valid frame of a TCP child stream (:func:`pfslab.dissect.wire.frame_problem`)."""
+        typ = b[5]
+        if typ == 0x11:
+            o = 15 + b[14]
+            e = o + 1 + b[o]
+            tr = {"child": src[0], "parent": dst[0], "xid": _I(b, 10)[0],
+                  "model": b[15:o].decode("ascii", "replace"),
+                  "file": b[o + 1:e].decode("ascii", "replace"), "request": t, "holds": 0,
+                  "size": None, "bytes": 0, "end": None, "abort": None}
+            self.transfers.append(tr)
+            self.open_tr[(src, dst)] = tr
+            return
+        tr = self.open_tr.get((dst, src)) or self.open_tr.get((src, dst))
+        if tr is None:
+            return
+        if typ == 0x14:
+            tr["bytes"] += len(b) - wire.FRAME_HEADER_LEN
+        elif typ == 0x12:
+            tr["holds"] += 1
+        elif typ == 0x13:
+            tr["size"] = _i(b, 10)[0]
+        elif typ == 0x15:
+            tr["end"] = t
+        elif typ == 0x16:
+            who = "parent" if src[0] == tr["parent"] else "child"
+            tr["abort"] = f"{wire.ABORT_REASONS.get(b[10], b[10])} by {who}"
+
 
 def hierarchies_of(scan: PcapScan, subnet, rel) -> list[dict]:
     """The PFS hierarchies in one subnet capture (see the module docstring)."""
-    from .scapy_cppdp import CPPDP
-
-    groups: dict = defaultdict(lambda: {"claims": {}, "roots": {}, "offers": [], "joins": [],
-                                        "ready": {}, "refused": []})
-    transfers: list[dict] = []
-    open_tr: dict = {}               # (child endpoint, parent endpoint) -> transfer
-    for rec in scan.cppdp:
-        t = rec.time
-        p = rec.decoded
-        if isinstance(p, CPPDP):
-            model = p.model.decode("ascii", "replace")
-            file = p.file.decode("ascii", "replace")
-            g = groups[(model, file, p.map)]
-            src, dst = _ip(rec.src), _ip(rec.dst)
-            if p.type == 1:
-                c = g["claims"].setdefault(src, {"ip": src, "xid": p.xid,
-                                                 "strength": p.strength, "ads": set(),
-                                                 "first": t, "last": t})
-                c["ads"].add(p.ad)
-                c["last"] = t
-            elif p.type == 2:
-                r = g["roots"].setdefault(p.xid, {"ip": src, "first": t, "server": p.server,
-                                                  "strength": p.strength, "count": 0})
-                r["count"] += 1
-            elif p.type == 3:
-                g["joins"].append({"phone": src, "xid": p.xid, "time": t,
-                                   "lost_parent": p.lost_parent})
-            elif p.type == 4:
-                g["offers"].append({"phone": dst, "xid": p.xid, "time": t,
-                                    "parent": p.getfieldval("parent"), "slot": p.slot,
-                                    "depth": p.depth})
-            elif p.type == 5:
-                g["refused"].append({"phone": dst, "xid": p.xid, "time": t,
-                                     "reason": p.reason})
-            elif p.type == 6:
-                g["ready"].setdefault(src, {"phone": src, "xid": p.xid, "time": t,
-                                            "size": p.size, "source": p.source})
-        else:
-            if p.type == 0x11:
-                tr = {"child": _ip(rec.src), "parent": _ip(rec.dst), "xid": p.xid,
-                      "model": p.model.decode("ascii", "replace"),
-                      "file": p.file.decode("ascii", "replace"), "request": t, "holds": 0,
-                      "size": None, "bytes": 0, "end": None, "abort": None}
-                transfers.append(tr)
-                open_tr[(rec.src, rec.dst)] = tr
-                continue
-            tr = open_tr.get((rec.dst, rec.src)) or open_tr.get((rec.src, rec.dst))
-            if tr is None:
-                continue
-            if p.type == 0x12:
-                tr["holds"] += 1
-            elif p.type == 0x13:
-                tr["size"] = p.size
-            elif p.type == 0x14:
-                tr["bytes"] += len(p.data or b"")
-            elif p.type == 0x15:
-                tr["end"] = t
-            elif p.type == 0x16:
-                from .scapy_cppdp import ABORT_REASONS
-                who = "parent" if _ip(rec.src) == tr["parent"] else "child"
-                tr["abort"] = f"{ABORT_REASONS.get(p.reason, p.reason)} by {who}"
-
-    from .scapy_cppdp import READY_SOURCES, REFUSE_REASONS
+    groups, transfers = scan.wire.groups, scan.wire.transfers
+    READY_SOURCES, REFUSE_REASONS = wire.READY_SOURCES, wire.REFUSE_REASONS
     # Every record goes to exactly one hierarchy, found through a dict: output and work stay
     # linear in the capture, however many roots a hostile capture announces.
     owner: dict = {}                 # (model, file, xid) or (model, file) -> group key
@@ -541,18 +656,21 @@ def hierarchies_of(scan: PcapScan, subnet, rel) -> list[dict]:
 
 # ------------------------------------------------------------------------------ all pcaps
 
-def decode_paths(paths, syslog: str | None = None) -> dict:
+def decode_paths(paths, syslog: str | None = None, scans: list | None = None) -> dict:
     """Decode a run's pcaps (files or directories). The whole report as plain data; with the
     PFS log server's file (``syslog``, or pfs-syslog.log in a directory given) its
-    ``log_server`` part says what the phones reported there, checked against the wire."""
-    scans = [PcapScan(p) for p in expand_paths(paths)]   # all checked before any is read
+    ``log_server`` part says what the phones reported there, checked against the wire.
+    ``scans``: a list that gets each pcap's :class:`PcapScan` (for their counts)."""
+    found_scans = [PcapScan(p) for p in expand_paths(paths)]   # all checked before any is read
+    if scans is not None:
+        scans.extend(found_scans)
     if syslog is None:
         found = [pathlib.Path(a) / SYSLOG_FILE for a in paths
                  if (pathlib.Path(a) / SYSLOG_FILE).is_file()]
         syslog = str(found[0]) if found else None
     elif not pathlib.Path(syslog).is_file():
         raise UserError(f"--syslog {syslog}: no such file (the run's pfs-syslog.log)")
-    report = decode_scans([s.run() for s in scans])
+    report = decode_scans([s.run() for s in found_scans])
     if syslog is not None:
         report["log_server"] = {"file": pathlib.Path(syslog).name, **log_server_summary(
             parse_log(syslog), report["hierarchies"])}
@@ -576,7 +694,7 @@ def decode_scans(scans: list[PcapScan]) -> dict:
             ex = [f"frame {s.frames}: the pcap ends inside this record"] + ex
         pcaps.append({"pcap": s.path.name, "kind": kind, "subnet": k, "frames": s.frames,
                       "truncated": s.truncated,
-                      "cppdp_messages": len(s.cppdp) + s.malformed,
+                      "cppdp_messages": s.messages + s.malformed,
                       "tftp_transfers": len(s.tftp.transfers), "malformed": malformed,
                       "malformed_examples": ex[:MAX_EXAMPLES],
                       "error": s.error})
