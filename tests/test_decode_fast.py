@@ -31,6 +31,7 @@ def both(paths, monkeypatch):
     fast = json.loads(json.dumps(decode.decode_paths(paths, scans=scans)))
     with monkeypatch.context() as m:
         m.setattr(wire, "ether_l4", lambda data: wire.FALLBACK)
+        m.setattr(decode.TftpTracker, "FAST", False)
         slow = json.loads(json.dumps(decode.decode_paths(paths)))
     return fast, slow, scans
 
@@ -160,6 +161,79 @@ def test_hostile_captures_decode_as_with_scapy(tmp_path, monkeypatch):
         assert fast == slow, j
 
 
+def tftp_frames(rnd: random.Random, n: int):
+    """A TFTP exchange per client, with requests, OACKs, DATA and ACKs that are sometimes
+    mangled (options without values, missing NULs, odd opcodes, short packets)."""
+    out, t = [], 1.0
+    srv = "10.0.0.10"
+
+    def udp(src, sport, dst, dport, payload):
+        nonlocal t
+        p = Ether() / IP(src=src, dst=dst) / UDP(sport=sport, dport=dport) / payload
+        p.time = t
+        t += 0.01
+        out.append(p)
+
+    def mangle(b: bytes) -> bytes:
+        if rnd.random() < 0.5:
+            return b
+        b = bytearray(b)
+        for _ in range(rnd.randint(1, 3)):
+            op = rnd.randrange(3)
+            i = rnd.randrange(len(b) + 1)
+            if op == 0:
+                del b[i:]
+            elif op == 1 and b:
+                b[min(i, len(b) - 1)] = rnd.choice([0, 1, 3, 6, 0x41])
+            else:
+                b[i:i] = rnd.choice([b"\0", b"x", b"blksize\0", b"\0\0"])
+        return bytes(b)
+
+    for i in range(n):
+        c, port, tid = f"10.1.1.{10 + i}", 5000 + i, 7000 + i
+        opts = rnd.choice([b"", b"blksize\x001428\0", b"BLKSIZE\x00512\0tsize\x000\0",
+                           b"blksize\0abc\0"])
+        udp(c, port, srv, 69, mangle(b"\0\1f%d.sbn\0octet\0" % i + opts))
+        if rnd.random() < 0.3:
+            udp(c, port, srv, 69, b"\0\1f%d.sbn\0octet\0" % i)        # retransmitted
+        udp(srv, tid, c, port, mangle(b"\0\6" + opts) if opts else b"\0\3\0\1" + b"d" * 9)
+        blk = 1428 if b"1428" in opts else 512
+        for k in range(1, rnd.randint(2, 4)):
+            udp(srv, tid, c, port, mangle(b"\0\3" + k.to_bytes(2, "big") + b"d" * blk))
+            udp(c, port, srv, tid, mangle(b"\0\4" + k.to_bytes(2, "big")))
+        udp(srv, tid, c, port, b"\0\3" + (k + 1).to_bytes(2, "big") + b"e" * 7)
+        udp(c, port, srv, tid, mangle(b"\0\4" + (k + 1).to_bytes(2, "big")))
+        if rnd.random() < 0.2:
+            udp(c, port, srv, tid, mangle(b"\0\5\0\1oops\0"))
+    return out
+
+
+def tracked(path, fast: bool, monkeypatch) -> tuple[list, int, list]:
+    """A WAN capture's TFTP transfers as the tracker holds them (options asked and
+    acknowledged included), its malformed count and examples."""
+    with monkeypatch.context() as m:
+        m.setattr(decode.TftpTracker, "FAST", fast)
+        scan = decode.PcapScan(path).run()
+    return scan.tftp.transfers, scan.tftp.malformed, scan.tftp.examples
+
+
+def test_tftp_read_from_bytes_as_with_scapy(tmp_path, monkeypatch):
+    for d in DIRS:
+        fast, slow, _ = both([d / "wan.pcap"], monkeypatch)
+        assert fast == slow and fast["tftp"]["transfers"] > 5
+        assert tracked(d / "wan.pcap", True, monkeypatch) == \
+            tracked(d / "wan.pcap", False, monkeypatch)
+    path = tmp_path / "wan.pcap"
+    wrpcap(str(path), tftp_frames(random.Random(69), 150))
+    fast, slow, _ = both([path], monkeypatch)
+    assert fast == slow
+    assert fast["tftp"]["complete"] > 10 and fast["malformed"] > 10
+    trs, bad, examples = tracked(path, True, monkeypatch)
+    assert (trs, bad, examples) == tracked(path, False, monkeypatch)
+    assert any(tr["oack"] and "tsize" in tr["oack"] for tr in trs)
+    assert any(tr["asked"].get("blksize") == "1428" for tr in trs)
+
+
 def test_fast_reader_gives_the_records_unchanged(tmp_path):
     """Capture.tuples reads in chunks: records that straddle a chunk's end come out whole."""
     from pfslab.dissect import pcapfile
@@ -176,3 +250,22 @@ def test_fast_reader_gives_the_records_unchanged(tmp_path):
             assert not cap.truncated and cap.frames == len(pk)
     finally:
         pcapfile.CHUNK = old
+
+
+@pytest.mark.parametrize("d", DIRS, ids=lambda d: d.name)
+def test_messages_read_from_bytes_match_the_scapy_layers(d):
+    """decode.iter_messages (report.html's ladder reads it) against iter_cppdp: the same
+    messages, verdicts and field values; and the same ladder of every hierarchy."""
+    from pfslab.dissect.scapy_cppdp import iter_cppdp
+    from pfslab.view import figures
+    path = d / "subnet-1.pcap"
+    fast, slow = list(decode.iter_messages(path)), list(iter_cppdp(path))
+    assert len(fast) == len(slow) and (len(fast) > 100 or d.name == "traditional")
+    for f, s in zip(fast, slow):
+        assert (f.time, f.src, f.dst, f.proto) == (s.time, s.src, s.dst, s.proto)
+        assert f.decoded.malformed() == s.decoded.malformed()
+        for name, v in f.decoded._fields_now().items():
+            assert v == s.decoded.getfieldval(name), name
+    for h in json.loads((d / "decode.json").read_text())["hierarchies"]:
+        assert figures.ladder_messages(decode.iter_messages(path), h) == \
+            figures.ladder_messages(iter_cppdp(path), h)

@@ -112,6 +112,23 @@ def _tftp_options(pkt) -> dict[str, str]:
     return opts
 
 
+def _nul_strings(raw: bytes) -> list[bytes] | None:
+    """The NUL-terminated strings after a TFTP opcode, when they are all there is and come
+    in pairs (a request's name and mode, an option and its value); else None (Scapy reads
+    it then)."""
+    body = raw[2:]
+    if not body or body[-1] != 0:
+        return None
+    f = body[:-1].split(b"\0")
+    return f if len(f) % 2 == 0 and len(f) <= 64 else None
+
+
+def _options(f: list[bytes]) -> dict[str, str]:
+    """Option names (lower-case) and values from name, value, name, value, ..."""
+    return {o.decode("ascii", "replace").lower(): v.decode("ascii", "replace")
+            for o, v in zip(f[0::2], f[1::2])}
+
+
 def _ip(endpoint: str) -> str:
     return endpoint.rsplit(":", 1)[0]
 
@@ -127,6 +144,10 @@ class TftpTracker:
     DATA and ACK (nearly every packet) are read from their four bytes; requests, OACKs and
     errors (a few per transfer) with Scapy's TFTP layer.
     """
+
+    #: read plain requests, OACKs, DATA and ACKs from their bytes (False: all with Scapy, as
+    #: the reference in tests/test_decode_fast.py)
+    FAST = True
 
     def __init__(self):
         self.transfers: list[dict] = []
@@ -168,24 +189,33 @@ class TftpTracker:
             return None
 
     def _rrq(self, src, sport, dst, raw, t):
-        from scapy.layers.tftp import TFTP_RRQ, TFTP_WRQ
-        pkt = self._parse(raw)
-        if pkt is None:
-            self._bad(f"{src}:{sport} -> 69: not TFTP")
-            return
-        req = pkt.getlayer(TFTP_RRQ) or pkt.getlayer(TFTP_WRQ)
-        if req is None or not req.filename:
-            self._bad(f"{src}:{sport} -> 69: op {pkt.op} is not a request")
-            return
-        fname = bytes(req.filename).decode("ascii", "replace")
+        f = _nul_strings(raw) if self.FAST and raw[:1] == b"\0" and raw[1:2] in (b"\1", b"\2") \
+            else None
+        if f is not None:                        # a plain request: read it here
+            op, fname, opts = ("RRQ" if raw[1] == 1 else "WRQ"), f[0], _options(f[2:])
+            if not fname:
+                self._bad(f"{src}:{sport} -> 69: op {raw[1]} is not a request")
+                return
+        else:
+            from scapy.layers.tftp import TFTP_RRQ, TFTP_WRQ
+            pkt = self._parse(raw)
+            if pkt is None:
+                self._bad(f"{src}:{sport} -> 69: not TFTP")
+                return
+            req = pkt.getlayer(TFTP_RRQ) or pkt.getlayer(TFTP_WRQ)
+            if req is None or not req.filename:
+                self._bad(f"{src}:{sport} -> 69: op {pkt.op} is not a request")
+                return
+            op, fname = ("RRQ" if isinstance(req, TFTP_RRQ) else "WRQ"), bytes(req.filename)
+            opts = _tftp_options(pkt)
+        fname = fname.decode("ascii", "replace")
         key = (src, sport, dst)
         tr = self.by_key.get(key)
         if tr is not None and tr["file"] == fname and not tr["complete"]:
             tr["requests"] += 1                  # a retransmitted RRQ
             return
-        opts = _tftp_options(pkt)
         tr = {"client": src, "port": sport, "server": dst, "file": fname,
-              "op": "RRQ" if isinstance(req, TFTP_RRQ) else "WRQ", "requests": 1,
+              "op": op, "requests": 1,
               "start": t, "tid": None, "blksize": 512, "asked": opts, "oack": None,
               "blocks": {}, "data_bytes": 0, "data_packets": 0, "wraps": 0, "last_block": 0,
               "final_block": None, "end": None, "last": t, "complete": False, "error": None}
@@ -193,9 +223,14 @@ class TftpTracker:
         self.by_key[key] = tr
 
     def _from_server(self, tr, raw, t):
-        if len(raw) >= 4 and raw[0] == 0 and raw[1] == 3:      # DATA
+        if len(raw) >= 4 and raw[0] == 0 and raw[1] == 3 and self.FAST:      # DATA
             tr["last"] = t
             self._data(tr, raw[2] << 8 | raw[3], len(raw) - 4, t)
+            return
+        f = _nul_strings(raw) if raw[:2] == b"\0\6" and self.FAST else None
+        if f:                                                   # a plain OACK
+            tr["last"] = t
+            self._oack(tr, _options(f))
             return
         from scapy.layers.tftp import TFTP_DATA, TFTP_ERROR, TFTP_OACK
         pkt = self._parse(raw)
@@ -206,15 +241,18 @@ class TftpTracker:
         if pkt.haslayer(TFTP_DATA):
             self._data(tr, pkt[TFTP_DATA].block, len(bytes(pkt[TFTP_DATA].payload)), t)
         elif pkt.haslayer(TFTP_OACK):
-            opts = _tftp_options(pkt)
-            tr["oack"] = opts
-            try:
-                tr["blksize"] = int(opts.get("blksize", 512))
-            except ValueError:
-                pass
+            self._oack(tr, _tftp_options(pkt))
         elif pkt.haslayer(TFTP_ERROR):
             e = pkt[TFTP_ERROR]
             tr["error"] = f"{e.errorcode} {bytes(e.errormsg or b'').decode('ascii', 'replace')}"
+
+    @staticmethod
+    def _oack(tr, opts: dict) -> None:
+        tr["oack"] = opts
+        try:
+            tr["blksize"] = int(opts.get("blksize", 512))
+        except ValueError:
+            pass
 
     @staticmethod
     def _data(tr, block: int, n: int, t: float) -> None:
@@ -229,7 +267,7 @@ class TftpTracker:
             tr["end"] = tr["end"] or t
 
     def _from_client(self, tr, raw, t):
-        if len(raw) >= 4 and raw[0] == 0 and raw[1] == 4:      # ACK
+        if len(raw) >= 4 and raw[0] == 0 and raw[1] == 4 and self.FAST:      # ACK
             tr["last"] = t
             if tr["final_block"] is not None and (raw[2] << 8 | raw[3]) == tr["final_block"]:
                 tr["complete"] = True
@@ -336,13 +374,23 @@ class PcapScan:
         return self.capture.error
 
     def run(self) -> "PcapScan":
+        """Read the whole capture: its messages into :attr:`wire`, TFTP into :attr:`tftp`."""
+        for m in self.walk():
+            self._message(*m)
+        return self
+
+    def walk(self, tftp: bool = True):
+        """Every port-4051 datagram and frame, in capture order, as ``(time, (src ip,
+        port), (dst ip, port), "udp" | "tcp", wire.FRAME | wire.FOREIGN, bytes)``; TFTP is
+        tracked on the way (unless ``tftp`` is False). Stop early and the rest of the
+        capture is not read."""
         udp_bound, tcp_bound = _scapy_ports()
         ether_l4, ip_str, UDP, FALLBACK = wire.ether_l4, wire.ip_str, wire.UDP, wire.FALLBACK
-        feed, first = self.tftp.feed, None
+        feed, tcp, FRAME = self.tftp.feed if tftp else None, self.reasm.tcp, wire.FRAME
         for rec in self.capture.tuples():
             t = rec[0]
-            if first is None or t < first:
-                first = t
+            if self.first is None or t < self.first:
+                self.first = t
             v = ether_l4(rec[3]) if rec[1] == 1 else FALLBACK
             if v is None:
                 continue
@@ -354,48 +402,46 @@ class PcapScan:
                         (dport in bound and (mine or dport != 69)):
                     v = FALLBACK                 # Scapy would read the payload as another layer
             if v is FALLBACK:
-                self._scapy(rec)
+                yield from self._scapy(rec, tftp)
                 continue
             if v[0] == UDP:
                 src, dst = ip_str(v[1]), ip_str(v[2])
-                try:
-                    feed(src, sport, dst, dport, v[5], t)
-                except Exception as e:   # noqa: BLE001 - count it, never stop the scan
-                    self.tftp._bad(f"frame {self.frames}: {type(e).__name__}")
+                if feed is not None:
+                    try:
+                        feed(src, sport, dst, dport, v[5], t)
+                    except Exception as e:   # noqa: BLE001 - count it, never stop the scan
+                        self.tftp._bad(f"frame {self.frames}: {type(e).__name__}")
                 if mine and v[5]:
-                    self._message(t, (src, sport), (dst, dport), "udp", wire.FRAME, v[5])
+                    yield t, (src, sport), (dst, dport), "udp", FRAME, v[5]
             elif mine:
                 src, dst = ip_str(v[1]), ip_str(v[2])
-                for kind, b in self.reasm.tcp((src, sport, dst, dport), v[6], v[7], v[5]):
-                    self._message(t, (src, sport), (dst, dport), "tcp", kind, b)
-        self.first = first
-        return self
+                for kind, b in tcp((src, sport, dst, dport), v[6], v[7], v[5]):
+                    yield t, (src, sport), (dst, dport), "tcp", kind, b
 
-    def _scapy(self, rec) -> None:
+    def _scapy(self, rec, tftp: bool = True) -> list:
         """One frame that is not plain Ethernet/IPv4, read as before: with Scapy."""
         from .scapy_cppdp import cppdp_segment, packet_of, tftp_datagram
         self.fallbacks += 1
         t = rec[0]
         pkt = packet_of(Record(*rec))
         try:
-            d = tftp_datagram(pkt)
+            d = tftp_datagram(pkt) if tftp else None
             if d is not None:
                 self.tftp.feed(*d, t)
         except Exception as e:      # a frame Scapy half-dissected: count it
             self.tftp._bad(f"frame {self.frames}: {type(e).__name__}")
         seg = cppdp_segment(pkt)
         if seg is None:
-            return
+            return []
         proto, src, sport, dst, dport, payload, seq, flags = seg
         if proto == "udp":
-            self._message(t, (src, sport), (dst, dport), "udp", wire.FRAME, payload)
-        else:
-            for kind, b in self.reasm.tcp((src, sport, dst, dport), seq, flags, payload):
-                self._message(t, (src, sport), (dst, dport), "tcp", kind, b)
+            return [(t, (src, sport), (dst, dport), "udp", wire.FRAME, payload)]
+        return [(t, (src, sport), (dst, dport), "tcp", kind, b)
+                for kind, b in self.reasm.tcp((src, sport, dst, dport), seq, flags, payload)]
 
     def _message(self, t, src, dst, proto, kind, b) -> None:
         """One port-4051 datagram or frame: into the hierarchies, or counted as malformed."""
-        if kind is wire.FOREIGN or b[:4] != wire.MAGIC:
+        if kind == wire.FOREIGN or b[:4] != wire.MAGIC:
             why = "foreign bytes (no CPDP magic)"
         else:
             why = (wire.udp_problem if proto == "udp" else wire.frame_problem)(b)
@@ -455,9 +501,6 @@ _ALL = _Everything()
 
 # ------------------------------------------------------------------------------ hierarchies
 
-_III = struct.Struct("!III").unpack_from
-_i = struct.Struct("!i").unpack_from
-_I = struct.Struct("!I").unpack_from
 
 
 class WireHierarchies:
@@ -480,49 +523,44 @@ class WireHierarchies:
 
     def datagram(self, t: float, src: tuple, dst: tuple, b: bytes) -> None:
         """A valid UDP message (:func:`pfslab.dissect.wire.udp_problem` said None)."""
-        typ = b[5]
-        xid, strength, lmap = _III(b, 8)
-        o = 25 + b[24]
-        model = b[25:o].decode("ascii", "replace")
-        e = o + 1 + b[o]
-        file = b[o + 1:e].decode("ascii", "replace")
-        g = self._group((model, file, lmap))
+        p = wire.udp_fields(b)
+        typ, xid = p["type"], p["xid"]
+        g = self._group((p["model"].decode("ascii", "replace"),
+                         p["file"].decode("ascii", "replace"), p["map"]))
         src = src[0]
         if typ == 1:
             c = g["claims"].get(src)
             if c is None:
-                c = g["claims"][src] = {"ip": src, "xid": xid, "strength": strength,
+                c = g["claims"][src] = {"ip": src, "xid": xid, "strength": p["strength"],
                                         "ads": set(), "first": t, "last": t}
-            c["ads"].add(b[e])
+            c["ads"].add(p["ad"])
             c["last"] = t
         elif typ == 2:
             r = g["roots"].get(xid)
             if r is None:
-                r = g["roots"][xid] = {"ip": src, "first": t, "server": wire.ip_str(b[e:e + 4]),
-                                       "strength": strength, "count": 0}
+                r = g["roots"][xid] = {"ip": src, "first": t, "server": p["server"],
+                                       "strength": p["strength"], "count": 0}
             r["count"] += 1
         elif typ == 3:
             g["joins"].append({"phone": src, "xid": xid, "time": t,
-                               "lost_parent": wire.ip_str(b[e:e + 4])})
+                               "lost_parent": p["lost_parent"]})
         elif typ == 4:
-            g["offers"].append({"phone": dst[0], "xid": xid, "time": t,
-                                "parent": wire.ip_str(b[e:e + 4]), "slot": b[e + 4],
-                                "depth": b[e + 5]})
+            g["offers"].append({"phone": dst[0], "xid": xid, "time": t, "parent": p["parent"],
+                                "slot": p["slot"], "depth": p["depth"]})
         elif typ == 5:
-            g["refused"].append({"phone": dst[0], "xid": xid, "time": t, "reason": b[e]})
+            g["refused"].append({"phone": dst[0], "xid": xid, "time": t, "reason": p["reason"]})
         elif typ == 6 and src not in g["ready"]:
-            g["ready"][src] = {"phone": src, "xid": xid, "time": t, "size": _i(b, e + 1)[0],
-                               "source": b[e]}
+            g["ready"][src] = {"phone": src, "xid": xid, "time": t, "size": p["size"],
+                               "source": p["source"]}
 
     def frame(self, t: float, src: tuple, dst: tuple, b: bytes) -> None:
         """A valid frame of a TCP child stream (:func:`pfslab.dissect.wire.frame_problem`)."""
         typ = b[5]
         if typ == 0x11:
-            o = 15 + b[14]
-            e = o + 1 + b[o]
-            tr = {"child": src[0], "parent": dst[0], "xid": _I(b, 10)[0],
-                  "model": b[15:o].decode("ascii", "replace"),
-                  "file": b[o + 1:e].decode("ascii", "replace"), "request": t, "holds": 0,
+            p = wire.frame_fields(b)
+            tr = {"child": src[0], "parent": dst[0], "xid": p["xid"],
+                  "model": p["model"].decode("ascii", "replace"),
+                  "file": p["file"].decode("ascii", "replace"), "request": t, "holds": 0,
                   "size": None, "bytes": 0, "end": None, "abort": None}
             self.transfers.append(tr)
             self.open_tr[(src, dst)] = tr
@@ -530,17 +568,29 @@ class WireHierarchies:
         tr = self.open_tr.get((dst, src)) or self.open_tr.get((src, dst))
         if tr is None:
             return
-        if typ == 0x14:
+        if typ == 0x14:                  # DATA: only its length counts
             tr["bytes"] += len(b) - wire.FRAME_HEADER_LEN
         elif typ == 0x12:
             tr["holds"] += 1
         elif typ == 0x13:
-            tr["size"] = _i(b, 10)[0]
+            tr["size"] = wire.frame_fields(b)["size"]
         elif typ == 0x15:
             tr["end"] = t
         elif typ == 0x16:
             who = "parent" if src[0] == tr["parent"] else "child"
-            tr["abort"] = f"{wire.ABORT_REASONS.get(b[10], b[10])} by {who}"
+            reason = wire.frame_fields(b)["reason"]
+            tr["abort"] = f"{wire.ABORT_REASONS.get(reason, reason)} by {who}"
+
+
+def iter_messages(path):
+    """Every port-4051 message of one capture, in capture order, as records like
+    :func:`pfslab.dissect.scapy_cppdp.iter_cppdp`'s (``time``, ``src`` and ``dst`` as
+    "ip:port", ``proto``, ``decoded``: a :class:`pfslab.dissect.wire.Message` with the
+    Scapy layer's field names), read as ``pfslab decode`` reads it. Stop early and the
+    rest is not read. NotACapture for a file that is not a capture."""
+    for t, src, dst, proto, kind, b in PcapScan(path).walk(tftp=False):
+        yield wire.WireRecord(t, f"{src[0]}:{src[1]}", f"{dst[0]}:{dst[1]}", proto,
+                              wire.Message(proto, b, kind == wire.FOREIGN))
 
 
 def hierarchies_of(scan: PcapScan, subnet, rel) -> list[dict]:

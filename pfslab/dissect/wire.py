@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 PORT = 4051
 MAGIC = b"CPDP"
@@ -115,6 +115,100 @@ def frame_problem(b: bytes) -> Optional[str]:
         if len(p) < 2 or p[1] != len(p) - 2 or p[1] > MAX_NAME:
             return "ABORT has a bad length"
     return None
+
+
+# ----------------------------------------------------------------------------- fields
+
+_HDR = struct.Struct("!IIII").unpack_from
+_i = struct.Struct("!i").unpack_from
+
+
+def udp_fields(b: bytes) -> dict:
+    """The fields of a valid datagram (:func:`udp_problem` None), named and typed as the
+    Scapy layer's (pfslab.dissect.scapy_cppdp.CPPDP): names as bytes, addresses as text."""
+    xid, strength, lmap, h = _HDR(b, 8)
+    o = 25 + b[24]
+    e = o + 1 + b[o]
+    d = {"type": b[5], "version": b[4], "length": _H(b, 6)[0], "xid": xid,
+         "strength": strength, "map": lmap, "hash": h, "model": b[25:o], "file": b[o + 1:e]}
+    t = b[5]
+    if t == 1:
+        d["ad"] = b[e]
+    elif t == 2:
+        d["server"] = ip_str(b[e:e + 4])
+    elif t == 3:
+        d["lost_parent"] = ip_str(b[e:e + 4])
+    elif t == 4:
+        d.update(parent=ip_str(b[e:e + 4]), slot=b[e + 4], depth=b[e + 5])
+    elif t == 5:
+        d["reason"] = b[e]
+    elif t == 6:
+        d.update(source=b[e], size=_i(b, e + 1)[0])
+    return d
+
+
+def frame_fields(b: bytes) -> dict:
+    """The fields of a valid frame (:func:`frame_problem` None), as the Scapy layer's
+    (pfslab.dissect.scapy_cppdp.CPPDPFrame)."""
+    t = b[5]
+    d = {"type": t, "version": b[4], "length": _I(b, 6)[0]}
+    if t == 0x11:
+        o = 15 + b[14]
+        d.update(xid=_I(b, 10)[0], model=b[15:o], file=b[o + 1:o + 1 + b[o]])
+    elif t == 0x12:
+        d.update(have=_i(b, 10)[0], total=_i(b, 14)[0])
+    elif t == 0x13:
+        d.update(size=_i(b, 10)[0], sha256=b[14:46])
+    elif t == 0x14:
+        d["data"] = b[10:]
+    elif t == 0x16:
+        d.update(reason=b[10], text=b[12:12 + b[11]])
+    return d
+
+
+class WireRecord(NamedTuple):
+    """One message as :func:`pfslab.dissect.decode.iter_messages` gives it."""
+    time: float
+    src: str          # "ip:port"
+    dst: str
+    proto: str        # "udp" or "tcp"
+    decoded: "Message"
+
+
+class Message:
+    """One port-4051 datagram or frame as read from the wire, with the attributes of the
+    Scapy layers (``type``, ``model``, ``parent``, ...; ``getfieldval``) and
+    :meth:`malformed`; reading a field of a malformed message raises AttributeError."""
+    __slots__ = ("proto", "raw", "foreign", "_fields")
+
+    def __init__(self, proto: str, raw: bytes, foreign: bool = False):
+        self.proto, self.raw, self.foreign, self._fields = proto, raw, foreign, None
+
+    def malformed(self) -> Optional[str]:
+        if self.foreign or self.raw[:4] != MAGIC:
+            return "foreign bytes (no CPDP magic)"
+        return (udp_problem if self.proto == "udp" else frame_problem)(self.raw)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._fields is None:
+            if self.malformed():
+                raise AttributeError(f"{name}: a malformed message")
+            self._fields = (udp_fields if self.proto == "udp" else frame_fields)(self.raw)
+        try:
+            return self._fields[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def getfieldval(self, name):
+        return getattr(self, name)
+
+    def _fields_now(self) -> dict:
+        """All its fields ({} for a malformed message)."""
+        if self.malformed():
+            return {}
+        return (udp_fields if self.proto == "udp" else frame_fields)(self.raw)
 
 
 # ----------------------------------------------------------------------------- TCP streams
