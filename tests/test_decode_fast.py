@@ -205,6 +205,8 @@ def tftp_frames(rnd: random.Random, n: int):
         udp(c, port, srv, tid, mangle(b"\0\4" + (k + 1).to_bytes(2, "big")))
         if rnd.random() < 0.2:
             udp(c, port, srv, tid, mangle(b"\0\5\0\1oops\0"))
+        if rnd.random() < 0.2:
+            udp(srv, tid, c, port, mangle(b"\0\5\0\2no such file\0"))
     return out
 
 
@@ -269,3 +271,24 @@ def test_messages_read_from_bytes_match_the_scapy_layers(d):
     for h in json.loads((d / "decode.json").read_text())["hierarchies"]:
         assert figures.ladder_messages(decode.iter_messages(path), h) == \
             figures.ladder_messages(iter_cppdp(path), h)
+
+
+def test_a_plain_capture_decodes_without_loading_scapy():
+    """Loading Scapy reads every network interface (seconds on a machine with a lab up): the
+    decode of a lab run does without it, and assumes the bindings Scapy would have."""
+    import subprocess
+    import sys
+    code = ("import sys, json\n"
+            "from pfslab.dissect import decode\n"
+            f"rep = decode.decode_paths([{str(SAMPLES / 'pfs')!r}])\n"
+            "assert rep['hierarchies'] and rep['malformed'] == 0\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('scapy'))))\n"
+            "import pfslab.dissect.scapy_cppdp, scapy.layers.tftp\n"
+            "print(json.dumps([sorted(p) for p in decode._scapy_ports()]))\n"
+            "print(json.dumps([sorted(p) for p in decode.SCAPY_PORTS]))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    loaded, ports, assumed = (json.loads(x) for x in p.stdout.splitlines())
+    assert loaded == []
+    assert ports == assumed

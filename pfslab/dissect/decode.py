@@ -22,6 +22,7 @@ import json
 import pathlib
 import re
 import struct
+import sys
 from collections import Counter, defaultdict
 
 from ..errors import UserError
@@ -121,6 +122,13 @@ def _nul_strings(raw: bytes) -> list[bytes] | None:
         return None
     f = body[:-1].split(b"\0")
     return f if len(f) % 2 == 0 and len(f) <= 64 else None
+
+
+def _error_text(raw: bytes) -> str:
+    """A TFTP ERROR's code and message (up to its NUL, else to the end), as text."""
+    end = raw.find(b"\0", 4)
+    msg = raw[4:end] if end >= 0 else raw[4:]
+    return f"{raw[2] << 8 | raw[3]} {msg.decode('ascii', 'replace')}"
 
 
 def _options(f: list[bytes]) -> dict[str, str]:
@@ -232,6 +240,10 @@ class TftpTracker:
             tr["last"] = t
             self._oack(tr, _options(f))
             return
+        if len(raw) >= 4 and raw[:2] == b"\0\5" and self.FAST:     # ERROR
+            tr["last"] = t
+            tr["error"] = _error_text(raw)
+            return
         from scapy.layers.tftp import TFTP_DATA, TFTP_ERROR, TFTP_OACK
         pkt = self._parse(raw)
         if pkt is None:
@@ -272,6 +284,11 @@ class TftpTracker:
             if tr["final_block"] is not None and (raw[2] << 8 | raw[3]) == tr["final_block"]:
                 tr["complete"] = True
                 tr["end"] = t
+            return
+        if len(raw) >= 4 and raw[:2] == b"\0\5" and self.FAST:     # ERROR
+            tr["last"] = t
+            if tr["error"] is None:
+                tr["error"] = "client: " + _error_text(raw)
             return
         from scapy.layers.tftp import TFTP_ACK, TFTP_ERROR
         pkt = self._parse(raw)
@@ -473,12 +490,22 @@ class PcapScan:
         return "other", None
 
 
+#: what :func:`_scapy_ports` finds once Scapy is loaded as this module loads it (the inet and
+#: TFTP layers, CPPDP's own): GRE in UDP 4754 and TFTP on 69 (tests/test_decode_fast.py)
+SCAPY_PORTS = (frozenset({69, 4754}), frozenset())
+
+
 def _scapy_ports() -> tuple[frozenset, frozenset]:
-    """The UDP and TCP ports on which Scapy (as loaded now) reads the payload as some layer
-    of its own (CPPDP's 4051 aside): frames on those ports go through Scapy, like the
-    frames that are not plain. A binding on anything but ports: every frame does."""
+    """The UDP and TCP ports on which Scapy reads the payload as some layer of its own
+    (CPPDP's 4051 aside): frames on those ports go through Scapy, like the frames that are
+    not plain. A binding on anything but ports: every frame does. Scapy is not imported for
+    this: loading it reads every network interface, which takes seconds on a machine with a
+    lab up; until something else loads it, its bindings are :data:`SCAPY_PORTS`."""
+    if "scapy.layers.inet" not in sys.modules:
+        return SCAPY_PORTS
     from scapy.layers.inet import TCP, UDP
     from . import scapy_cppdp  # noqa: F401 - CPPDP's own bindings
+    from scapy.layers import tftp  # noqa: F401 - as TftpTracker loads it
     out = []
     for layer in (UDP, TCP):
         ports = set()
