@@ -115,6 +115,8 @@ def row(name: str, m: dict) -> str:
          f"{grown / max(m['mb'], 1e-9):>9.2f}")
     if "report_cpu_s" in m:
         s += f"   report.html {m['report_cpu_s']:.2f} s CPU ({m['report_wall_s']:.2f} s wall)"
+    elif "report_error" in m:
+        s += f"   no report.html: {m['report_error']}"
     return s
 
 
