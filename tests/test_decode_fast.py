@@ -175,19 +175,12 @@ def tftp_frames(rnd: random.Random, n: int):
         out.append(p)
 
     def mangle(b: bytes) -> bytes:
-        if rnd.random() < 0.5:
+        r, i = rnd.random(), rnd.randrange(len(b) + 1)
+        if r < 0.4:
             return b
-        b = bytearray(b)
-        for _ in range(rnd.randint(1, 3)):
-            op = rnd.randrange(3)
-            i = rnd.randrange(len(b) + 1)
-            if op == 0:
-                del b[i:]
-            elif op == 1 and b:
-                b[min(i, len(b) - 1)] = rnd.choice([0, 1, 3, 6, 0x41])
-            else:
-                b[i:i] = rnd.choice([b"\0", b"x", b"blksize\0", b"\0\0"])
-        return bytes(b)
+        if r < 0.7:
+            return fuzz.mutate(b, rnd)
+        return b[:i] + rnd.choice([b"\0", b"x", b"blksize\0", b"\0\0"]) + b[i:]
 
     for i in range(n):
         c, port, tid = f"10.1.1.{10 + i}", 5000 + i, 7000 + i

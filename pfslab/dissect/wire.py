@@ -48,16 +48,24 @@ def _printable(b: bytes) -> bool:
 
 # ----------------------------------------------------------------------------- validation
 
-def udp_problem(b: bytes) -> Optional[str]:
-    """Why the datagram ``b`` is malformed, or None if it is a valid CPPDP datagram."""
-    if len(b) < HEADER_LEN:
-        return f"truncated: {len(b)} bytes < {HEADER_LEN}-byte header"
+def _head_problem(b: bytes, size: int, kinds: dict, unknown: str) -> Optional[str]:
+    """What is wrong with the part both headers share: size, magic, version and kind."""
+    if len(b) < size:
+        return f"truncated: {len(b)} bytes < {size}-byte header"
     if b[:4] != MAGIC:
         return "bad magic"
     if b[4] != VERSION:
         return f"unsupported version {b[4]}"
-    if b[5] not in MSG_TYPES:
-        return f"unknown message type {b[5]}"
+    if b[5] not in kinds:
+        return unknown.format(b[5])
+    return None
+
+
+def udp_problem(b: bytes) -> Optional[str]:
+    """Why the datagram ``b`` is malformed, or None if it is a valid CPPDP datagram."""
+    bad = _head_problem(b, HEADER_LEN, MSG_TYPES, "unknown message type {}")
+    if bad:
+        return bad
     length = _H(b, 6)[0]
     if length != len(b):
         return f"length field {length} != datagram size {len(b)}"
@@ -80,15 +88,10 @@ def udp_problem(b: bytes) -> Optional[str]:
 
 def frame_problem(b: bytes) -> Optional[str]:
     """Why the TCP frame ``b`` (exactly one frame) is malformed, or None."""
-    if len(b) < FRAME_HEADER_LEN:
-        return f"truncated: {len(b)} bytes < {FRAME_HEADER_LEN}-byte header"
-    if b[:4] != MAGIC:
-        return "bad magic"
-    if b[4] != VERSION:
-        return f"unsupported version {b[4]}"
+    bad = _head_problem(b, FRAME_HEADER_LEN, FRAME_TYPES, "unknown frame type {:#x}")
+    if bad:
+        return bad
     t = b[5]
-    if t not in FRAME_TYPES:
-        return f"unknown frame type {t:#x}"
     n = _I(b, 6)[0]
     if n > MAX_FRAME:
         return f"frame payload {n} > {MAX_FRAME}"
