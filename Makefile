@@ -19,8 +19,9 @@ LAB_ARGS   ?=
 PYTEST_ARGS ?=
 FUZZ_ARGS  ?= --cases 100000
 FAULTS_ARGS ?=
+BENCH_DECODE_DIR ?= pcaps/samples/pfs
 
-.PHONY: all deps apt venv test test-fast lab bench bench-scale bench-sim bench-calibrate faults fuzz wireshark-plugin samples clean-venv help
+.PHONY: all deps apt venv test test-fast lab bench bench-scale bench-sim bench-calibrate bench-decode faults fuzz wireshark-plugin samples clean-venv help
 
 help:
 	@echo "sudo make lab      run the default lab (PFS vs traditional), captures in pcaps/"
@@ -32,6 +33,7 @@ help:
 	@echo "sudo make bench-scale   PFS at 100..1000 phones: fidelity, roots, WAN, memory; bench/scale/"
 	@echo "make bench-sim     simulated curve, 1..1000 phones/subnet at full size: bench/sim/"
 	@echo "sudo make bench-calibrate   the sim against the lab at 2 x 8, 2 x 100, 4 x 250: bench/calibrate/"
+	@echo "make bench-decode  decode time and peak RSS per MB of capture (BENCH_DECODE_DIR=a run)"
 	@echo "make wireshark-plugin   install the Lua dissector for Wireshark"
 	@echo "sudo make samples  regenerate pcaps/samples/ (reference captures + golden decodes)"
 
@@ -86,6 +88,9 @@ bench-sim: venv
 BENCH_CALIBRATE_ARGS ?=
 bench-calibrate: deps
 	$(PY) -m pfslab.calibrate --out bench/calibrate $(BENCH_CALIBRATE_ARGS)
+# pfslab decode on a run's mode folder and on its first half: time, peak RSS per MB (docs/decode.md)
+bench-decode: venv
+	$(PY) -m pfslab.dissect.bench $(BENCH_DECODE_DIR) --report $(BENCH_DECODE_ARGS)
 
 # Wireshark's personal Lua plugin folder is ~/.local/lib/wireshark/plugins/ (not under
 # XDG_CONFIG_HOME). Under sudo it goes to the invoking user's home, owned by that user.

@@ -22,10 +22,13 @@ import json
 import pathlib
 import re
 import struct
+import sys
 from collections import Counter, defaultdict
 
 from ..errors import UserError
-from .pcapfile import Capture
+from . import wire
+from .pcapfile import Capture, Record
+from .wire import PORT
 from .syslogfile import log_server_summary, parse_log
 
 #: how many examples of malformed messages a pcap's report keeps
@@ -110,6 +113,30 @@ def _tftp_options(pkt) -> dict[str, str]:
     return opts
 
 
+def _nul_strings(raw: bytes) -> list[bytes] | None:
+    """The NUL-terminated strings after a TFTP opcode, when they are all there is and come
+    in pairs (a request's name and mode, an option and its value); else None (Scapy reads
+    it then)."""
+    body = raw[2:]
+    if not body or body[-1] != 0:
+        return None
+    f = body[:-1].split(b"\0")
+    return f if len(f) % 2 == 0 and len(f) <= 64 else None
+
+
+def _error_text(raw: bytes) -> str:
+    """A TFTP ERROR's code and message (up to its NUL, else to the end), as text."""
+    end = raw.find(b"\0", 4)
+    msg = raw[4:end] if end >= 0 else raw[4:]
+    return f"{raw[2] << 8 | raw[3]} {msg.decode('ascii', 'replace')}"
+
+
+def _options(f: list[bytes]) -> dict[str, str]:
+    """Option names (lower-case) and values from name, value, name, value, ..."""
+    return {o.decode("ascii", "replace").lower(): v.decode("ascii", "replace")
+            for o, v in zip(f[0::2], f[1::2])}
+
+
 def _ip(endpoint: str) -> str:
     return endpoint.rsplit(":", 1)[0]
 
@@ -117,12 +144,18 @@ def _ip(endpoint: str) -> str:
 # ------------------------------------------------------------------------------ TFTP
 
 class TftpTracker:
-    """TFTP transfers seen in a capture, with Scapy's TFTP layer.
+    """TFTP transfers seen in a capture.
 
     The client sends its RRQ to port 69; the server answers from a new port (its transfer ID,
     TID), so a transfer is keyed by (client, client port, server) and bound to the first
     server TID that answers. Packets from another server port are counted as ``stray``.
+    DATA and ACK (nearly every packet) are read from their four bytes; requests, OACKs and
+    errors (a few per transfer) with Scapy's TFTP layer.
     """
+
+    #: read plain requests, OACKs, DATA and ACKs from their bytes (False: all with Scapy, as
+    #: the reference in tests/test_decode_fast.py)
+    FAST = True
 
     def __init__(self):
         self.transfers: list[dict] = []
@@ -136,33 +169,22 @@ class TftpTracker:
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(why)
 
-    def feed(self, pkt, t: float) -> None:
-        from scapy.layers.inet import IP, UDP
-        ip = pkt.getlayer(IP)
-        if ip is None:
+    def feed(self, src: str, sport: int, dst: str, dport: int, raw: bytes, t: float) -> None:
+        """One UDP datagram (not a fragment): its addresses, ports and payload."""
+        if dport == 69:
+            self._rrq(src, sport, dst, raw, t)
             return
-        udp = ip.getlayer(UDP)
-        if udp is None or ip.frag or ip.flags.MF:
-            return
-        raw = bytes(udp.payload)
-        if udp.len is not None and 8 <= udp.len <= 8 + len(raw):
-            raw = raw[:udp.len - 8]          # Ethernet padding off
-        if udp.dport == 69:
-            self._rrq(ip, udp, raw, t)
-            return
-        key_s = (ip.src, udp.sport, ip.dst)        # client -> server TID
-        key_c = (ip.dst, udp.dport, ip.src)        # server TID -> client
-        tr = self.by_key.get(key_c)
+        tr = self.by_key.get((dst, dport, src))        # server TID -> client
         if tr is not None:
-            if tr["tid"] is None and udp.sport != 69:
-                tr["tid"] = udp.sport
-            if udp.sport != tr["tid"]:
+            if tr["tid"] is None and sport != 69:
+                tr["tid"] = sport
+            if sport != tr["tid"]:
                 self.stray += 1
                 return
             self._from_server(tr, raw, t)
             return
-        tr = self.by_key.get(key_s)
-        if tr is not None and tr["tid"] is not None and udp.dport == tr["tid"]:
+        tr = self.by_key.get((src, sport, dst))        # client -> server TID
+        if tr is not None and tr["tid"] is not None and dport == tr["tid"]:
             self._from_client(tr, raw, t)
 
     def _parse(self, raw: bytes):
@@ -174,25 +196,34 @@ class TftpTracker:
         except Exception:   # Scapy normally dissects leniently; never let it escape
             return None
 
-    def _rrq(self, ip, udp, raw, t):
-        from scapy.layers.tftp import TFTP_RRQ, TFTP_WRQ
-        pkt = self._parse(raw)
-        if pkt is None:
-            self._bad(f"{ip.src}:{udp.sport} -> 69: not TFTP")
-            return
-        req = pkt.getlayer(TFTP_RRQ) or pkt.getlayer(TFTP_WRQ)
-        if req is None or not req.filename:
-            self._bad(f"{ip.src}:{udp.sport} -> 69: op {pkt.op} is not a request")
-            return
-        fname = bytes(req.filename).decode("ascii", "replace")
-        key = (ip.src, udp.sport, ip.dst)
+    def _rrq(self, src, sport, dst, raw, t):
+        f = _nul_strings(raw) if self.FAST and raw[:1] == b"\0" and raw[1:2] in (b"\1", b"\2") \
+            else None
+        if f is not None:                        # a plain request: read it here
+            op, fname, opts = ("RRQ" if raw[1] == 1 else "WRQ"), f[0], _options(f[2:])
+            if not fname:
+                self._bad(f"{src}:{sport} -> 69: op {raw[1]} is not a request")
+                return
+        else:
+            from scapy.layers.tftp import TFTP_RRQ, TFTP_WRQ
+            pkt = self._parse(raw)
+            if pkt is None:
+                self._bad(f"{src}:{sport} -> 69: not TFTP")
+                return
+            req = pkt.getlayer(TFTP_RRQ) or pkt.getlayer(TFTP_WRQ)
+            if req is None or not req.filename:
+                self._bad(f"{src}:{sport} -> 69: op {pkt.op} is not a request")
+                return
+            op, fname = ("RRQ" if isinstance(req, TFTP_RRQ) else "WRQ"), bytes(req.filename)
+            opts = _tftp_options(pkt)
+        fname = fname.decode("ascii", "replace")
+        key = (src, sport, dst)
         tr = self.by_key.get(key)
         if tr is not None and tr["file"] == fname and not tr["complete"]:
             tr["requests"] += 1                  # a retransmitted RRQ
             return
-        opts = _tftp_options(pkt)
-        tr = {"client": ip.src, "port": udp.sport, "server": ip.dst, "file": fname,
-              "op": "RRQ" if isinstance(req, TFTP_RRQ) else "WRQ", "requests": 1,
+        tr = {"client": src, "port": sport, "server": dst, "file": fname,
+              "op": op, "requests": 1,
               "start": t, "tid": None, "blksize": 512, "asked": opts, "oack": None,
               "blocks": {}, "data_bytes": 0, "data_packets": 0, "wraps": 0, "last_block": 0,
               "final_block": None, "end": None, "last": t, "complete": False, "error": None}
@@ -200,6 +231,19 @@ class TftpTracker:
         self.by_key[key] = tr
 
     def _from_server(self, tr, raw, t):
+        if len(raw) >= 4 and raw[0] == 0 and raw[1] == 3 and self.FAST:      # DATA
+            tr["last"] = t
+            self._data(tr, raw[2] << 8 | raw[3], len(raw) - 4, t)
+            return
+        f = _nul_strings(raw) if raw[:2] == b"\0\6" and self.FAST else None
+        if f:                                                   # a plain OACK
+            tr["last"] = t
+            self._oack(tr, _options(f))
+            return
+        if len(raw) >= 4 and raw[:2] == b"\0\5" and self.FAST:     # ERROR
+            tr["last"] = t
+            tr["error"] = _error_text(raw)
+            return
         from scapy.layers.tftp import TFTP_DATA, TFTP_ERROR, TFTP_OACK
         pkt = self._parse(raw)
         if pkt is None:
@@ -207,29 +251,45 @@ class TftpTracker:
             return
         tr["last"] = t
         if pkt.haslayer(TFTP_DATA):
-            block = pkt[TFTP_DATA].block
-            n = len(bytes(pkt[TFTP_DATA].payload))
-            if block < tr["last_block"] - 32768:          # block numbers wrapped around
-                tr["wraps"] += 1
-            tr["last_block"] = block
-            tr["blocks"][block + 65536 * tr["wraps"]] = n
-            tr["data_bytes"] += n
-            tr["data_packets"] += 1
-            if n < tr["blksize"]:
-                tr["final_block"] = block
-                tr["end"] = tr["end"] or t
+            self._data(tr, pkt[TFTP_DATA].block, len(bytes(pkt[TFTP_DATA].payload)), t)
         elif pkt.haslayer(TFTP_OACK):
-            opts = _tftp_options(pkt)
-            tr["oack"] = opts
-            try:
-                tr["blksize"] = int(opts.get("blksize", 512))
-            except ValueError:
-                pass
+            self._oack(tr, _tftp_options(pkt))
         elif pkt.haslayer(TFTP_ERROR):
             e = pkt[TFTP_ERROR]
             tr["error"] = f"{e.errorcode} {bytes(e.errormsg or b'').decode('ascii', 'replace')}"
 
+    @staticmethod
+    def _oack(tr, opts: dict) -> None:
+        tr["oack"] = opts
+        try:
+            tr["blksize"] = int(opts.get("blksize", 512))
+        except ValueError:
+            pass
+
+    @staticmethod
+    def _data(tr, block: int, n: int, t: float) -> None:
+        if block < tr["last_block"] - 32768:          # block numbers wrapped around
+            tr["wraps"] += 1
+        tr["last_block"] = block
+        tr["blocks"][block + 65536 * tr["wraps"]] = n
+        tr["data_bytes"] += n
+        tr["data_packets"] += 1
+        if n < tr["blksize"]:
+            tr["final_block"] = block
+            tr["end"] = tr["end"] or t
+
     def _from_client(self, tr, raw, t):
+        if len(raw) >= 4 and raw[0] == 0 and raw[1] == 4 and self.FAST:      # ACK
+            tr["last"] = t
+            if tr["final_block"] is not None and (raw[2] << 8 | raw[3]) == tr["final_block"]:
+                tr["complete"] = True
+                tr["end"] = t
+            return
+        if len(raw) >= 4 and raw[:2] == b"\0\5" and self.FAST:     # ERROR
+            tr["last"] = t
+            if tr["error"] is None:
+                tr["error"] = "client: " + _error_text(raw)
+            return
         from scapy.layers.tftp import TFTP_ACK, TFTP_ERROR
         pkt = self._parse(raw)
         if pkt is None:
@@ -300,16 +360,23 @@ def _ipkey(ip):
 # ------------------------------------------------------------------------------ one pcap
 
 class PcapScan:
-    """Everything one pass over one capture collects: CPPDP messages and TFTP transfers."""
+    """Everything one pass over one capture collects: CPPDP messages (into
+    :class:`WireHierarchies`) and TFTP transfers. Frames are read at fixed offsets
+    (:func:`pfslab.dissect.wire.ether_l4`); the few that are not plain Ethernet/IPv4 go
+    through Scapy (``fallbacks`` counts them), and both give the same answer."""
 
     def __init__(self, path):
         self.path = pathlib.Path(path)
         self.capture = Capture(path)     # NotACapture (exit 2) before any work
         self.first = None
-        self.cppdp: list = []          # (time, src, dst, proto, layer), valid messages only
+        self.messages = 0              # valid CPPDP messages
+        self.sources: Counter = Counter()   # their senders' addresses
         self.malformed = 0
         self.examples: list[str] = []
         self.tftp = TftpTracker()
+        self.wire = WireHierarchies()
+        self.reasm = wire.Reassembler()
+        self.fallbacks = 0             # frames read by Scapy
 
     @property
     def frames(self) -> int:
@@ -324,40 +391,98 @@ class PcapScan:
         return self.capture.error
 
     def run(self) -> "PcapScan":
-        from .scapy_cppdp import CPPDP, CPPDPFrame, iter_cppdp_packets
-
-        for rec in iter_cppdp_packets(self._packets()):
-            p = rec.decoded
-            why = p.malformed() if isinstance(p, (CPPDP, CPPDPFrame)) \
-                else "foreign bytes (no CPDP magic)"
-            if why:
-                self.malformed += 1
-                if len(self.examples) < MAX_EXAMPLES:
-                    self.examples.append(f"frame {self.frames} {rec.proto} "
-                                         f"{rec.src} -> {rec.dst}: {why}")
-                continue
-            self.cppdp.append(rec)
+        """Read the whole capture: its messages into :attr:`wire`, TFTP into :attr:`tftp`."""
+        for m in self.walk():
+            self._message(*m)
         return self
 
-    def _packets(self):
-        """The capture's frames as Scapy packets; TFTP is tracked on the way."""
-        from .scapy_cppdp import packet_of
-        for rec in self.capture.records():
-            pkt = packet_of(rec)
-            t = rec.time
-            self.first = t if self.first is None else min(self.first, t)
-            try:
-                self.tftp.feed(pkt, t)
-            except Exception as e:      # a frame Scapy half-dissected: count it
-                self.tftp._bad(f"frame {self.frames}: {type(e).__name__}")
-            yield pkt
+    def walk(self, tftp: bool = True):
+        """Every port-4051 datagram and frame, in capture order, as ``(time, (src ip,
+        port), (dst ip, port), "udp" | "tcp", wire.FRAME | wire.FOREIGN, bytes)``; TFTP is
+        tracked on the way (unless ``tftp`` is False). Stop early and the rest of the
+        capture is not read."""
+        udp_bound, tcp_bound = _scapy_ports()
+        ether_l4, ip_str, UDP, FALLBACK = wire.ether_l4, wire.ip_str, wire.UDP, wire.FALLBACK
+        feed, tcp, FRAME = self.tftp.feed if tftp else None, self.reasm.tcp, wire.FRAME
+        for rec in self.capture.tuples():
+            t = rec[0]
+            if self.first is None or t < self.first:
+                self.first = t
+            v = ether_l4(rec[3]) if rec[1] == 1 else FALLBACK
+            if v is None:
+                continue
+            if v is not FALLBACK:
+                sport, dport = v[3], v[4]
+                mine = sport == PORT or dport == PORT
+                bound = udp_bound if v[0] == UDP else tcp_bound
+                if (sport in bound and (mine or sport != 69)) or \
+                        (dport in bound and (mine or dport != 69)):
+                    v = FALLBACK                 # Scapy would read the payload as another layer
+            if v is FALLBACK:
+                yield from self._scapy(rec, tftp)
+                continue
+            if v[0] == UDP:
+                src, dst = ip_str(v[1]), ip_str(v[2])
+                if feed is not None:
+                    try:
+                        feed(src, sport, dst, dport, v[5], t)
+                    except Exception as e:   # noqa: BLE001 - count it, never stop the scan
+                        self.tftp._bad(f"frame {self.frames}: {type(e).__name__}")
+                if mine and v[5]:
+                    yield t, (src, sport), (dst, dport), "udp", FRAME, v[5]
+            elif mine:
+                src, dst = ip_str(v[1]), ip_str(v[2])
+                for kind, b in tcp((src, sport, dst, dport), v[6], v[7], v[5]):
+                    yield t, (src, sport), (dst, dport), "tcp", kind, b
+
+    def _scapy(self, rec, tftp: bool = True) -> list:
+        """One frame that is not plain Ethernet/IPv4, read as before: with Scapy."""
+        from .scapy_cppdp import cppdp_segment, packet_of, tftp_datagram
+        self.fallbacks += 1
+        t = rec[0]
+        pkt = packet_of(Record(*rec))
+        try:
+            d = tftp_datagram(pkt) if tftp else None
+            if d is not None:
+                self.tftp.feed(*d, t)
+        except Exception as e:      # a frame Scapy half-dissected: count it
+            self.tftp._bad(f"frame {self.frames}: {type(e).__name__}")
+        seg = cppdp_segment(pkt)
+        if seg is None:
+            return []
+        proto, src, sport, dst, dport, payload, seq, flags = seg
+        if proto == "udp":
+            return [(t, (src, sport), (dst, dport), "udp", wire.FRAME, payload)]
+        return [(t, (src, sport), (dst, dport), "tcp", kind, b)
+                for kind, b in self.reasm.tcp((src, sport, dst, dport), seq, flags, payload)]
+
+    def _message(self, t, src, dst, proto, kind, b) -> None:
+        """One port-4051 datagram or frame: into the hierarchies, or counted as malformed."""
+        if kind == wire.FOREIGN or b[:4] != wire.MAGIC:
+            why = "foreign bytes (no CPDP magic)"
+        else:
+            why = (wire.udp_problem if proto == "udp" else wire.frame_problem)(b)
+        if why:
+            self.malformed += 1
+            if len(self.examples) < MAX_EXAMPLES:
+                self.examples.append(f"frame {self.frames} {proto} {src[0]}:{src[1]} -> "
+                                     f"{dst[0]}:{dst[1]}: {why}")
+            return
+        self.messages += 1
+        self.sources[src[0]] += 1
+        if proto == "udp":
+            self.wire.datagram(t, src, dst, b)
+        else:
+            self.wire.frame(t, src, dst, b)
 
     def guess(self) -> tuple[str, int | None]:
         kind, k = kind_by_name(self.path)
         if kind:
             return kind, k
-        if self.cppdp:
-            nets = Counter(lab_subnet(_ip(r.src)) for r in self.cppdp)
+        if self.messages:
+            nets: Counter = Counter()
+            for ip, n in self.sources.items():
+                nets[lab_subnet(ip)] += n
             nets.pop(None, None)
             return "subnet", (nets.most_common(1)[0][0] if nets else None)
         if self.tftp.transfers:
@@ -365,73 +490,140 @@ class PcapScan:
         return "other", None
 
 
+#: what :func:`_scapy_ports` finds once Scapy is loaded as this module loads it (the inet and
+#: TFTP layers, CPPDP's own): GRE in UDP 4754 and TFTP on 69 (tests/test_decode_fast.py)
+SCAPY_PORTS = (frozenset({69, 4754}), frozenset())
+
+
+def _scapy_ports() -> tuple[frozenset, frozenset]:
+    """The UDP and TCP ports on which Scapy reads the payload as some layer of its own
+    (CPPDP's 4051 aside): frames on those ports go through Scapy, like the frames that are
+    not plain. A binding on anything but ports: every frame does. Scapy is not imported for
+    this: loading it reads every network interface, which takes seconds on a machine with a
+    lab up; until something else loads it, its bindings are :data:`SCAPY_PORTS`."""
+    if "scapy.layers.inet" not in sys.modules:
+        return SCAPY_PORTS
+    from scapy.layers.inet import TCP, UDP
+    from . import scapy_cppdp  # noqa: F401 - CPPDP's own bindings
+    from scapy.layers import tftp  # noqa: F401 - as TftpTracker loads it
+    out = []
+    for layer in (UDP, TCP):
+        ports = set()
+        for fields, _cls in layer.payload_guess:
+            if not set(fields) <= {"sport", "dport"}:
+                return _ALL, _ALL
+            ports.update(fields.values())
+        ports.discard(PORT)
+        out.append(frozenset(ports))
+    return out[0], out[1]
+
+
+class _Everything(frozenset):
+    def __contains__(self, _):
+        return True
+
+
+_ALL = _Everything()
+
+
 # ------------------------------------------------------------------------------ hierarchies
+
+
+
+class WireHierarchies:
+    """What the valid CPPDP messages of one subnet capture say, gathered in one pass (per
+    (model, file, map): claims, ROOTs, JOINs, OFFERs, REFUSEs, READYs; and the TCP
+    transfers). DATA frames only add to their transfer's byte count: nothing is kept per
+    message. :func:`hierarchies_of` turns it into the report's hierarchies."""
+
+    def __init__(self):
+        self.groups: dict = {}
+        self.transfers: list[dict] = []
+        self.open_tr: dict = {}          # (child endpoint, parent endpoint) -> transfer
+
+    def _group(self, key):
+        g = self.groups.get(key)
+        if g is None:
+            g = self.groups[key] = {"claims": {}, "roots": {}, "offers": [], "joins": [],
+                                    "ready": {}, "refused": []}
+        return g
+
+    def datagram(self, t: float, src: tuple, dst: tuple, b: bytes) -> None:
+        """A valid UDP message (:func:`pfslab.dissect.wire.udp_problem` said None)."""
+        p = wire.udp_fields(b)
+        typ, xid = p["type"], p["xid"]
+        g = self._group((p["model"].decode("ascii", "replace"),
+                         p["file"].decode("ascii", "replace"), p["map"]))
+        src = src[0]
+        if typ == 1:
+            c = g["claims"].get(src)
+            if c is None:
+                c = g["claims"][src] = {"ip": src, "xid": xid, "strength": p["strength"],
+                                        "ads": set(), "first": t, "last": t}
+            c["ads"].add(p["ad"])
+            c["last"] = t
+        elif typ == 2:
+            r = g["roots"].get(xid)
+            if r is None:
+                r = g["roots"][xid] = {"ip": src, "first": t, "server": p["server"],
+                                       "strength": p["strength"], "count": 0}
+            r["count"] += 1
+        elif typ == 3:
+            g["joins"].append({"phone": src, "xid": xid, "time": t,
+                               "lost_parent": p["lost_parent"]})
+        elif typ == 4:
+            g["offers"].append({"phone": dst[0], "xid": xid, "time": t, "parent": p["parent"],
+                                "slot": p["slot"], "depth": p["depth"]})
+        elif typ == 5:
+            g["refused"].append({"phone": dst[0], "xid": xid, "time": t, "reason": p["reason"]})
+        elif typ == 6 and src not in g["ready"]:
+            g["ready"][src] = {"phone": src, "xid": xid, "time": t, "size": p["size"],
+                               "source": p["source"]}
+
+    def frame(self, t: float, src: tuple, dst: tuple, b: bytes) -> None:
+        """A valid frame of a TCP child stream (:func:`pfslab.dissect.wire.frame_problem`)."""
+        typ = b[5]
+        if typ == 0x11:
+            p = wire.frame_fields(b)
+            tr = {"child": src[0], "parent": dst[0], "xid": p["xid"],
+                  "model": p["model"].decode("ascii", "replace"),
+                  "file": p["file"].decode("ascii", "replace"), "request": t, "holds": 0,
+                  "size": None, "bytes": 0, "end": None, "abort": None}
+            self.transfers.append(tr)
+            self.open_tr[(src, dst)] = tr
+            return
+        tr = self.open_tr.get((dst, src)) or self.open_tr.get((src, dst))
+        if tr is None:
+            return
+        if typ == 0x14:                  # DATA: only its length counts
+            tr["bytes"] += len(b) - wire.FRAME_HEADER_LEN
+        elif typ == 0x12:
+            tr["holds"] += 1
+        elif typ == 0x13:
+            tr["size"] = wire.frame_fields(b)["size"]
+        elif typ == 0x15:
+            tr["end"] = t
+        elif typ == 0x16:
+            who = "parent" if src[0] == tr["parent"] else "child"
+            reason = wire.frame_fields(b)["reason"]
+            tr["abort"] = f"{wire.ABORT_REASONS.get(reason, reason)} by {who}"
+
+
+def iter_messages(path):
+    """Every port-4051 message of one capture, in capture order, as records like
+    :func:`pfslab.dissect.scapy_cppdp.iter_cppdp`'s (``time``, ``src`` and ``dst`` as
+    "ip:port", ``proto``, ``decoded``: a :class:`pfslab.dissect.wire.Message` with the
+    Scapy layer's field names), read as ``pfslab decode`` reads it. Stop early and the
+    rest is not read. NotACapture for a file that is not a capture."""
+    for t, src, dst, proto, kind, b in PcapScan(path).walk(tftp=False):
+        yield wire.WireRecord(t, f"{src[0]}:{src[1]}", f"{dst[0]}:{dst[1]}", proto,
+                              wire.Message(proto, b, kind == wire.FOREIGN))
+
 
 def hierarchies_of(scan: PcapScan, subnet, rel) -> list[dict]:
     """The PFS hierarchies in one subnet capture (see the module docstring)."""
-    from .scapy_cppdp import CPPDP
-
-    groups: dict = defaultdict(lambda: {"claims": {}, "roots": {}, "offers": [], "joins": [],
-                                        "ready": {}, "refused": []})
-    transfers: list[dict] = []
-    open_tr: dict = {}               # (child endpoint, parent endpoint) -> transfer
-    for rec in scan.cppdp:
-        t = rec.time
-        p = rec.decoded
-        if isinstance(p, CPPDP):
-            model = p.model.decode("ascii", "replace")
-            file = p.file.decode("ascii", "replace")
-            g = groups[(model, file, p.map)]
-            src, dst = _ip(rec.src), _ip(rec.dst)
-            if p.type == 1:
-                c = g["claims"].setdefault(src, {"ip": src, "xid": p.xid,
-                                                 "strength": p.strength, "ads": set(),
-                                                 "first": t, "last": t})
-                c["ads"].add(p.ad)
-                c["last"] = t
-            elif p.type == 2:
-                r = g["roots"].setdefault(p.xid, {"ip": src, "first": t, "server": p.server,
-                                                  "strength": p.strength, "count": 0})
-                r["count"] += 1
-            elif p.type == 3:
-                g["joins"].append({"phone": src, "xid": p.xid, "time": t,
-                                   "lost_parent": p.lost_parent})
-            elif p.type == 4:
-                g["offers"].append({"phone": dst, "xid": p.xid, "time": t,
-                                    "parent": p.getfieldval("parent"), "slot": p.slot,
-                                    "depth": p.depth})
-            elif p.type == 5:
-                g["refused"].append({"phone": dst, "xid": p.xid, "time": t,
-                                     "reason": p.reason})
-            elif p.type == 6:
-                g["ready"].setdefault(src, {"phone": src, "xid": p.xid, "time": t,
-                                            "size": p.size, "source": p.source})
-        else:
-            if p.type == 0x11:
-                tr = {"child": _ip(rec.src), "parent": _ip(rec.dst), "xid": p.xid,
-                      "model": p.model.decode("ascii", "replace"),
-                      "file": p.file.decode("ascii", "replace"), "request": t, "holds": 0,
-                      "size": None, "bytes": 0, "end": None, "abort": None}
-                transfers.append(tr)
-                open_tr[(rec.src, rec.dst)] = tr
-                continue
-            tr = open_tr.get((rec.dst, rec.src)) or open_tr.get((rec.src, rec.dst))
-            if tr is None:
-                continue
-            if p.type == 0x12:
-                tr["holds"] += 1
-            elif p.type == 0x13:
-                tr["size"] = p.size
-            elif p.type == 0x14:
-                tr["bytes"] += len(p.data or b"")
-            elif p.type == 0x15:
-                tr["end"] = t
-            elif p.type == 0x16:
-                from .scapy_cppdp import ABORT_REASONS
-                who = "parent" if _ip(rec.src) == tr["parent"] else "child"
-                tr["abort"] = f"{ABORT_REASONS.get(p.reason, p.reason)} by {who}"
-
-    from .scapy_cppdp import READY_SOURCES, REFUSE_REASONS
+    groups, transfers = scan.wire.groups, scan.wire.transfers
+    READY_SOURCES, REFUSE_REASONS = wire.READY_SOURCES, wire.REFUSE_REASONS
     # Every record goes to exactly one hierarchy, found through a dict: output and work stay
     # linear in the capture, however many roots a hostile capture announces.
     owner: dict = {}                 # (model, file, xid) or (model, file) -> group key
@@ -541,18 +733,21 @@ def hierarchies_of(scan: PcapScan, subnet, rel) -> list[dict]:
 
 # ------------------------------------------------------------------------------ all pcaps
 
-def decode_paths(paths, syslog: str | None = None) -> dict:
+def decode_paths(paths, syslog: str | None = None, scans: list | None = None) -> dict:
     """Decode a run's pcaps (files or directories). The whole report as plain data; with the
     PFS log server's file (``syslog``, or pfs-syslog.log in a directory given) its
-    ``log_server`` part says what the phones reported there, checked against the wire."""
-    scans = [PcapScan(p) for p in expand_paths(paths)]   # all checked before any is read
+    ``log_server`` part says what the phones reported there, checked against the wire.
+    ``scans``: a list that gets each pcap's :class:`PcapScan` (for their counts)."""
+    found_scans = [PcapScan(p) for p in expand_paths(paths)]   # all checked before any is read
+    if scans is not None:
+        scans.extend(found_scans)
     if syslog is None:
         found = [pathlib.Path(a) / SYSLOG_FILE for a in paths
                  if (pathlib.Path(a) / SYSLOG_FILE).is_file()]
         syslog = str(found[0]) if found else None
     elif not pathlib.Path(syslog).is_file():
         raise UserError(f"--syslog {syslog}: no such file (the run's pfs-syslog.log)")
-    report = decode_scans([s.run() for s in scans])
+    report = decode_scans([s.run() for s in found_scans])
     if syslog is not None:
         report["log_server"] = {"file": pathlib.Path(syslog).name, **log_server_summary(
             parse_log(syslog), report["hierarchies"])}
@@ -576,7 +771,7 @@ def decode_scans(scans: list[PcapScan]) -> dict:
             ex = [f"frame {s.frames}: the pcap ends inside this record"] + ex
         pcaps.append({"pcap": s.path.name, "kind": kind, "subnet": k, "frames": s.frames,
                       "truncated": s.truncated,
-                      "cppdp_messages": len(s.cppdp) + s.malformed,
+                      "cppdp_messages": s.messages + s.malformed,
                       "tftp_transfers": len(s.tftp.transfers), "malformed": malformed,
                       "malformed_examples": ex[:MAX_EXAMPLES],
                       "error": s.error})

@@ -278,7 +278,7 @@ def fuzz_decode(cs, tally: Tally, work: pathlib.Path, seed: int) -> None:
         except Exception:
             tally.crash(f"{path.name}: {traceback.format_exc(limit=-1).strip()[-300:]}")
             continue
-        valid = {r.src.rsplit(":", 1)[0] for r in scan.cppdp}
+        valid = set(scan.sources)
         ok = sum(1 for i in range(len(chunk)) if _src(i) in valid)
         tally.decoded += ok
         tally.rejected += len(chunk) - ok

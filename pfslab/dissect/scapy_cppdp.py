@@ -36,35 +36,16 @@ from scapy.fields import (ByteEnumField, ByteField, ConditionalField, FieldLenFi
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.packet import Packet, bind_bottom_up, bind_layers
 
+from .wire import (ABORT_REASONS, FIN, FOREIGN, FRAME_HEADER_LEN, FRAME_TYPES, HEADER_LEN,
+                   MAGIC, MAX_FRAME, MAX_NAME, MSG_TYPES, PORT, READY_SOURCES, REFUSE_REASONS,
+                   RST, SYN, VERSION, Reassembler, frame_problem, udp_problem)
+from .wire import BODY_LEN as _BODY_LEN, FRAME_FIXED as _FRAME_FIXED
+
 __all__ = ["CPPDP", "CPPDPFrame", "PORT", "MSG_TYPES", "FRAME_TYPES", "REFUSE_REASONS",
            "ABORT_REASONS", "READY_SOURCES", "cppdp_fields", "iter_cppdp", "iter_cppdp_packets",
            "CppdpRecord", "packet_of"]
 
-PORT = 4051
-MAGIC = b"CPDP"
-VERSION = 1
-HEADER_LEN = 24          # UDP datagram header
-FRAME_HEADER_LEN = 10    # TCP frame header
-MAX_NAME = 64
 MAX_DATAGRAM = 512
-MAX_FRAME = 65536
-
-MSG_TYPES = {1: "CLAIM", 2: "ROOT", 3: "JOIN", 4: "OFFER", 5: "REFUSE", 6: "READY"}
-FRAME_TYPES = {0x11: "REQUEST", 0x12: "HOLD", 0x13: "HEADER", 0x14: "DATA", 0x15: "END",
-               0x16: "ABORT"}
-REFUSE_REASONS = {1: "FULL", 2: "NOT_ROOT", 3: "UNKNOWN", 4: "MAP_MISMATCH"}
-ABORT_REASONS = {1: "FULL", 2: "UNKNOWN", 3: "UPSTREAM", 4: "BAD_DIGEST", 5: "SHUTDOWN",
-                 6: "PROTOCOL"}
-READY_SOURCES = {0: "TFTP", 1: "peer"}
-
-#: UDP body length by message type.
-_BODY_LEN = {1: 1, 2: 4, 3: 4, 4: 6, 5: 1, 6: 5}
-#: TCP payload length by frame type, for the fixed-size kinds.
-_FRAME_FIXED = {0x12: 8, 0x13: 36, 0x15: 0}
-
-
-def _printable(b: bytes) -> bool:
-    return all(0x20 < c < 0x7F for c in b)
 
 
 def _txt(b) -> str:
@@ -80,77 +61,8 @@ def _txt(b) -> str:
 
 
 # ----------------------------------------------------------------------------- validation
-# The format rules of docs/protocol.md, applied to the wire bytes of one message. Written
-# apart from the agent codec on purpose (a second reading of the spec); tests check that both
-# agree on what is malformed.
-
-def udp_problem(b: bytes) -> Optional[str]:
-    """Why the datagram ``b`` is malformed, or None if it is a valid CPPDP datagram."""
-    if len(b) < HEADER_LEN:
-        return f"truncated: {len(b)} bytes < {HEADER_LEN}-byte header"
-    if b[:4] != MAGIC:
-        return "bad magic"
-    if b[4] != VERSION:
-        return f"unsupported version {b[4]}"
-    if b[5] not in MSG_TYPES:
-        return f"unknown message type {b[5]}"
-    length = struct.unpack_from("!H", b, 6)[0]
-    if length != len(b):
-        return f"length field {length} != datagram size {len(b)}"
-    off = HEADER_LEN
-    for what in ("model", "file"):
-        if off >= len(b):
-            return f"truncated in {what}"
-        n = b[off]
-        raw = b[off + 1:off + 1 + n]
-        if n > MAX_NAME or len(raw) != n:
-            return f"bad {what} length {n}"
-        if not _printable(raw):
-            return f"{what} is not printable ASCII"
-        off += 1 + n
-    want = _BODY_LEN[b[5]]
-    if len(b) - off != want:
-        return f"{MSG_TYPES[b[5]]} body is {len(b) - off} bytes, expected {want}"
-    return None
-
-
-def frame_problem(b: bytes) -> Optional[str]:
-    """Why the TCP frame ``b`` (exactly one frame) is malformed, or None."""
-    if len(b) < FRAME_HEADER_LEN:
-        return f"truncated: {len(b)} bytes < {FRAME_HEADER_LEN}-byte header"
-    if b[:4] != MAGIC:
-        return "bad magic"
-    if b[4] != VERSION:
-        return f"unsupported version {b[4]}"
-    t = b[5]
-    if t not in FRAME_TYPES:
-        return f"unknown frame type {t:#x}"
-    n = struct.unpack_from("!I", b, 6)[0]
-    if n > MAX_FRAME:
-        return f"frame payload {n} > {MAX_FRAME}"
-    p = b[FRAME_HEADER_LEN:]
-    if len(p) < n:
-        return f"truncated: payload {len(p)} of {n} bytes"
-    if len(p) > n:
-        return f"{len(p) - n} bytes beyond the frame length"
-    if t in _FRAME_FIXED and n != _FRAME_FIXED[t]:
-        return f"{FRAME_TYPES[t]} payload is {n} bytes, expected {_FRAME_FIXED[t]}"
-    if t == 0x11:  # REQUEST
-        off = 4
-        for what in ("model", "file"):
-            if off >= len(p):
-                return f"REQUEST truncated in {what}"
-            k = p[off]
-            raw = p[off + 1:off + 1 + k]
-            if k > MAX_NAME or len(raw) != k or not _printable(raw):
-                return f"REQUEST has a bad {what}"
-            off += 1 + k
-        if off != len(p):
-            return "REQUEST has trailing bytes"
-    elif t == 0x16:  # ABORT
-        if len(p) < 2 or p[1] != len(p) - 2 or p[1] > MAX_NAME:
-            return "ABORT has a bad length"
-    return None
+# udp_problem and frame_problem (pfslab.dissect.wire): the format rules of docs/protocol.md,
+# applied to the wire bytes of one message.
 
 
 # --------------------------------------------------------------------------------- layers
@@ -492,58 +404,6 @@ class CppdpRecord(NamedTuple):
     decoded: Packet   # CPPDP, CPPDPFrame (check .malformed()), or Raw for foreign bytes
 
 
-class _Stream:
-    """One direction of one TCP connection: in-order bytes, cut into frames by length."""
-    __slots__ = ("next_seq", "buf", "pending", "dead", "time")
-
-    def __init__(self):
-        self.next_seq = None
-        self.buf = bytearray()
-        self.pending = {}   # seq -> bytes, segments that arrived ahead of a gap
-        self.dead = False
-        self.time = 0.0
-
-    def add(self, seq: int, data: bytes):
-        if self.next_seq is None:
-            self.next_seq = seq
-        self.pending.setdefault(seq, data)
-        progressed = True
-        while progressed and self.pending:
-            progressed = False
-            for s in list(self.pending):
-                d = self.pending[s]
-                off = (self.next_seq - s) & 0xFFFFFFFF
-                if off < 0x80000000:          # starts at or before the next byte we need
-                    del self.pending[s]
-                    if off < len(d):
-                        self.buf += d[off:]
-                        self.next_seq = (self.next_seq + len(d) - off) & 0xFFFFFFFF
-                    progressed = True
-        if len(self.pending) > 1024:          # a hole that never fills: give up on it
-            self.pending.clear()
-
-    def frames(self):
-        while not self.dead and self.buf:
-            b = self.buf
-            if b[:4] != MAGIC[:len(b[:4])]:
-                self.dead = True
-                yield conf.raw_layer(bytes(b))
-                b.clear()
-                return
-            if len(b) < FRAME_HEADER_LEN:
-                return
-            n = struct.unpack_from("!I", b, 6)[0]
-            if n > MAX_FRAME:
-                self.dead = True
-                yield CPPDPFrame(bytes(b[:FRAME_HEADER_LEN]))
-                b.clear()
-                return
-            if len(b) < FRAME_HEADER_LEN + n:
-                return
-            yield CPPDPFrame(bytes(b[:FRAME_HEADER_LEN + n]))
-            del b[:FRAME_HEADER_LEN + n]
-
-
 def packet_of(rec) -> Packet:
     """A :class:`pfslab.dissect.pcapfile.Record` as a Scapy packet of its link type (``Raw``
     when Scapy does not know the link type or cannot dissect the bytes)."""
@@ -569,46 +429,63 @@ def iter_cppdp(pcap_path) -> Iterator[CppdpRecord]:
 def iter_cppdp_packets(packets) -> Iterator[CppdpRecord]:
     """:func:`iter_cppdp` over any iterable of Scapy packets (with ``.time``), e.g. a
     PcapReader that another consumer also looks at."""
-    streams: dict = {}
+    reasm = Reassembler()
     for pkt in packets:
-        ip = pkt.getlayer(IP)
-        if ip is None:
+        seg = cppdp_segment(pkt)
+        if seg is None:
             continue
         t = float(pkt.time)
-        udp = ip.getlayer(UDP)
-        if udp is not None and PORT in (udp.sport, udp.dport):
-            if ip.frag or ip.flags.MF:
-                continue
-            payload = bytes(udp.payload)
-            pad = udp.getlayer(conf.padding_layer)
-            if pad is not None:
-                payload = payload[:len(payload) - len(bytes(pad))]
-            if not payload:
-                continue
-            yield CppdpRecord(t, f"{ip.src}:{udp.sport}", f"{ip.dst}:{udp.dport}", "udp",
-                              CPPDP(payload))
+        proto, src, sport, dst, dport, payload, seq, flags = seg
+        s, d = f"{src}:{sport}", f"{dst}:{dport}"
+        if proto == "udp":
+            yield CppdpRecord(t, s, d, "udp", CPPDP(payload))
             continue
-        tcp = ip.getlayer(TCP)
-        if tcp is None or PORT not in (tcp.sport, tcp.dport):
-            continue
-        key = (ip.src, tcp.sport, ip.dst, tcp.dport)
-        st = streams.get(key)
-        if tcp.flags.S:
-            st = streams[key] = _Stream()
-            st.next_seq = (tcp.seq + 1) & 0xFFFFFFFF
-        elif st is None:
-            st = streams[key] = _Stream()
-        payload = bytes(tcp.payload)
-        pad = tcp.getlayer(conf.padding_layer)
-        if pad is not None:
-            payload = payload[:len(payload) - len(bytes(pad))]
-        if payload and not st.dead:
-            st.add(tcp.seq, payload)
-            for fr in st.frames():
-                yield CppdpRecord(t, f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}",
-                                  "tcp", fr)
-        if tcp.flags.F or tcp.flags.R:
-            if st.buf and not st.dead:   # the stream ended inside a frame
-                yield CppdpRecord(t, f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}",
-                                  "tcp", CPPDPFrame(bytes(st.buf)))
-            streams.pop(key, None)
+        for kind, b in reasm.tcp((src, sport, dst, dport), seq, flags, payload):
+            yield CppdpRecord(t, s, d, "tcp",
+                              conf.raw_layer(b) if kind == FOREIGN else CPPDPFrame(b))
+
+
+def _payload(l4) -> bytes:
+    """A UDP or TCP layer's payload as sent (the Ethernet trailer, if any, left out)."""
+    payload = bytes(l4.payload)
+    pad = l4.getlayer(conf.padding_layer)
+    if pad is not None:
+        payload = payload[:len(payload) - len(bytes(pad))]
+    return payload
+
+
+def cppdp_segment(pkt) -> Optional[tuple]:
+    """The port-4051 part of one Scapy packet, or None: ``("udp", src, sport, dst, dport,
+    payload, None, None)`` for a datagram (not a fragment, not empty), ``("tcp", src, sport,
+    dst, dport, payload, seq, flags)`` for a segment (flags: FIN, SYN and RST bits)."""
+    ip = pkt.getlayer(IP)
+    if ip is None:
+        return None
+    udp = ip.getlayer(UDP)
+    if udp is not None and PORT in (udp.sport, udp.dport):
+        if ip.frag or ip.flags.MF:
+            return None
+        payload = _payload(udp)
+        if not payload:
+            return None
+        return "udp", ip.src, udp.sport, ip.dst, udp.dport, payload, None, None
+    tcp = ip.getlayer(TCP)
+    if tcp is None or PORT not in (tcp.sport, tcp.dport):
+        return None
+    return "tcp", ip.src, tcp.sport, ip.dst, tcp.dport, _payload(tcp), tcp.seq, \
+        int(tcp.flags) & (FIN | SYN | RST)
+
+
+def tftp_datagram(pkt) -> Optional[tuple]:
+    """``(src, sport, dst, dport, payload)`` of a Scapy packet's UDP datagram (not a
+    fragment; the payload cut to the UDP length), or None."""
+    ip = pkt.getlayer(IP)
+    if ip is None:
+        return None
+    udp = ip.getlayer(UDP)
+    if udp is None or ip.frag or ip.flags.MF:
+        return None
+    raw = bytes(udp.payload)
+    if udp.len is not None and 8 <= udp.len <= 8 + len(raw):
+        raw = raw[:udp.len - 8]          # Ethernet padding off
+    return ip.src, udp.sport, ip.dst, udp.dport, raw

@@ -302,9 +302,9 @@ def _ladder_of(m: Mode, dec: dict | None) -> list[str] | None:
         return None
     h = max(hs, key=lambda h: (len(h["election"]["claims"]), len(h["edges"]),
                                -(h["subnet"] or 0)))
-    from ..dissect.scapy_cppdp import iter_cppdp
+    from ..dissect.decode import iter_messages
     pcap = os.path.basename(str(h["pcap"]))
-    msgs = fg.ladder_messages(iter_cppdp(os.path.join(m.dir, pcap)), h)
+    msgs = fg.ladder_messages(iter_messages(os.path.join(m.dir, pcap)), h)
     return [f'<p class="note">{escape(m.name)} mode, subnet {escape(str(h["subnet"]))} '
             f'<b>{escape(h["model"])}</b> {escape(h["file"])}, rebuilt from '
             f'<code>{escape(m.rel + pcap)}</code>: '
