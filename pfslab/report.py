@@ -35,7 +35,10 @@ def mode_stats(r: dict) -> dict:
     done = sum(1 for p in phones if p["completed"])
     hs = r.get("hierarchies", [])
     depth = max((max(tree_depths(h).values()) for h in hs if h.get("root")), default=0)
+    fallbacks = sum(1 for p in phones if p.get("pfs_enabled")
+                    for v in (p.get("files") or {}).values() if v.get("role") == "tftp")
     return {"phones": len(phones), "upgraded": done, "makespan_s": r.get("makespan_s"),
+            "fallbacks": fallbacks,
             "wan_bytes": r.get("wan_bytes"), "wan_tftp_bytes": r.get("wan_tftp_bytes"),
             "tftp_requests": len(r.get("tftp_requests", [])),
             "roots": len([h for h in hs if h.get("root")]), "max_depth": depth}
@@ -45,11 +48,12 @@ def summary_table(results: list[dict]) -> Table:
     t = Table(title="Upgrade summary", title_justify="left")
     t.add_column("mode", no_wrap=True)
     for col in ("upgraded", "makespan", "WAN bytes", "of it TFTP", "TFTP reqs at HQ",
-                "PFS roots", "tree depth"):
+                "PFS roots", "fallbacks", "tree depth"):
         t.add_column(col, justify="right", no_wrap=True)
-    t.caption = ("WAN bytes: every frame, both ways (syslog to HQ included); of it TFTP: the "
-                 "firmware and configs. PFS roots: one per (subnet, model, file) hierarchy; "
-                 "tree depth: the deepest phone, root = 0")
+    t.caption = ("WAN bytes: every frame, both ways (the lab's include syslog to HQ); of it "
+                 "TFTP: the firmware and configs. PFS roots: one per (subnet, model, file) "
+                 "hierarchy; fallbacks: files a PFS phone fetched from HQ itself, not as a "
+                 "root; tree depth: the deepest phone, root = 0")
     for r in results:
         s = mode_stats(r)
         ms = "not reached" if r.get("truncated") else "-" if s["makespan_s"] is None \
@@ -57,6 +61,7 @@ def summary_table(results: list[dict]) -> Table:
         t.add_row(r["mode"] + mode_flags(r), f"{s['upgraded']}/{s['phones']}", ms,
                   _mb(s["wan_bytes"]), _mb(s["wan_tftp_bytes"]),
                   str(s["tftp_requests"]), str(s["roots"]) if r["mode"] == "pfs" else "-",
+                  str(s["fallbacks"]) if r["mode"] == "pfs" else "-",
                   str(s["max_depth"]) if r["mode"] == "pfs" else "-")
     return t
 

@@ -158,3 +158,12 @@ def test_a_deep_tree_folds_below_four_levels():
     con = Console(width=200, record=True)
     con.print(hierarchy_tree(h, {}, depth=None))
     assert con.export_text().count("(10.1.1.") == 63
+
+
+def test_the_summary_counts_fallbacks_of_pfs_phones_only():
+    from pfslab.report import mode_stats
+    phones = [{"completed": True, "pfs_enabled": True,
+               "files": {"a": {"role": "root"}, "b": {"role": "tftp"}, "c": {"role": "child"}}},
+              {"completed": True, "pfs_enabled": False,        # a CP-7960G: TFTP by design
+               "files": {"a": {"role": "tftp"}}}]
+    assert mode_stats({"mode": "pfs", "phones": phones})["fallbacks"] == 1

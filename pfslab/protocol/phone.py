@@ -65,7 +65,7 @@ class Timers:
     config_tries: int = 3
     fetch_tries: int = 3         # whole-file TFTP attempts before a file counts as failed
     child_slack: float = 60.0    # a child's progress budget: CHILD_SLACK + size / MIN_RATE
-    min_rate: float = 2048.0     # bytes/s; see budget()
+    min_rate: float = 1024.0     # bytes/s; see budget() and docs/protocol.md (BUDGET)
     max_loads_size: int = 65536  # a .loads (whose size no manifest gives yet) is at most this
     max_attempts: int = 4        # re-listens (new elections, other roots) before a fallback
     yield_limit: float = 10.0    # stronger claims re-arm YIELD_WAIT only this long
