@@ -74,12 +74,14 @@ def expected(site: dict, a) -> dict:
 
 # ---------------------------------------------------------------- memory
 class TreeMemory:
-    """Peak PSS of this process and all its descendants (pfslab.lab.footprint), sampled in
-    a thread every ``every`` seconds."""
+    """Peak PSS and peak RSS (summed over processes: shared pages counted once per process)
+    of this process and all its descendants (pfslab.lab.footprint), sampled in a thread
+    every ``every`` seconds."""
 
     def __init__(self, every: float = 5.0):
         self.every = every
         self.peak_kb = 0
+        self.peak_rss_kb = 0
         self.peak_procs = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -89,6 +91,7 @@ class TreeMemory:
         tot = footprint({"run": [os.getpid()]}, 0)["total"]
         if tot["pss_kb"] > self.peak_kb:
             self.peak_kb, self.peak_procs = tot["pss_kb"], tot["processes"]
+        self.peak_rss_kb = max(self.peak_rss_kb, tot["rss_kb"])
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
@@ -113,12 +116,13 @@ def fallbacks(r: dict) -> int:
                for f in (p.get("files") or {}).values() if f.get("role") == "tftp")
 
 
-def _per_phone_mb(r: dict, mem: dict | None, phones: int) -> float | None:
-    """Peak PSS per phone: the bench's own sample of its process tree (this process, which
-    also decodes, included), else the run's ``footprint`` (agent, shells, lab process)."""
-    if mem and mem.get("peak_kb"):
-        return round(mem["peak_kb"] / 1024 / phones, 2)
-    return (r.get("footprint") or {}).get("per_phone_pss_mb")
+def _per_phone_mb(r: dict, mem: dict | None, phones: int, kind: str = "pss") -> float | None:
+    """Peak PSS (or RSS) per phone: the bench's own sample of its process tree (this
+    process, which also decodes, included), else the run's ``footprint`` (agents, lab)."""
+    key = "peak_kb" if kind == "pss" else "peak_rss_kb"
+    if mem and mem.get(key):
+        return round(mem[key] / 1024 / phones, 2)
+    return (r.get("footprint") or {}).get(f"per_phone_{kind}_mb")
 
 
 def _ratio(a, b):
@@ -148,8 +152,13 @@ def build_row(site: dict, r: dict, exp: dict, sim: dict | None, *, run_s: float 
         "hq_requests_log": len(r.get("tftp_requests") or []),
         "hq_requests_wire": check.get("wire_requests"),
         "hq_requests_expected": exp["hq_requests"],
-        "wan_bytes": r.get("wan_bytes"), "wan_bytes_bound": exp["wan_bytes_bound"],
-        "wan_ratio": _ratio(r.get("wan_bytes"), exp["wan_bytes_bound"]),
+        # TFTP only (the phones' syslog to HQ is not firmware) against the run's own
+        # estimate (its configs name the log server; its TFTP timeout is the k it used)
+        "wan_bytes": r.get("wan_tftp_bytes", r.get("wan_bytes")),
+        "wan_bytes_all": r.get("wan_bytes"),
+        "wan_bytes_bound": (r.get("estimate") or {}).get("wan_bytes") or exp["wan_bytes_bound"],
+        "wan_ratio": _ratio(r.get("wan_tftp_bytes", r.get("wan_bytes")),
+                            (r.get("estimate") or {}).get("wan_bytes") or exp["wan_bytes_bound"]),
         "lag_p50_ms": lag.get("p50_ms"), "lag_p99_ms": lag.get("p99_ms"),
         "lag_max_ms": lag.get("max_ms"),
         "rcvbuf_drops": udp.get("rcvbuf_errors"), "capture_drops": fid.get("capture_drops"),
@@ -160,7 +169,8 @@ def build_row(site: dict, r: dict, exp: dict, sim: dict | None, *, run_s: float 
         "teardown_s": (None if tim.get("teardown_s") is None else
                        round(tim["teardown_s"] + (tim.get("results_s") or 0), 3)),
         "run_s": None if run_s is None else round(run_s, 1),
-        "rss_per_phone_mb": _per_phone_mb(r, mem, phones),
+        "rss_per_phone_mb": _per_phone_mb(r, mem, phones, "rss"),
+        "pss_per_phone_mb": _per_phone_mb(r, mem, phones, "pss"),
         "makespan_s": makespan, "sim_makespan_s": sim_ms,
         "makespan_ratio": _ratio(makespan, sim_ms),
         "out_dir": r.get("out_dir"), "run_id": r.get("run_id"),
@@ -179,13 +189,13 @@ def table(rows: list[dict]):
     from rich.table import Table
     t = Table(title="bench-scale: PFS mode", title_justify="left")
     cols = ("site", "upgraded", "roots wire/exp", "fallbacks", "HQ reqs log/wire/exp",
-            "WAN MB / bound", "lag p50/p99 ms", "rcvbuf drops", "capture drops", "dilation",
-            "bring-up/teardown/run s", "MB/phone", "makespan lab/sim s (ratio)")
+            "WAN TFTP MB / bound", "lag p50/p99 ms", "rcvbuf drops", "capture drops", "dilation",
+            "bring-up/teardown/run s", "MB/phone RSS/PSS", "makespan lab/sim s (ratio)")
     for c in cols:
         t.add_column(c, justify="left" if c == "site" else "right")
-    t.caption = ("roots: one per (subnet, model, file); WAN bound: one load set per group + "
-                 "configs; MB/phone: peak PSS of all the run's processes; ! = EMULATION "
-                 "OVERLOADED")
+    t.caption = ("roots: one per (subnet, model, file); WAN: TFTP bytes both ways, against one "
+                 "load set per group + configs; MB/phone: peak RSS (summed) and PSS of all "
+                 "the run's processes; ! = EMULATION OVERLOADED")
     for w in rows:
         if w.get("error"):
             t.add_row(w["site"], "error: " + w["error"][:60], *[""] * (len(cols) - 2))
@@ -200,7 +210,7 @@ def table(rows: list[dict]):
             _f(w["rcvbuf_drops"]), _f(w["capture_drops"]), _f(w["dilation"], "{:g}"),
             f"{_f(w['bringup_s'], '{:.0f}')}/{_f(w['teardown_s'], '{:.0f}')}/"
             f"{_f(w['run_s'], '{:.0f}')}",
-            _f(w["rss_per_phone_mb"], "{:.2f}"),
+            f"{_f(w['rss_per_phone_mb'], '{:.2f}')}/{_f(w.get('pss_per_phone_mb'), '{:.2f}')}",
             f"{_f(w['makespan_s'], '{:.1f}')}/{_f(w['sim_makespan_s'], '{:.1f}')} "
             f"({_f(w['makespan_ratio'], '{:.2f}')})")
     return t
@@ -229,10 +239,12 @@ def plot(rows: list[dict], path: str) -> None:
                       label=f"sim, {tag}")
         ax[1][0].plot(x, [w["lag_p99_ms"] for w in pts], marker=mk, label=f"lag p99, {tag}")
         ax[1][1].plot(x, [w["rss_per_phone_mb"] for w in pts], marker=mk,
-                      label=f"MB/phone, {tag}")
+                      label=f"RSS, {tag}")
+        ax[1][1].plot(x, [w.get("pss_per_phone_mb") for w in pts], marker=mk, ls="--",
+                      label=f"PSS, {tag}")
     ax[1][0].axhline(50, color="red", ls=":", label="bound (ad interval / 5)")
     titles = (("PFS roots and fallbacks", "count"), ("makespan (emulated time)", "s"),
-              ("timer lag p99", "ms"), ("memory per phone (peak PSS)", "MB"))
+              ("timer lag p99", "ms"), ("memory per phone (peak RSS and PSS)", "MB"))
     for a_, (title, unit) in zip([ax[0][0], ax[0][1], ax[1][0], ax[1][1]], titles):
         a_.set_title(title)
         a_.set_xlabel("phones")
@@ -320,7 +332,8 @@ def run_site(site: dict, a, out: str, clock) -> dict:
         with TreeMemory() as mem:
             r = run_mode(site_settings(site, a), "pfs", site_out, new_prefix())
         w = build_row(site, r, exp, sim, run_s=time.monotonic() - t,
-                      mem={"peak_kb": mem.peak_kb, "procs": mem.peak_procs})
+                      mem={"peak_kb": mem.peak_kb, "peak_rss_kb": mem.peak_rss_kb,
+                           "procs": mem.peak_procs})
     except (UserError, OSError, RuntimeError) as e:
         w = {"site": site["label"], "subnets": site["subnets"], "phones": site["phones"],
              "error": str(e), "run_s": round(time.monotonic() - t, 1), "out_dir": site_out}

@@ -39,8 +39,8 @@ def phone(ip, subnet, model, role, pfs=True):
 
 def results():
     """A 1 x 3 PFS run: p1 the root, p2 its child, p3 fell back to TFTP."""
-    return {"mode": "pfs", "completed": 3, "total": 3, "makespan_s": 30.0, "wan_bytes": 105_000,
-            "run_id": "x", "out_dir": "/o",
+    return {"mode": "pfs", "completed": 3, "total": 3, "makespan_s": 30.0, "wan_bytes": 905_000,
+            "wan_tftp_bytes": 105_000, "run_id": "x", "out_dir": "/o",
             "phones": [phone("10.1.1.10", 1, "M", "root"), phone("10.1.1.11", 1, "M", "child"),
                        phone("10.1.1.12", 1, "M", "tftp"),
                        phone("10.1.1.13", 1, "N", "tftp", pfs=False)],
@@ -52,25 +52,29 @@ def results():
                          "udp_drops": {"rcvbuf_errors": 0}, "capture_drops": 0,
                          "verdict": {"overloaded": False}},
             "timings": {"bringup_s": 5.0, "teardown_s": 3.0, "results_s": 1.0},
-            "footprint": {"per_phone_pss_mb": 1.5}}
+            "footprint": {"per_phone_pss_mb": 1.5, "per_phone_rss_mb": 2.5}}
 
 
 def test_build_row_counts_roots_fallbacks_and_ratios():
     site = {"label": "1 x 3", "subnets": 1, "per_subnet": 3, "phones": 3}
     exp = {"roots": 2, "hq_requests": 5, "wan_bytes_bound": 100_000}
     w = bs.build_row(site, results(), exp, {"makespan_s": 20.0}, run_s=61.23,
-                     mem={"peak_kb": 3 * 1024 * 2})
+                     mem={"peak_kb": 3 * 1024 * 2, "peak_rss_kb": 3 * 1024 * 5})
     assert (w["roots_wire"], w["roots_expected"]) == (2, 2)
     assert w["fallbacks"] == 2                 # p3's two files from HQ (the no-PFS phone's
                                                # are not fallbacks)
     assert (w["hq_requests_log"], w["hq_requests_wire"], w["hq_requests_expected"]) == (7, 7, 5)
-    assert w["wan_ratio"] == 1.05
+    assert w["wan_ratio"] == 1.05             # TFTP bytes only: syslog is not firmware
+    assert w["wan_bytes_all"] == 905_000
     assert w["makespan_ratio"] == 1.5
-    assert w["rss_per_phone_mb"] == 2.0
+    assert (w["rss_per_phone_mb"], w["pss_per_phone_mb"]) == (5.0, 2.0)
+    with_est = {**results(), "estimate": {"wan_bytes": 105_000}}      # the run's own bound
+    assert bs.build_row(site, with_est, exp, None, run_s=1.0)["wan_ratio"] == 1.0
     assert (w["lag_p99_ms"], w["rcvbuf_drops"], w["capture_drops"]) == (3.0, 0, 0)
     assert w["dilation"] == 1.0 and w["overloaded"] is False
     assert w["run_s"] == 61.2 and w["teardown_s"] == 4.0
-    assert bs.build_row(site, results(), exp, None, run_s=1.0)["rss_per_phone_mb"] == 1.5
+    w2 = bs.build_row(site, results(), exp, None, run_s=1.0)
+    assert (w2["rss_per_phone_mb"], w2["pss_per_phone_mb"]) == (2.5, 1.5)
     json.dumps(w)
 
 
