@@ -279,6 +279,17 @@ def test_tftp_fetch_from_a_phone_is_logged_with_client_and_file(lab):
         assert f"RRQ from {p.ip} filename hello.bin" in f.read()
 
 
+def test_a_folder_used_again_logs_only_its_own_run(tmp_path):
+    """in.tftpd's log (and the PFS syslog) of a folder used again hold this run's lines only,
+    so HQ requests are not counted twice."""
+    for run in (1, 2):
+        with small_lab(1, out_dir=str(tmp_path), tftp_files={"r.bin": b"x" * 10}) as net:
+            p = net.phones[0]
+            assert tftp_get(p.netns, net.hq_ip, "r.bin") == b"x" * 10
+            time.sleep(0.2)
+            assert len([r for r in net.tftp_requests() if r["event"] == "RRQ"]) == 1, run
+
+
 def test_udp_counters_are_read_per_phone_namespace(lab):
     """The fidelity account reads a phone's UDP counters from its namespace file (no process
     lives there): a datagram sent to one phone counts there and not in another phone."""

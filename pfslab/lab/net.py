@@ -413,6 +413,10 @@ class LabNet:
 
         if self.tftp_enabled:
             os.makedirs(self.run_dir, exist_ok=True)
+            # a folder used again: its old log would count the last run's requests too (the
+            # server appends, so a restart within this run keeps what came before)
+            if os.path.isfile(self.tftp_log):
+                os.unlink(self.tftp_log)
             self.tftp = TftpServer(self.hq.pid, self.tftp_root, self.tftp_log, self.run_dir,
                                    self.hq_ip,
                                    [a for o in self.settings.tftp_refuse for a in ("--refuse", o)],
@@ -423,8 +427,10 @@ class LabNet:
 
         if self.syslog_enabled:
             os.makedirs(self.run_dir, exist_ok=True)
-            self.syslog = SyslogServer(self.hq.pid, self.hq_ip, self.run_dir,
-                                       os.path.join(self.out_dir, "pfs-syslog.log"),
+            syslog_file = os.path.join(self.out_dir, "pfs-syslog.log")
+            if os.path.isfile(syslog_file):        # a folder used again: this run's lines only
+                os.unlink(syslog_file)
+            self.syslog = SyslogServer(self.hq.pid, self.hq_ip, self.run_dir, syslog_file,
                                        record=self.record)
             self.syslog.start()
             t = self._step("rsyslogd", t)
