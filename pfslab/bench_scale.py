@@ -366,7 +366,12 @@ def main(argv=None) -> int:
               "machine": machine_info(), "rows": []}
     path = os.path.join(out, "scale.json")
     for site in plan:
-        w = run_site(site, a, out, clock)
+        try:
+            w = run_site(site, a, out, clock)
+        except KeyboardInterrupt:              # the lab has torn itself down by now
+            print(f"pfslab: bench-scale interrupted during {site['label']}; "
+                  f"{len(result['rows'])} sites written to {path}", file=sys.stderr)
+            return 130
         result["rows"].append(w)
         result["duration_s"] = round(clock.elapsed(), 1)
         write_json(result, path)

@@ -53,7 +53,9 @@ def test_wan_is_slowed_by_k():
 
 def test_auto_dilation_grows_with_the_broadcast_domains_and_the_machine_load():
     assert dilation.auto_dilation([8, 8], cores=2, loadavg=0.0) == 1.0
-    assert dilation.auto_dilation([100, 100], cores=2, loadavg=0.0) == 1.0
+    assert dilation.auto_dilation([25] * 4, cores=2, loadavg=0.0) == 1.0
+    assert dilation.auto_dilation([100, 100], cores=2, loadavg=0.0) == 2.0   # 200 phones
+    assert dilation.auto_dilation([63] * 4, cores=2, loadavg=0.0) == 2.0
     small = dilation.auto_dilation([250] * 4, cores=2, loadavg=0.0)
     big = dilation.auto_dilation([1000], cores=2, loadavg=0.0)
     assert 1.0 < small < big <= dilation.MAX_AUTO
