@@ -186,13 +186,18 @@ def _summary(results: list[dict]) -> str:
         s = mode_stats(r)
         pfs = r["mode"] == "pfs"
         rows.append([r["mode"], f"{s['upgraded']}/{s['phones']}", _fmt(s["makespan_s"],
-                     "{:,.1f} s"), _fmt(s["wan_bytes"]), s["tftp_requests"],
-                     s["roots"] if pfs else "-", s["max_depth"] if pfs else "-"])
+                     "{:,.1f} s"), _fmt(s["wan_bytes"]), _fmt(s["wan_tftp_bytes"]),
+                     s["tftp_requests"], s["roots"] if pfs else "-",
+                     s["fallbacks"] if pfs else "-", s["max_depth"] if pfs else "-"])
     out = ["<h2 id=summary>Summary</h2>",
-           _table(["mode", "upgraded", "makespan", "WAN bytes", "TFTP requests at HQ",
-                   "PFS roots", "tree depth"], rows, id="summary-table"),
-           '<p class="note">makespan: from the reset to the last phone done. PFS roots: one '
-           "per (subnet, model, file) hierarchy. Tree depth: the deepest phone, root = 0.</p>"]
+           _table(["mode", "upgraded", "makespan", "WAN bytes", "of it TFTP",
+                   "TFTP requests at HQ", "PFS roots", "fallbacks", "tree depth"], rows,
+                  id="summary-table"),
+           '<p class="note">makespan: from the reset to the last phone done. WAN bytes: every '
+           "frame, both ways (the lab's include the phones' syslog to HQ); of it TFTP: the "
+           "firmware and configs. PFS roots: one per (subnet, model, file) hierarchy. "
+           "Fallbacks: files a PFS phone fetched from HQ itself, not as a root. Tree depth: "
+           "the deepest phone, root = 0.</p>"]
     rr = ratios(results)
     if rr:
         out.append("<h3>PFS / traditional</h3>")
