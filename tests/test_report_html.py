@@ -268,3 +268,13 @@ def test_the_labs_decode_json_is_used_and_a_hostile_one_is_not_fatal(run_dir):
                                   "tftp": 3, "phones": None}))
     el = parse(build_report(str(run_dir)))
     assert tree_edges(el) == result_edges(run_dir)
+
+
+def test_the_wireshark_filter_names_fields_the_lua_dissector_declares():
+    import re
+    from pfslab.view.report_html import _filter
+    lua = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "pfslab", "dissect", "cppdp.lua")).read()
+    declared = set(re.findall(r'ProtoField\.\w+\("([\w.]+)"', lua))
+    used = set(re.findall(r"([a-z]+\.[\w.]+) ==", _filter({"model": "CP-7961G", "file": "f"})))
+    assert used and used <= declared, used - declared

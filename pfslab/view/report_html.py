@@ -217,7 +217,7 @@ def _legend(items) -> str:
 
 
 def _filter(h: dict) -> str:
-    return f'pfs.model == "{h["model"]}" && pfs.file == "{h["file"]}"'
+    return f'cppdp.model == "{h["model"]}" && cppdp.file == "{h["file"]}"'
 
 
 def _trees(modes: list[Mode]) -> list[str]:
