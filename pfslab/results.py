@@ -11,7 +11,6 @@ import dataclasses
 import datetime
 import json
 import os
-import struct
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -68,14 +67,13 @@ def wan_traffic(path: str) -> dict:
 
 
 def _kind(frame: bytes) -> str:
-    """tftp / syslog / other for one Ethernet frame (IPv4, UDP, by port)."""
-    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+    """tftp / syslog / other for one Ethernet frame: a plain IPv4 UDP datagram, by port
+    (pfslab.dissect.wire's fixed-offset reader), else other."""
+    from pfslab.dissect.wire import UDP, ether_l4
+    r = ether_l4(frame)
+    if not isinstance(r, tuple) or r[0] != UDP:
         return "other"
-    ihl = (frame[14] & 0x0F) * 4
-    if len(frame) < 14 + ihl + 4:
-        return "other"
-    sport, dport = struct.unpack_from("!HH", frame, 14 + ihl)
-    return "syslog" if SYSLOG_PORT in (sport, dport) else "tftp"
+    return "syslog" if SYSLOG_PORT in (r[3], r[4]) else "tftp"
 
 
 def wire_check(out: str, agent_hier: list[dict], tftp_log: list[dict]) -> dict:

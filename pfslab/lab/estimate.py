@@ -21,14 +21,11 @@ from __future__ import annotations
 import math
 
 from pfslab import firmware, phoneconfig
-from pfslab.sim.wan import request_bytes      # the RRQ's and OACK's real sizes
+from pfslab.sim.wan import ACK_BYTES, OVERHEAD, request_bytes   # one home: the wire
 
-#: Ethernet + IPv4 + UDP headers of every TFTP packet on the WAN
-FRAME_HEADERS = 14 + 20 + 8
-#: a DATA block's headers beyond its payload (frame headers and the TFTP opcode + block)
-DATA_OVERHEAD = FRAME_HEADERS + 4
-#: one ACK on the wire (veth frames are not padded to Ethernet's 60-byte minimum)
-ACK_BYTES = FRAME_HEADERS + 4
+#: a DATA block's headers beyond its payload (Ethernet, IPv4, UDP, TFTP opcode and block),
+#: and one ACK on the wire (veth frames are not padded to Ethernet's 60-byte minimum)
+DATA_OVERHEAD = OVERHEAD
 #: listening (up to 0.75 s) and the offer-to-confirmation delay (1.25 s) before a root fetches
 ELECTION_S = 2.0
 #: the lab's bring-up measured about 13 ms per phone (light hosts) on this 2-core machine
