@@ -136,7 +136,7 @@ def test_frames_that_are_not_plain_decode_as_with_scapy(tmp_path, monkeypatch):
 
 
 def test_hostile_captures_decode_as_with_scapy(tmp_path, monkeypatch):
-    from tests.test_fuzz_decoders import hostile_packets     # mutated 4051 messages
+    from test_fuzz_decoders import hostile_packets           # mutated 4051 messages
     pk = [p for p, _ in hostile_packets(random.Random(11), 300)]
     for i, p in enumerate(pk):
         p.time = 1_700_000_000 + i * 0.01
