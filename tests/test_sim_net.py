@@ -5,6 +5,7 @@ import pytest
 
 from pfslab.protocol import codec, payload
 from pfslab.protocol.phone import Phone
+from pfslab.protocol.states import State
 from pfslab.sim import scenario
 
 MODEL = "CP-7961G"
@@ -119,3 +120,53 @@ def test_a_parent_shares_its_uplink_between_its_two_children():
         wire = len(payload.framed(net.files[c.name])) * 8
         for i in kids:                          # two equal streams at half the rate each
             assert i.t == pytest.approx(src[root].t + 2 * wire / lan_bps + net.lan_latency)
+
+
+def _holding_site():
+    """Three phones, a root whose fetch takes minutes: its two children wait on HOLDs."""
+    net, phones = site(3, wan_bps=8e3, wan_rtt=0.1, scale=0.05)
+    t = 0.0
+    while True:
+        t += 0.5
+        net.run(until=t)
+        for p in phones:
+            for s in p.sessions.values():
+                if s.state == State.ROOT_FETCHING and len(s.children) == 2:
+                    return net, phones, p, s.file
+        assert t < 120, "no root with two waiting children"
+
+
+def test_a_beating_keepalive_keeps_its_children_without_an_event_per_hold():
+    net, phones, root, file = _holding_site()
+    frames = Counter()                       # frame type -> deliveries
+    deliver = net._stream_data
+
+    def counted(link, data, _=None):
+        if isinstance(data, bytes) and data[:4] == b"CPDP":
+            frames[data[5]] += 1
+        deliver(link, data)
+    net._stream_data = counted
+    net.run(until=net.now + 400.0)           # 100 HOLD intervals for each waiting child
+    assert any(s.state == State.ROOT_FETCHING for s in root.sessions.values())
+    text = "\n".join(r.text for p in phones for r in net.nodes[p.id.ip].logs)
+    assert "silent" not in text
+    # the children hold on, and a HOLD is an event only as a stream's first frame, the
+    # answer to its REQUEST (2 x 100 of them went on the root's streams alone)
+    assert frames[codec.FrameType.HOLD] <= frames[codec.FrameType.REQUEST] < 20
+    net.run()
+    assert all(p.completed and p.completed.ok for p in phones)
+    assert all(p.installed[file].source != "tftp" for p in phones if p is not root)
+
+
+def test_a_silent_parent_is_found_silent_parent_silence_after_its_last_hold():
+    net, phones, root, file = _holding_site()
+    kill_at = net.now + 10.3                 # HOLDs went at t1, t1 + 4, t1 + 8 (t1 <= now)
+    net.kill(root, at=kill_at, silent=True)
+    net.run(until=kill_at + 30)
+    child = next(p for p in phones if p is not root)
+    lost = [r for r in net.nodes[child.id.ip].logs if f"parent {root.id.ip} silent" in r.text]
+    assert lost, "the child never noticed its silent parent"
+    # its last HOLD left less than a HOLD interval before the kill, one LAN hop before it
+    # arrived; the child waited PARENT_SILENCE from that arrival, not from the kill
+    heard = lost[0].t - child.t.parent_silence
+    assert kill_at - child.t.hold_interval < heard <= kill_at + 2 * net.lan_latency

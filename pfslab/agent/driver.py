@@ -22,8 +22,8 @@ from ..firmware import FIXTURE_TRUST, Trust
 from ..protocol.codec import PORT
 from ..protocol.logs import LogRecord, render
 from ..protocol.states import State
-from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Installed, Phone,
-                              PhoneId, Send, Timers, Write)
+from ..protocol.phone import (BROADCAST, Close, Completed, Connect, Fetch, Installed,
+                              Keepalive, Phone, PhoneId, Send, Timers, Watch, Write)
 from ..site import PhoneSpec
 from ..view.status import StatusFilter, phone_status, status_event
 from . import netns as ns
@@ -66,6 +66,16 @@ class _Stream:
     pending: list = field(default_factory=list)
     closing: bool = False
     task: asyncio.Task | None = None
+    beat: asyncio.TimerHandle | None = None     # the phone's Keepalive: its next write
+    beat_data: bytes = b""
+    watch: float = 0.0                          # the phone's Watch: its silence, seconds
+    watch_timer: asyncio.TimerHandle | None = None
+    last_rx: float = 0.0                        # emulated time of the last bytes read
+
+    def stop_beat(self) -> None:
+        if self.beat is not None:
+            self.beat.cancel()
+            self.beat = None
 
 
 class PhoneRunner:
@@ -180,6 +190,9 @@ class PhoneRunner:
         for t in list(self.tasks):
             t.cancel()
         for st in self.streams.values():
+            st.stop_beat()
+            if st.watch_timer is not None:
+                st.watch_timer.cancel()
             if st.writer:
                 st.writer.transport.abort()
         if self.udp:
@@ -230,8 +243,10 @@ class PhoneRunner:
                 data = await reader.read(65536)
                 if not data:
                     break
-                if sid not in self.streams:
+                st = self.streams.get(sid)
+                if st is None:
                     return
+                st.last_rx = self.now()
                 self.input("on_stream_data", sid, data)
         except (ConnectionError, OSError) as e:
             why = f"reset ({e.__class__.__name__})"
@@ -307,13 +322,28 @@ class PhoneRunner:
             elif isinstance(o, Write):
                 st = self.streams.get(o.sid)
                 if st is not None:
+                    st.stop_beat()
                     st.pending.append(o.data)
                     self._flush(o.sid, st)
             elif isinstance(o, Close):
                 st = self.streams.get(o.sid)
                 if st is not None:
+                    st.stop_beat()
                     st.closing = True
                     self._flush(o.sid, st)
+            elif isinstance(o, Keepalive):
+                st = self.streams.get(o.sid)
+                if st is not None and not st.closing:
+                    st.beat_data = o.data              # a running beat keeps its time
+                    if st.beat is None:
+                        self._beat(o.sid, st, o.every)
+            elif isinstance(o, Watch):
+                st = self.streams.get(o.sid)
+                if st is not None:
+                    if st.watch_timer is not None:
+                        st.watch_timer.cancel()
+                    st.watch, st.last_rx = o.silence, self.now()
+                    self._watch_due(o.sid, st)
             elif isinstance(o, Fetch):
                 self._spawn(self._fetch(o.file))
             elif isinstance(o, Installed):
@@ -331,6 +361,29 @@ class PhoneRunner:
                 self.timer.cancel()
             self.timer_at = dl
             self.timer = None if dl is None else self.loop.call_at(a.wall(dl), self._on_timer)
+
+    def _beat(self, sid: int, st: _Stream, every: float) -> None:
+        """Write the stream's keepalive bytes now, and again in ``every`` emulated seconds."""
+        st.beat = None
+        if self.dead or self.streams.get(sid) is not st or st.closing:
+            return
+        st.pending.append(st.beat_data)
+        self._flush(sid, st)
+        st.beat = self.loop.call_at(self.agent.wall(self.now() + every), self._beat, sid, st,
+                                    every)
+
+    def _watch_due(self, sid: int, st: _Stream) -> None:
+        """The stream's silence watch: tell the phone once nothing was read for ``watch`` s,
+        else look again when that would be."""
+        st.watch_timer = None
+        if self.dead or self.streams.get(sid) is not st or not st.watch:
+            return
+        due = st.last_rx + st.watch
+        if self.now() >= due - 1e-6:
+            st.watch = 0.0
+            self.input("on_stream_silent", sid)
+        else:
+            st.watch_timer = self.loop.call_at(self.agent.wall(due), self._watch_due, sid, st)
 
     def _syslog(self, rec: LogRecord, line: str) -> None:
         cfg = self.phone.config

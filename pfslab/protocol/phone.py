@@ -10,12 +10,19 @@ network in ``pfslab.sim``) feeds it inputs with the current time ``now``:
     on_accept(now, peer_ip) -> sid   a child connected to our TCP 4051
     on_stream_data(now, sid, data)   bytes arrived on a stream
     on_stream_closed(now, sid, why)  the stream ended (peer closed, reset, connect failed)
+    on_stream_silent(now, sid)       nothing arrived on a watched stream for its silence
     on_fetched(now, file, data, err) a TFTP fetch ended (data is None on error)
     on_timer(now)                    next_deadline() has come
 
 and drains ``pop_outputs()``: :class:`Send`, :class:`Connect`, :class:`Write`, :class:`Close`,
-:class:`Fetch`, :class:`Installed`, :class:`Completed` and :class:`LogRecord`. The rules and
-timers are those of docs/protocol.md.
+:class:`Keepalive`, :class:`Watch`, :class:`Fetch`, :class:`Installed`, :class:`Completed` and
+:class:`LogRecord`. The rules and timers are those of docs/protocol.md.
+
+A stream's keepalive (the parent's HOLD every ``hold_interval``) and its silence watch (the
+child's ``parent_silence``) are the driver's: the phone says what to repeat and what to watch
+(:class:`Keepalive`, :class:`Watch`), the driver's clock does the repeating and watching. On
+sockets that is a timer per stream; a simulator can then tell exactly when a watched stream
+goes silent without running every HOLD (docs/sim.md).
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ from .codec import (AbortReason, DecodeError, Frame, FrameReader, FrameType, Mes
                     ReadySource, RefuseReason)
 from .logs import LogRecord, xid as fmt_xid
 from .registrar import Registrar
-from .states import DONE_STATES, ROOT_STATES, TRANSITIONS, Event, State, Timer
+from .states import ROOT_STATES, TRANSITIONS, Event, State, Timer
 
 BROADCAST = "<broadcast>"
 NO_IP = "0.0.0.0"
@@ -112,6 +119,20 @@ class Close:
 
 
 @dataclass(frozen=True)
+class Keepalive:
+    sid: int
+    data: bytes       # written now, then every ``every`` s, until the next Write or Close on
+    every: float      # sid. On a sid that has one, it replaces the bytes and keeps the beat.
+
+
+@dataclass(frozen=True)
+class Watch:
+    sid: int
+    silence: float    # on_stream_silent(sid) once nothing has arrived on sid for this long
+                      # (from now, or from the last arrival); ends with the stream or a Close
+
+
+@dataclass(frozen=True)
 class Fetch:
     file: str         # TFTP read from the phone's server; answer with on_fetched
 
@@ -147,7 +168,7 @@ def _ipnum(ip: str) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _hold_frame(have: int, total: int) -> bytes:
-    """A HOLD frame's bytes (the same few go to every waiting child, every HOLD_INTERVAL)."""
+    """A HOLD frame's bytes (the same few go to every waiting child)."""
     return codec.encode_frame(Frame(FrameType.HOLD, have=have, total=total))
 
 
@@ -232,7 +253,7 @@ class Phone:
     __slots__ = ("id", "trust", "server", "seed", "t", "now", "_out", "_timers", "_heap", "_seq",
                  "_pushes", "_sid", "sessions", "streams", "config", "load", "map", "pfs",
                  "tftp_queue", "tftp_busy", "config_tries", "installed", "heard_roots",
-                 "distrusted", "idle", "completed", "logs", "__weakref__")
+                 "distrusted", "idle", "completed", "logs", "gotos", "__weakref__")
 
     def __init__(self, ident: PhoneId, server: str, *, seed: int = 1,
                  timers: Timers | None = None, trust: firmware.Trust = firmware.FIXTURE_TRUST):
@@ -269,6 +290,7 @@ class Phone:
         self.idle: dict[int, float] = {}       # accepted, no REQUEST: sid -> t (oldest first)
         self.completed: Completed | None = None
         self.logs = True            # False: no LogRecord outputs (a simulator that drops them)
+        self.gotos = 0              # state changes so far (a simulator's broadcast index)
 
     # ------------------------------------------------------------------ driver API
 
@@ -343,7 +365,7 @@ class Phone:
             if m.type == MsgType.ROOT and self._root_ok(m, src):   # for when we get there
                 self._remember_root(m, src)
             return
-        if m.type == MsgType.ROOT and m.xid in s.xids and s.state not in _ROOT_HEEDED:
+        if m.type == MsgType.ROOT and ignores_root(s, m.xid):
             return          # a root already heard, in a state where a ROOT changes nothing
         handler = _MSG_HANDLERS.get(m.type)
         if handler is not None:
@@ -392,6 +414,16 @@ class Phone:
                 self._parent_lost(s, f"connection to parent {st.peer} {why}")
         elif s is not None:
             s.children.pop(sid, None)
+
+    def on_stream_silent(self, now: float, sid: int) -> None:
+        """The driver's :class:`Watch` on ``sid`` saw nothing arrive for its silence."""
+        self.now = now
+        st = self.streams.get(sid)
+        if st is None or not st.up:
+            return
+        s = self.sessions.get(st.file)
+        if s is not None and s.up_sid == sid and s.state == State.CHILD:
+            self._t_silence(s)
 
     def on_fetched(self, now: float, file: str, data: bytes | None, error: str = "") -> None:
         self.now = now
@@ -447,6 +479,7 @@ class Phone:
         if (s.state, why, to) not in TRANSITIONS:
             self.log("ERR", f"internal: undeclared transition {s.state} --{why}--> {to}")
         s.state = to
+        self.gotos += 1
 
     def _set_timer(self, s: Session, kind: Timer, delay: float) -> None:
         self._set_timer_at(s.file, kind, delay)
@@ -587,8 +620,8 @@ class Phone:
             return False
         s.data, s.source = data, source
         self._goto(s, State.ROOT_COMPLETE if s.is_root else State.COMPLETE, Event.FILE_OK)
-        self._cancel(s, Timer.SILENCE, Timer.BUDGET, Timer.JOIN, Timer.YIELD, Timer.ELECT,
-                     Timer.LISTEN, Timer.DEADLINE)
+        self._cancel(s, Timer.BUDGET, Timer.JOIN, Timer.YIELD, Timer.ELECT, Timer.LISTEN,
+                     Timer.DEADLINE)
         inst = Installed(s.file, source, True, self.now)
         self.installed[s.file] = inst
         self._out.append(inst)
@@ -657,8 +690,7 @@ class Phone:
     def _relisten(self, s: Session, why: str, ev, shun: str = NO_IP) -> None:
         """Start this file's election again (bounded by MAX_ATTEMPTS, then fall back). Its
         children stay until it joins another root than the one that placed them."""
-        self._cancel(s, Timer.JOIN, Timer.SILENCE, Timer.BUDGET, Timer.YIELD, Timer.ELECT,
-                     Timer.LISTEN)
+        self._cancel(s, Timer.JOIN, Timer.BUDGET, Timer.YIELD, Timer.ELECT, Timer.LISTEN)
         if s.up_sid is not None:
             self.streams.pop(s.up_sid, None)
             self._out.append(Close(s.up_sid))
@@ -869,7 +901,7 @@ class Phone:
         self._out.append(Connect(sid, m.parent))
         self._out.append(Write(sid, codec.encode_frame(Frame(
             FrameType.REQUEST, xid=s.root_xid, model=self.id.model, file=s.file))))
-        self._set_timer(s, Timer.SILENCE, self.t.parent_silence)
+        self._out.append(Watch(sid, self.t.parent_silence))
 
     def _rx_ready(self, s: Session, m: Message, src: str) -> None:
         if s.is_root:
@@ -889,9 +921,8 @@ class Phone:
         s = self.sessions.get(st.file)
         if s is None or s.up_sid != st.sid:
             return
-        self._set_timer(s, Timer.SILENCE, self.t.parent_silence)
         if f.type == FrameType.HOLD:
-            pass                                   # the parent is alive, still fetching
+            pass            # the parent is alive, still fetching (the driver's Watch saw it)
         elif f.type == FrameType.HEADER:
             want = self._max_size(s.file)
             if f.size > want or (self.load is not None and f.size != want):
@@ -906,6 +937,8 @@ class Phone:
             st.parts.append(f.data)
             st.got += len(f.data)
             s.have = st.got
+            for sid in s.children:               # its own children's HOLDs show progress
+                self._hold(s, sid)
             if st.size < 0 or st.got > st.size:
                 self._abort(st, AbortReason.PROTOCOL, "data beyond size")
                 self._parent_lost(s, f"parent {st.peer} sent more than announced")
@@ -915,7 +948,7 @@ class Phone:
             st.parts = []
             self.streams.pop(st.sid, None)
             self._out.append(Close(st.sid))
-            self._cancel(s, Timer.SILENCE, Timer.BUDGET)
+            self._cancel(s, Timer.BUDGET)
             s.up_sid = None
             if len(data) != st.size or payload.sha256(data) != st.digest:
                 self.log("ERR", f"{fmt_xid(s.root_xid)} {s.file} from {st.peer}: size/sha256"
@@ -946,7 +979,7 @@ class Phone:
         """``upstream``: the parent lost its own source (it left the tree): elect again."""
         if s.state != State.CHILD:
             return
-        self._cancel(s, Timer.SILENCE, Timer.BUDGET)
+        self._cancel(s, Timer.BUDGET)
         lost, s.up_sid = s.parent_ip, None
         s.rejoins += 1
         self.log("WRN", f"{fmt_xid(s.root_xid)} {s.file}: {why}")
@@ -961,8 +994,8 @@ class Phone:
             self._send_join(s, ev)
 
     def _fallback(self, s: Session, why: str, ev) -> None:
-        self._cancel(s, Timer.SILENCE, Timer.BUDGET, Timer.JOIN, Timer.YIELD, Timer.ELECT,
-                     Timer.LISTEN, Timer.DEADLINE)
+        self._cancel(s, Timer.BUDGET, Timer.JOIN, Timer.YIELD, Timer.ELECT, Timer.LISTEN,
+                     Timer.DEADLINE)
         if s.up_sid is not None:
             self.streams.pop(s.up_sid, None)
             self._out.append(Close(s.up_sid))
@@ -984,7 +1017,7 @@ class Phone:
             self._tftp(s.file)
             return
         self._goto(s, State.FAILED, Event.TFTP_FAILED)
-        self._cancel(s, Timer.ANNOUNCE, Timer.HOLD, Timer.XFR)
+        self._cancel(s, Timer.ANNOUNCE, Timer.XFR)
         for sid in list(s.children):
             st = self.streams.get(sid)
             if st is not None:
@@ -1028,18 +1061,15 @@ class Phone:
         if s.data is not None:
             self._serve(s, st.sid)
         else:
-            self._send_holds(s)
+            self._hold(s, st.sid)
 
-    def _send_holds(self, s: Session) -> None:
-        if s.state in DONE_STATES or not s.children:
-            return
+    def _hold(self, s: Session, sid: int) -> None:
+        """HOLD the waiting child on ``sid`` now and every HOLD_INTERVAL (the driver repeats
+        it) until the file, an ABORT or a close is written to it."""
         total = 0
         if self.load is not None and s.file != self.load.loads_file:
             total = self.load.component(s.file).size
-        hold = _hold_frame(s.have, total)
-        for sid in s.children:
-            self._out.append(Write(sid, hold))
-        self._set_timer(s, Timer.HOLD, self.t.hold_interval)
+        self._out.append(Keepalive(sid, _hold_frame(s.have, total), self.t.hold_interval))
 
     def _serve(self, s: Session, sid: int) -> None:
         st = self.streams.get(sid)
@@ -1072,15 +1102,24 @@ _TIMER_HANDLERS = {
     **{(st, Timer.ANNOUNCE): Phone._t_announce for st in ROOT_STATES},
     (State.ROOT_WAITING, Timer.XFR): Phone._t_xfr,
     (State.JOINING, Timer.JOIN): Phone._t_join,
-    (State.CHILD, Timer.SILENCE): Phone._t_silence,
     (State.CHILD, Timer.BUDGET): Phone._t_budget,
     **{(st, Timer.DEADLINE): Phone._t_deadline for st in (
         State.LISTENING, State.TENTATIVE, State.YIELDED, State.JOINING, State.CHILD)},
-    **{(st, Timer.HOLD): Phone._send_holds for st in State if st not in DONE_STATES},
 }
 
 #: The states in which _rx_root does more than note the root's XID.
 _ROOT_HEEDED = frozenset({State.LISTENING, State.TENTATIVE, State.YIELDED, State.ROOT_WAITING})
+
+#: The states in which a session acts on its file's CLAIMs and READYs (an election, or a
+#: root: see _rx_claim, _rx_ready); in any other it drops them, and the ROOTs it has heard
+#: (ignores_root). pfslab.sim.memnet hands a phone only the broadcasts it may act on.
+HEEDING = _ROOT_HEEDED | ROOT_STATES
+
+
+def ignores_root(s: Session, xid: int) -> bool:
+    """A ROOT with this XID changes nothing for ``s``: a state that only notes XIDs, and the
+    XID noted already (or no room for another). It stays so until ``s`` changes state."""
+    return s.state not in _ROOT_HEEDED and (xid in s.xids or len(s.xids) >= MAX_XIDS)
 
 #: Which method handles each datagram kind.
 _MSG_HANDLERS = {MsgType.CLAIM: Phone._rx_claim, MsgType.ROOT: Phone._rx_root,

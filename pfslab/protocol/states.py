@@ -42,9 +42,9 @@ class Timer(str, enum.Enum):
     ANNOUNCE = "ANNOUNCE"    # root: re-broadcast ROOT
     XFR = "XFR"              # ROOT_WAITING: time to fetch
     JOIN = "JOIN"            # JOINING: JOIN unanswered
-    SILENCE = "SILENCE"      # CHILD: the parent said nothing for PARENT_SILENCE
+    SILENCE = "SILENCE"      # CHILD: nothing from the parent for PARENT_SILENCE (the
+                             # driver's Watch on the stream: Phone.on_stream_silent)
     BUDGET = "BUDGET"        # CHILD: the file did not come within the progress budget
-    HOLD = "HOLD"            # any holder of waiting children: send them HOLD
     DEADLINE = "DEADLINE"    # not a root: the file's whole PFS wait is over: fall back
     IDLE = "IDLE"            # phone-wide: close accepted connections that sent no REQUEST
 

@@ -3,7 +3,9 @@
 Subnets are broadcast domains; a broadcast reaches only the phones that listen for its model
 and load (an index filled as phones learn their load). Unicast datagrams take the LAN latency.
 TCP streams are ordered and share the sending phone's uplink fairly (a processor-sharing
-link: a parent's two children each get half). TFTP fetches cross the WAN model of
+link: a parent's two children each get half). A stream's keepalive (HOLDs) costs no event
+while it beats: a watched stream's silence is worked out from its last beat when the beating
+stops (the sender wrote something else, closed, or died). TFTP fetches cross the WAN model of
 :mod:`pfslab.sim.wan`. No sockets, no threads: events run from one heap of plain tuples in
 time order, so a run is a pure function of its inputs. docs/sim.md describes the model.
 
@@ -20,7 +22,9 @@ from .. import firmware
 from ..protocol import codec
 from ..protocol.logs import LogRecord, render
 from ..protocol.payload import Content
-from ..protocol.phone import BROADCAST, Close, Completed, Connect, Fetch, Phone, Send, Write
+from ..protocol.codec import MsgType
+from ..protocol.phone import (BROADCAST, HEEDING, Close, Completed, Connect, Fetch, Keepalive,
+                              Phone, Send, Watch, Write, ignores_root)
 from .events import EventHeap
 from .pslink import PSLink
 from .wan import MODELS as WAN_MODELS
@@ -31,7 +35,7 @@ _SMALL = 1500         # bytes: a write this small on an idle stream skips the up
 
 class Node:
     __slots__ = ("phone", "ip", "subnet", "alive", "logs", "armed", "seq", "listening",
-                 "uplink", "links", "done", "plain")
+                 "uplink", "links", "done", "plain", "gotos", "heeding")
 
     def __init__(self, phone: Phone, subnet: int):
         self.phone, self.ip, self.subnet = phone, phone.id.ip, subnet
@@ -44,11 +48,15 @@ class Node:
         self.uplink: PSLink | None = None
         self.links: set[int] = set()            # sids of its open streams
         self.done: Completed | None = None
+        self.gotos = 0                          # the phone's state changes when last indexed
+        self.heeding: dict[str, bool] = {}      # file -> in a HEEDING state (see _regroup)
 
 
 class _Link:
-    """One direction of a stream: what the sender wrote, in order, not yet delivered."""
-    __slots__ = ("src", "dst", "dsid", "q", "busy", "dead", "last")
+    """One direction of a stream: what the sender wrote, in order, not yet delivered; the
+    sender's keepalive on it, and the receiver's silence watch on it."""
+    __slots__ = ("src", "dst", "dsid", "q", "busy", "dead", "last", "beat_t0", "beat_every",
+                 "beat_bytes", "watch", "rx_last", "checking")
 
     def __init__(self, src: Node, dst: Node, dsid: int):
         self.src, self.dst, self.dsid = src, dst, dsid
@@ -56,6 +64,12 @@ class _Link:
         self.busy = False
         self.dead = False
         self.last = 0.0                    # when its latest delivery happens
+        self.beat_t0 = 0.0                 # the keepalive's first beat (sent as a write)
+        self.beat_every = 0.0              # 0: no keepalive
+        self.beat_bytes = 0
+        self.watch = 0.0                   # the receiver's Watch: silence, s (0: none)
+        self.rx_last = 0.0                 # when the receiver last got something on it
+        self.checking = False              # a _silent event is queued
 
 
 class SimNet(EventHeap):
@@ -85,14 +99,19 @@ class SimNet(EventHeap):
         self.nodes: dict[str, Node] = {}                   # by ip
         self.subnets: dict[int, list[Node]] = {}
         self._groups: dict[tuple, list[Node]] = {}         # (subnet, model, map) -> listeners
+        # per (group, file): its listeners in a HEEDING state (the only ones a CLAIM or READY
+        # can change); per (group, file, xid): listeners that ignore a ROOT with that XID
+        # until they change state (ignores_root). docs/sim.md, "Broadcasts".
+        self._heed: dict[tuple, set[Node]] = {}
+        self._deaf: dict[tuple, set[Node]] = {}
         self._links: dict[tuple[str, int], _Link] = {}     # (sender ip, sid) -> its direction
         self.tftp_requests: list[tuple[float, str, str]] = []   # (t, client ip, file)
         self.connections: list[tuple[float, str, str]] = []     # (t, child ip, parent ip)
         self.datagrams = 0
         self.pending = 0                                   # phones started, not completed
         self._started: list[Node] = []
-        # called with (phone, now) after each input that changed something (an output, a
-        # new timer): the live view
+        # called with (phone, now) after each input that changed a state, a stream, a fetch
+        # or an install: the live view
         self.on_drain = None
 
     # ---------------------------------------------------------------- set-up
@@ -167,24 +186,41 @@ class SimNet(EventHeap):
             self._drain(node)
 
     def _broadcast(self, group: list[Node], m: codec.Message, src: Node) -> None:
-        # Decoded once for the whole group (Phone.on_message). Most receptions change nothing
-        # (a ROOT a child has heard before): a phone that produced no output and set no timer
-        # is not drained.
+        # Decoded once for the whole group (Phone.on_message). A phone that cannot act on it
+        # is not handed it (a CLAIM or READY outside an election or a root, a ROOT it
+        # ignores: _heed, _deaf), though it still counts as received (datagrams). Of the
+        # others, one that produced no output, set no timer and kept its states is not
+        # drained.
         now, ip, drain = self.now, src.ip, self._drain
         self.datagrams += len(group) - 1
         data = None
+        key = (src.subnet, m.model, m.map, m.file)
+        root = m.type is MsgType.ROOT
+        skip, only, deaf = (), None, None
+        if root:
+            skip = self._deaf.get(key + (m.xid,)) or ()
+        elif m.type is MsgType.CLAIM or m.type is MsgType.READY:
+            only = self._heed.get(key) or ()
         for node in group:
-            if node is not src and node.alive:
-                ph = node.phone
-                seq = ph._pushes
-                if node.plain:
-                    ph.on_message(now, m, ip)
-                    if ph._out or ph._pushes != seq:
-                        drain(node)
-                else:
-                    data = data or codec.encode(m)
-                    ph.on_datagram(now, data, ip)
-                    drain(node)
+            if node is src or not node.alive:
+                continue
+            ph = node.phone
+            if not node.plain:                      # a test's own phone: it hears everything
+                data = data or codec.encode(m)
+                ph.on_datagram(now, data, ip)
+                drain(node)
+                continue
+            if node in skip or (only is not None and node not in only):
+                continue
+            seq, gotos = ph._pushes, ph.gotos
+            ph.on_message(now, m, ip)
+            if ph._out or ph._pushes != seq or ph.gotos != gotos:
+                drain(node)
+            elif root and node.heeding.get(m.file) is False and \
+                    ignores_root(ph.sessions[m.file], m.xid):
+                if deaf is None:                    # so it stays until it changes state
+                    deaf = self._deaf.setdefault(key + (m.xid,), set())
+                deaf.add(node)
 
     def _broadcast_raw(self, group: list[Node], data: bytes, src: Node) -> None:
         now = self.now
@@ -194,11 +230,13 @@ class SimNet(EventHeap):
                 node.phone.on_datagram(now, data, src.ip)
                 self._drain(node)
 
-    def _stream_data(self, node: Node, sid: int, data) -> None:
+    def _stream_data(self, link: _Link, data, _=None) -> None:
+        node = link.dst
+        link.rx_last = self.now
         if node.alive:
             ph = node.phone
             pushes = ph._pushes
-            ph.on_stream_data(self.now, sid, data)
+            ph.on_stream_data(self.now, link.dsid, data)
             if ph._out or ph._pushes != pushes or not node.plain:   # a HOLD changes nothing
                 self._drain(node)
 
@@ -222,6 +260,7 @@ class SimNet(EventHeap):
             link = self._links.get((node.ip, sid))
             if link is None:
                 continue
+            self._beat_stop(link)                  # no more HOLDs
             link.dead = True                       # what it had not sent yet never leaves
             if not silent:
                 self._drop(node.ip, sid)
@@ -235,6 +274,7 @@ class SimNet(EventHeap):
         out = ph._out                     # Phone.pop_outputs(), without a call per input
         if out:
             ph._out = []
+        shown = False                     # what the phone's screen shows may have changed
         for o in out:
             k = type(o)
             if k is LogRecord:
@@ -242,23 +282,37 @@ class SimNet(EventHeap):
                     node.logs.append(o)
             elif k is Send:
                 self._send(node, o)
-            elif k is Write:
-                self._write(node, o.sid, o.data)
-            elif k is Connect:
-                self._connect(node, o)
-            elif k is Close:
-                self._write(node, o.sid, _CLOSE)
-            elif k is Fetch:
-                self._fetch(node, o.file)
-            elif k is Completed:
-                if node.done is None and node.alive:
-                    self.pending -= 1
-                node.done = o
-            # Installed: the phone's own record (phone.installed) is what results read
+            else:
+                shown = True
+                if k is Write:
+                    self._write(node, o.sid, o.data)
+                elif k is Connect:
+                    self._connect(node, o)
+                elif k is Close:
+                    self._write(node, o.sid, _CLOSE)
+                elif k is Keepalive:
+                    self._keepalive(node, o)
+                elif k is Watch:
+                    self._watch(node, o)
+                elif k is Fetch:
+                    self._fetch(node, o.file)
+                elif k is Completed:
+                    if node.done is None and node.alive:
+                        self.pending -= 1
+                    node.done = o
+                # Installed: the phone's own record (phone.installed) is what results read
         if not node.listening and ph.pfs:
             node.listening = True
             self._groups.setdefault((node.subnet, ph.id.model, ph.map), []).append(node)
-        if self.on_drain is not None:
+        if ph.gotos != node.gotos:
+            shown = True
+            if node.listening:
+                self._regroup(node)
+            else:
+                node.gotos = ph.gotos
+        if shown and self.on_drain is not None:
+            # the live view's feed: after an input that changed a state, a stream, a fetch
+            # or an install (not after each datagram a phone sent)
             self.on_drain(ph, self.now)
         if ph._pushes != node.seq or not node.plain:
             # a timer was set since it was last armed (only a new timer can bring its next
@@ -268,6 +322,26 @@ class SimNet(EventHeap):
             if dl is not None and dl < node.armed:
                 node.armed = dl
                 self.at(dl, self._timer, node, dl, None)
+
+    def _regroup(self, node: Node) -> None:
+        """The phone changed state: move it in the broadcast index (_heed, _deaf)."""
+        ph = node.phone
+        node.gotos = ph.gotos
+        g = (node.subnet, ph.id.model, ph.map)
+        for f, s in ph.sessions.items():
+            h = s.state in HEEDING
+            if node.heeding.get(f) is h:
+                continue
+            node.heeding[f] = h
+            heed = self._heed.setdefault(g + (f,), set())
+            if h:
+                heed.add(node)
+                for x in s.xids:                   # it heeds every ROOT again
+                    deaf = self._deaf.get(g + (f, x))
+                    if deaf:
+                        deaf.discard(node)
+            else:
+                heed.discard(node)
 
     def _send(self, node: Node, o: Send) -> None:
         t = self.now + self.lan_latency
@@ -310,6 +384,8 @@ class SimNet(EventHeap):
         link = self._links.get((node.ip, sid))
         if link is None:
             return
+        if link.beat_every:
+            self._beat_stop(link)
         if data is _CLOSE:
             self._drop(node.ip, sid)     # nothing more either way; what was written still goes
         if not link.busy and not link.dead and (data is _CLOSE or len(data) <= _SMALL):
@@ -329,7 +405,66 @@ class SimNet(EventHeap):
         if item is _CLOSE:
             self.at(t, self._stream_closed, link.dst, link.dsid, "closed by peer")
         else:
-            self.at(t, self._stream_data, link.dst, link.dsid, item)
+            self.at(t, self._stream_data, link, item)
+
+    # ---------------------------------------------------------------- keepalives, watches
+
+    def _keepalive(self, node: Node, o: Keepalive) -> None:
+        """The first beat is a write; the others only move the receiver's last arrival,
+        worked out when the beating stops (:meth:`_beat_stop`)."""
+        link = self._links.get((node.ip, o.sid))
+        if link is None or link.dead:
+            return
+        if link.beat_every:
+            link.beat_bytes = len(o.data)          # new bytes, same beat
+            return
+        self._write(node, o.sid, o.data)
+        link.beat_t0, link.beat_every, link.beat_bytes = self.now, o.every, len(o.data)
+
+    def _beat_stop(self, link: _Link) -> None:
+        every = link.beat_every
+        if not every:
+            return
+        link.beat_every = 0.0
+        n = int((self.now - link.beat_t0) / every + 1e-9)     # beats after the first
+        if n > 0 and not link.dead:
+            # the last beat arrives as a small frame on an idle stream would (_write)
+            t = (link.beat_t0 + n * every + link.beat_bytes * 8 / self.lan_bps
+                 + self.lan_latency)
+            link.rx_last = max(link.rx_last, t)
+        if link.watch:
+            self._watch_check(link)
+
+    def _watch(self, node: Node, o: Watch) -> None:
+        out = self._links.get((node.ip, o.sid))
+        if out is None:
+            return                                 # refused, or gone: closed events follow
+        link = self._links.get((out.dst.ip, out.dsid))    # the direction towards this phone
+        if link is None:
+            return
+        link.watch, link.rx_last = o.silence, max(link.rx_last, self.now)
+        self._watch_check(link)
+
+    def _watch_check(self, link: _Link) -> None:
+        if not link.checking:
+            link.checking = True
+            self.at(link.rx_last + link.watch, self._silent, link)
+
+    def _silent(self, link: _Link, _a=None, _b=None) -> None:
+        link.checking = False
+        if not link.watch or (link.beat_every and not link.dead):
+            return                                 # beating: _beat_stop looks again
+        if link.dsid not in link.dst.links:
+            return                                 # closed: the close is on its way
+        due = link.rx_last + link.watch
+        if due > self.now + 1e-9:
+            self._watch_check(link)
+            return
+        link.watch = 0.0
+        node = link.dst
+        if node.alive:
+            node.phone.on_stream_silent(self.now, link.dsid)
+            self._drain(node)
 
     # ---------------------------------------------------------------- the LAN
 
