@@ -180,3 +180,23 @@ def test_ctrl_c_mid_upgrade_tears_everything_down(tmp_path):
     assert not [e for e in recs[0]["pids"] if same_process(e["pid"], e.get("start"))]
     assert not [r for r in list_records() if r.get("prefix") == prefix]
     assert os.path.getsize(tmp_path / "wan.pcap") >= 24
+
+
+def test_waiting_children_get_a_hold_every_hold_interval_on_the_wire(run):
+    """The parent's HOLDs are its agent's Keepalive: on the wire, one when the child's
+    REQUEST comes, then one every HOLD_INTERVAL (emulated time) until the file goes."""
+    from pfslab.dissect.pcapfile import Capture
+    from pfslab.dissect.wire import TCP, ether_l4
+    from pfslab.protocol.codec import FrameType
+    from pfslab.protocol.phone import Timers
+    holds = defaultdict(list)                # (parent, port, child, port) -> HOLD times
+    for k in (1, 2):
+        for t, _, _, data in Capture(run["out"] / "pfs" / f"subnet-{k}.pcap").tuples():
+            f = ether_l4(data)
+            if f and f[0] == TCP and f[5][:4] == b"CPDP" and f[5][5] == FrameType.HOLD \
+                    and f[3] == 4051:
+                holds[f[1:5]].append(t)
+    gaps = [b - a for ts in holds.values() for a, b in zip(ts, ts[1:])]
+    assert gaps, "no stream carried two HOLDs"
+    every = Timers().hold_interval
+    assert all(abs(g - every) < 0.25 * every for g in gaps), sorted(gaps)
