@@ -99,6 +99,9 @@ class Timers:
 class Send:
     dst: str          # an IPv4 address, or BROADCAST
     data: bytes
+    # what ``data`` decodes to (codec.decode(data) == msg): a simulator hands it to a phone
+    # as it is (Phone.on_message), without decoding it again
+    msg: Message | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -314,8 +317,10 @@ class Phone:
 
     def start(self, now: float) -> None:
         self.now = now
-        self.log("NOT", f"Phone {self.id.name} {self.id.model} mac={self.id.mac} ip={self.id.ip}"
-                        f" reset: requesting {phoneconfig.sep_filename(self.id.mac)}")
+        if self.logs:
+            self.log("NOT", f"Phone {self.id.name} {self.id.model} mac={self.id.mac} "
+                            f"ip={self.id.ip} reset: requesting "
+                            f"{phoneconfig.sep_filename(self.id.mac)}")
         self._tftp(phoneconfig.sep_filename(self.id.mac))
 
     def on_timer(self, now: float) -> None:
@@ -348,7 +353,8 @@ class Phone:
         try:
             m = codec.decode_shared(bytes(data))
         except DecodeError as e:
-            self.log("WRN", f"RxBdcst from {src} dropped: {e}")
+            if self.logs:
+                self.log("WRN", f"RxBdcst from {src} dropped: {e}")
             return
         self.on_message(now, m, src)
 
@@ -394,7 +400,8 @@ class Phone:
         try:
             frames = payload.feed(st.reader, data)
         except DecodeError as e:
-            self.log("WRN", f"peer {st.peer} sent a malformed frame: {e}")
+            if self.logs:
+                self.log("WRN", f"peer {st.peer} sent a malformed frame: {e}")
             self._abort(st, AbortReason.PROTOCOL, "malformed frame")
             return
         for f in frames:
@@ -430,7 +437,8 @@ class Phone:
         if self.tftp_busy == file:
             self.tftp_busy = None
         if data is None:
-            self.log("ERR", f"TFTP {file} from {self.server} failed: {error}")
+            if self.logs:
+                self.log("ERR", f"TFTP {file} from {self.server} failed: {error}")
         if self.config is None and file == phoneconfig.sep_filename(self.id.mac):
             self._got_config(data)
         else:
@@ -467,6 +475,8 @@ class Phone:
     # ------------------------------------------------------------------ helpers
 
     def log(self, level: str, text: str) -> None:
+        """A log line (callers check ``self.logs`` first: a simulator without logs then
+        formats none of them)."""
         if self.logs:
             self._out.append(LogRecord(self.now, level, text))
 
@@ -477,7 +487,8 @@ class Phone:
     def _goto(self, s: Session, to: State, why) -> None:
         """Change state; every change must be one of states.TRANSITIONS (checked by tests)."""
         if (s.state, why, to) not in TRANSITIONS:
-            self.log("ERR", f"internal: undeclared transition {s.state} --{why}--> {to}")
+            if self.logs:
+                self.log("ERR", f"internal: undeclared transition {s.state} --{why}--> {to}")
         s.state = to
         self.gotos += 1
 
@@ -523,12 +534,16 @@ class Phone:
         for k in kinds:
             self._timers.pop((s.file, k), None)
 
-    def _msg(self, s: Session, mtype: MsgType, **kw) -> bytes:
-        return codec.encode(Message(mtype, xid=kw.pop("xid", s.hier_xid), strength=s.strength,
-                                    map=self.map, model=self.id.model, file=s.file, **kw))
+    def _msg(self, s: Session, mtype: MsgType, **kw) -> Message:
+        return Message(mtype, xid=kw.pop("xid", s.hier_xid), strength=s.strength,
+                       map=self.map, model=self.id.model, file=s.file, **kw)
 
     def _send(self, dst: str, data: bytes) -> None:
         self._out.append(Send(dst, data))
+
+    def _tell(self, dst: str, m: Message) -> None:
+        """Send a message of our own (its bytes, and the message itself for a simulator)."""
+        self._out.append(Send(dst, codec.encode(m), m))
 
     def _tftp(self, file: str) -> None:
         self.tftp_queue.append(file)
@@ -560,11 +575,15 @@ class Phone:
         self.map = codec.load_map(self.config.load_name)
         why = ("on" if self.pfs else "off (not PFS-capable model)" if not capable
                else "off (configuration)")
-        self.log("NOT", f"Config: load={self.config.load_name} peerFirmwareSharing {why}")
+        if self.logs:
+            self.log("NOT", f"Config: load={self.config.load_name} peerFirmwareSharing {why}")
         if self.pfs:
-            self.log("DBG", "+++ fd=7 Listening on peer TCP port 4051")
-            self.log("NOT", "^.idl_child.c-openUDPPort")
-            self.log("NOT", "|parent=-1><fd[0]=-1 fd[1]=-1 FULL=0")
+            if self.logs:
+                self.log("DBG", "+++ fd=7 Listening on peer TCP port 4051")
+            if self.logs:
+                self.log("NOT", "^.idl_child.c-openUDPPort")
+            if self.logs:
+                self.log("NOT", "|parent=-1><fd[0]=-1 fd[1]=-1 FULL=0")
         self._begin_file(self.config.load_name + ".loads")
 
     def _begin_file(self, file: str) -> None:
@@ -578,14 +597,16 @@ class Phone:
         if (self.pfs and heard and self.now - heard[2] <= self.t.root_memory
                 and heard[0] not in self.distrusted):
             s.root_ip, s.root_xid = heard[0], heard[1]
-            self.log("INF", f"{fmt_xid(s.xid)} ROOT {fmt_xid(heard[1])} at {heard[0]} already "
-                            f"known for {file}: joining")
+            if self.logs:
+                self.log("INF", f"{fmt_xid(s.xid)} ROOT {fmt_xid(heard[1])} at {heard[0]} already "
+                                f"known for {file}: joining")
             self._send_join(s, Event.BEGIN)
         elif self.pfs:
             self._listen(s, Event.BEGIN)
         else:
             self._goto(s, State.FALLBACK, Event.BEGIN)
-            self.log("INF", f"TFTP {file} from {self.server} (traditional upgrade)")
+            if self.logs:
+                self.log("INF", f"TFTP {file} from {self.server} (traditional upgrade)")
             self._tftp(file)
 
     def _random(self, s: Session) -> float:
@@ -603,7 +624,8 @@ class Phone:
             try:
                 ls = _parse_loads(data, self.trust)
             except firmware.FirmwareError as e:
-                self.log("ERR", f"{file}: bad signature or format: {e}")
+                if self.logs:
+                    self.log("ERR", f"{file}: bad signature or format: {e}")
                 return False
             return ls.loads_file == file
         try:
@@ -615,8 +637,9 @@ class Phone:
     def _install(self, s: Session, data: bytes, source: str) -> bool:
         ok = self._expected_ok(s.file, data)
         if not ok:
-            self.log("ERR", f"{fmt_xid(s.hier_xid)} {s.file}: digest check FAILED"
-                            f" (from {source}): discarded")
+            if self.logs:
+                self.log("ERR", f"{fmt_xid(s.hier_xid)} {s.file}: digest check FAILED"
+                                f" (from {source}): discarded")
             return False
         s.data, s.source = data, source
         self._goto(s, State.ROOT_COMPLETE if s.is_root else State.COMPLETE, Event.FILE_OK)
@@ -625,22 +648,24 @@ class Phone:
         inst = Installed(s.file, source, True, self.now)
         self.installed[s.file] = inst
         self._out.append(inst)
-        self.log("NOT", f"{fmt_xid(s.hier_xid)} {s.file} complete {len(data)} bytes from "
-                        f"{'TFTP ' + self.server if source == 'tftp' else 'peer ' + source}:"
-                        f" sha256 ok, installed")
+        if self.logs:
+            self.log("NOT", f"{fmt_xid(s.hier_xid)} {s.file} complete {len(data)} bytes from "
+                            f"{'TFTP ' + self.server if source == 'tftp' else 'peer ' + source}:"
+                            f" sha256 ok, installed")
         if self.pfs:
             # READY goes to the hierarchy's root (a broadcast from the root itself, or from a
             # phone that knows no root): N phones broadcasting it would cost N^2 receptions.
             to_root = s.root_ip not in (NO_IP, self.id.ip)
-            self._send(s.root_ip if to_root else BROADCAST, self._msg(
+            self._tell(s.root_ip if to_root else BROADCAST, self._msg(
                 s, MsgType.READY, source=ReadySource.TFTP if source == "tftp" else ReadySource.PEER,
                 size=len(data)))
             for sid in list(s.children):
                 self._serve(s, sid)
         if self.load is None:
             self.load = _parse_loads(data, self.trust)
-            self.log("NOT", f"Load {self.load.name}: {len(self.load.components)} components: "
-                            + " ".join(c.name for c in self.load.components))
+            if self.logs:
+                self.log("NOT", f"Load {self.load.name}: {len(self.load.components)} components: "
+                                + " ".join(c.name for c in self.load.components))
             for c in self.load.components:
                 self._begin_file(c.name)
         elif all(c.name in self.installed for c in self.load.components):
@@ -651,7 +676,8 @@ class Phone:
         if self.completed is None:
             self.completed = Completed(self.now, ok)
             self._out.append(self.completed)
-            self.log("NOT" if ok else "ERR", f"Upgrade {'complete' if ok else 'FAILED'}: {why}")
+            if self.logs:
+                self.log("NOT" if ok else "ERR", f"Upgrade {'complete' if ok else 'FAILED'}: {why}")
 
     # ------------------------------------------------------------------ election
 
@@ -663,20 +689,26 @@ class Phone:
     def _t_listen(self, s: Session) -> None:
         self._goto(s, State.TENTATIVE, Timer.LISTEN)
         s.ad = 0
-        self.log("NOT", "^.idl_protocol.c-sendBroadcastOffer")
-        self.log("INF", f"{fmt_xid(s.xid)} TxBdcst ClaimRoot(tent): map={self.map:08x} "
-                        f"strength={s.strength:08x}")
-        self._send(BROADCAST, self._msg(s, MsgType.CLAIM, xid=s.xid, ad=0))
+        if self.logs:
+            self.log("NOT", "^.idl_protocol.c-sendBroadcastOffer")
+        if self.logs:
+            self.log("INF", f"{fmt_xid(s.xid)} TxBdcst ClaimRoot(tent): map={self.map:08x} "
+                            f"strength={s.strength:08x}")
+        self._tell(BROADCAST, self._msg(s, MsgType.CLAIM, xid=s.xid, ad=0))
         self._set_timer(s, Timer.ELECT, self.t.ad_interval)
 
     def _t_elect(self, s: Session) -> None:
-        self.log("NOT", "^.idl_timeout.c-doTimeout")
-        self.log("DBG", f"Timeout {fmt_xid(s.xid)} hier=ClaimRoot(tent)")
+        if self.logs:
+            self.log("NOT", "^.idl_timeout.c-doTimeout")
+        if self.logs:
+            self.log("DBG", f"Timeout {fmt_xid(s.xid)} hier=ClaimRoot(tent)")
         if s.ad < self.t.ads:
             s.ad += 1
-            self.log("NOT", "^.idl_protocol.c-sendBroadcastOffer")
-            self.log("INF", f"{fmt_xid(s.xid)} TxBdcst Ad {s.ad}: ClaimRoot(tent)")
-            self._send(BROADCAST, self._msg(s, MsgType.CLAIM, xid=s.xid, ad=s.ad))
+            if self.logs:
+                self.log("NOT", "^.idl_protocol.c-sendBroadcastOffer")
+            if self.logs:
+                self.log("INF", f"{fmt_xid(s.xid)} TxBdcst Ad {s.ad}: ClaimRoot(tent)")
+            self._tell(BROADCAST, self._msg(s, MsgType.CLAIM, xid=s.xid, ad=s.ad))
             self._set_timer(s, Timer.ELECT, self.t.ad_interval)
         else:
             self._confirm(s)
@@ -704,8 +736,9 @@ class Phone:
             self._fallback(s, f"{why}; {s.attempts - 1} elections tried", ev)
             return
         s.root_ip, s.lost, s.join_tries, s.rejoins = NO_IP, NO_IP, 0, 0
-        self.log("WRN", f"{fmt_xid(s.xid)} {s.file}: {why}: listening again (attempt "
-                        f"{s.attempts} of {self.t.max_attempts})")
+        if self.logs:
+            self.log("WRN", f"{fmt_xid(s.xid)} {s.file}: {why}: listening again (attempt "
+                            f"{s.attempts} of {self.t.max_attempts})")
         self._listen(s, ev)
 
     def _release_children(self, s: Session, new_root: str) -> None:
@@ -715,8 +748,9 @@ class Phone:
         subtree it never placed would look to it like free slots (REQUESTs refused FULL)."""
         if not s.children or new_root == s.placed_by:
             return
-        self.log("INF", f"{fmt_xid(s.xid)} {s.file}: new root {new_root}: releasing "
-                        f"{len(s.children)} children to join it")
+        if self.logs:
+            self.log("INF", f"{fmt_xid(s.xid)} {s.file}: new root {new_root}: releasing "
+                            f"{len(s.children)} children to join it")
         for sid in list(s.children):
             st = self.streams.get(sid)
             if st is not None:
@@ -743,15 +777,17 @@ class Phone:
             # Quiet when done: every member holds the file. A phone that comes later asks
             # (its CLAIM or JOIN gets a unicast answer); a broadcast would only cost every
             # phone of the subnet a reception.
-            self.log("INF", f"{fmt_xid(s.xid)} {s.file}: all {s.registrar.members} members "
-                            f"ready: no more ROOT broadcasts")
+            if self.logs:
+                self.log("INF", f"{fmt_xid(s.xid)} {s.file}: all {s.registrar.members} members "
+                                f"ready: no more ROOT broadcasts")
             return
-        self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
+        self._tell(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
         fast = s.state == State.ROOT_WAITING
         self._set_timer(s, Timer.ANNOUNCE, self.t.announce_fast if fast else self.t.announce_slow)
 
     def _t_xfr(self, s: Session) -> None:
-        self.log("INF", f"{fmt_xid(s.xid)} Root sending TFTP XfrCmd on ROOT_WAITING TO")
+        if self.logs:
+            self.log("INF", f"{fmt_xid(s.xid)} Root sending TFTP XfrCmd on ROOT_WAITING TO")
         self._goto(s, State.ROOT_FETCHING, Timer.XFR)
         self._tftp(s.file)
 
@@ -797,10 +833,12 @@ class Phone:
         s.registrar = Registrar(self.id.ip, max_members=self.t.max_members,
                                 ttl=2 * self.t.budget(self._max_size(s.file)))
         self._release_children(s, self.id.ip)   # they join it like everyone else
-        self.log("NOT", "UT:Confirmed root bumping strength")
-        self.log("NOT", f"@@@HROOT:{fmt_xid(s.xid)} H={codec.name_hash(s.file):08x} "
-                        f"m={self.id.model} ROOT={self.server} /dnld/{s.file}")
-        self._send(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
+        if self.logs:
+            self.log("NOT", "UT:Confirmed root bumping strength")
+        if self.logs:
+            self.log("NOT", f"@@@HROOT:{fmt_xid(s.xid)} H={codec.name_hash(s.file):08x} "
+                            f"m={self.id.model} ROOT={self.server} /dnld/{s.file}")
+        self._tell(BROADCAST, self._msg(s, MsgType.ROOT, server=self.server))
         self._set_timer(s, Timer.ANNOUNCE, self.t.announce_fast)
         self._set_timer(s, Timer.XFR, self.t.root_wait)
 
@@ -817,13 +855,14 @@ class Phone:
             self._cancel(s, Timer.ELECT, Timer.LISTEN)
             self._goto(s, State.YIELDED, MsgType.CLAIM)
             s.yielded_to, s.yield_since = src, self.now
-            self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ClaimRoot(tent) {fmt_xid(m.xid)} from "
-                            f"{src} strength={m.strength:08x}: yielding")
+            if self.logs:
+                self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ClaimRoot(tent) {fmt_xid(m.xid)} from "
+                                f"{src} strength={m.strength:08x}: yielding")
             self._set_timer(s, Timer.YIELD, self.t.yield_wait)
         elif s.is_root:
             # Answer a claim at once, and to the claimer alone: a broadcast answer to every
             # offer costs every phone a reception, and under load that feeds on itself.
-            self._send(src, self._msg(s, MsgType.ROOT, server=self.server))
+            self._tell(src, self._msg(s, MsgType.ROOT, server=self.server))
 
     def _rx_root(self, s: Session, m: Message, src: str) -> None:
         if not self._root_ok(m, src, s):
@@ -832,16 +871,18 @@ class Phone:
             s.xids += (m.xid,)       # children of a new root may come to us under its XID
         if s.state in (State.LISTENING, State.TENTATIVE, State.YIELDED):
             self._cancel(s, Timer.ELECT, Timer.YIELD, Timer.LISTEN)
-            self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ROOT {fmt_xid(m.xid)} from {src}"
-                            f" m={m.model} {s.file}: joining")
+            if self.logs:
+                self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ROOT {fmt_xid(m.xid)} from {src}"
+                                f" m={m.model} {s.file}: joining")
             self._release_children(s, src)
             s.root_ip, s.root_xid = src, m.xid
             s.join_tries = 0
             self._send_join(s, MsgType.ROOT)
         elif (s.state == State.ROOT_WAITING and s.registrar.members == 0
               and self._stronger(m, src, s)):
-            self.log("NOT", f"{fmt_xid(s.xid)} stronger root {fmt_xid(m.xid)} at {src}:"
-                            f" demoting, joining it")
+            if self.logs:
+                self.log("NOT", f"{fmt_xid(s.xid)} stronger root {fmt_xid(m.xid)} at {src}:"
+                                f" demoting, joining it")
             self._cancel(s, Timer.ANNOUNCE, Timer.XFR)
             self._set_timer(s, Timer.DEADLINE, self.t.deadline(self._max_size(s.file)))
             s.registrar = None
@@ -854,30 +895,33 @@ class Phone:
         if s.state != State.JOINING:
             self._goto(s, State.JOINING, why)
         s.join_tries += 1
-        self.log("INF", f"{fmt_xid(s.root_xid)} TxJoin to root {s.root_ip} try {s.join_tries}"
-                        + (f" (lost parent {s.lost})" if s.lost != NO_IP else ""))
-        self._send(s.root_ip, self._msg(s, MsgType.JOIN, lost_parent=s.lost))
+        if self.logs:
+            self.log("INF", f"{fmt_xid(s.root_xid)} TxJoin to root {s.root_ip} try {s.join_tries}"
+                            + (f" (lost parent {s.lost})" if s.lost != NO_IP else ""))
+        self._tell(s.root_ip, self._msg(s, MsgType.JOIN, lost_parent=s.lost))
         self._set_timer(s, Timer.JOIN, self.t.join_retry)
 
     def _rx_join(self, s: Session, m: Message, src: str) -> None:
         if not s.is_root or m.xid != s.xid:
-            self._send(src, self._msg(s, MsgType.REFUSE, xid=m.xid, reason=RefuseReason.NOT_ROOT))
+            self._tell(src, self._msg(s, MsgType.REFUSE, xid=m.xid, reason=RefuseReason.NOT_ROOT))
             return
         placed = s.registrar.place(src, m.lost_parent, self.now)
         if placed is None:
-            self._send(src, self._msg(s, MsgType.REFUSE, reason=RefuseReason.FULL))
+            self._tell(src, self._msg(s, MsgType.REFUSE, reason=RefuseReason.FULL))
             return
         parent, slot, depth = placed
-        self.log("INF", f"{fmt_xid(s.xid)} RxJoin from {src}: parent={parent} slot={slot}"
-                        f" depth={depth}")
-        self._send(src, self._msg(s, MsgType.OFFER, parent=parent, slot=slot, depth=depth))
+        if self.logs:
+            self.log("INF", f"{fmt_xid(s.xid)} RxJoin from {src}: parent={parent} slot={slot}"
+                            f" depth={depth}")
+        self._tell(src, self._msg(s, MsgType.OFFER, parent=parent, slot=slot, depth=depth))
 
     def _rx_offer(self, s: Session, m: Message, src: str) -> None:
         if s.state != State.JOINING or src != s.root_ip or m.xid != s.root_xid:
             return
         if m.parent in self.distrusted:
-            self.log("WRN", f"{fmt_xid(s.root_xid)} RxOffer names parent {m.parent}, which "
-                            f"served bad bytes: asking again")
+            if self.logs:
+                self.log("WRN", f"{fmt_xid(s.root_xid)} RxOffer names parent {m.parent}, which "
+                                f"served bad bytes: asking again")
             s.lost = m.parent
             self._cancel(s, Timer.JOIN)
             self._send_join(s, MsgType.OFFER)
@@ -885,8 +929,9 @@ class Phone:
         if m.parent in (self.id.ip, NO_IP) or m.parent in s.children.values():
             # A placement that cannot exist: itself, or its own child (a loop). Ignored: the
             # JOIN is retried, and JOIN_TRIES unanswered ones end this root's turn.
-            self.log("WRN", f"{fmt_xid(s.root_xid)} RxOffer from {src} names parent {m.parent}"
-                            f", which is this phone or its child: ignored")
+            if self.logs:
+                self.log("WRN", f"{fmt_xid(s.root_xid)} RxOffer from {src} names parent {m.parent}"
+                                f", which is this phone or its child: ignored")
             return
         self._cancel(s, Timer.JOIN)
         s.parent_ip, s.lost, s.placed_by = m.parent, NO_IP, s.root_ip
@@ -896,8 +941,9 @@ class Phone:
         s.up_sid = sid
         self._goto(s, State.CHILD, MsgType.OFFER)
         self._set_timer(s, Timer.BUDGET, self.t.budget(self._max_size(s.file)))
-        self.log("INF", f"{fmt_xid(s.root_xid)} RxOffer parent={m.parent} slot={m.slot} "
-                        f"depth={m.depth}: |parent={m.parent}")
+        if self.logs:
+            self.log("INF", f"{fmt_xid(s.root_xid)} RxOffer parent={m.parent} slot={m.slot} "
+                            f"depth={m.depth}: |parent={m.parent}")
         self._out.append(Connect(sid, m.parent))
         self._out.append(Write(sid, codec.encode_frame(Frame(
             FrameType.REQUEST, xid=s.root_xid, model=self.id.model, file=s.file))))
@@ -931,8 +977,9 @@ class Phone:
                                      f", the manifest gives {want}: protocol error")
                 return
             st.size, st.digest = f.size, f.sha256
-            self.log("INF", f"{fmt_xid(s.root_xid)} RxHeader {s.file} size={f.size} from "
-                            f"{st.peer}")
+            if self.logs:
+                self.log("INF", f"{fmt_xid(s.root_xid)} RxHeader {s.file} size={f.size} from "
+                                f"{st.peer}")
         elif f.type == FrameType.DATA:
             st.parts.append(f.data)
             st.got += len(f.data)
@@ -951,8 +998,9 @@ class Phone:
             self._cancel(s, Timer.BUDGET)
             s.up_sid = None
             if len(data) != st.size or payload.sha256(data) != st.digest:
-                self.log("ERR", f"{fmt_xid(s.root_xid)} {s.file} from {st.peer}: size/sha256"
-                                f" differ from its header: discarded")
+                if self.logs:
+                    self.log("ERR", f"{fmt_xid(s.root_xid)} {s.file} from {st.peer}: size/sha256"
+                                    f" differ from its header: discarded")
                 self._bad_parent(s, st.peer, "its bytes differ from its header")
             elif not self._install(s, data, st.peer):
                 self._bad_parent(s, st.peer, "digest check failed")
@@ -982,7 +1030,8 @@ class Phone:
         self._cancel(s, Timer.BUDGET)
         lost, s.up_sid = s.parent_ip, None
         s.rejoins += 1
-        self.log("WRN", f"{fmt_xid(s.root_xid)} {s.file}: {why}")
+        if self.logs:
+            self.log("WRN", f"{fmt_xid(s.root_xid)} {s.file}: {why}")
         if lost == s.root_ip:
             self._relisten(s, f"lost the root {lost}", ev, shun=lost)   # elect a new root
         elif upstream:
@@ -1001,8 +1050,9 @@ class Phone:
             self._out.append(Close(s.up_sid))
             s.up_sid = None
         self._goto(s, State.FALLBACK, ev)
-        self.log("WRN", f"{fmt_xid(s.hier_xid)} PFS failed for {s.file} ({why}): fallback to"
-                        f" TFTP {self.server}")
+        if self.logs:
+            self.log("WRN", f"{fmt_xid(s.hier_xid)} PFS failed for {s.file} ({why}): fallback to"
+                            f" TFTP {self.server}")
         self._tftp(s.file)
 
     def _got_tftp_file(self, s: Session, data: bytes | None, error: str) -> None:
@@ -1012,8 +1062,9 @@ class Phone:
             return
         s.fetch_fails += 1
         if s.fetch_fails < self.t.fetch_tries:
-            self.log("WRN", f"{fmt_xid(s.hier_xid)} TFTP {s.file} failed ({s.fetch_fails} of "
-                            f"{self.t.fetch_tries}): trying again")
+            if self.logs:
+                self.log("WRN", f"{fmt_xid(s.hier_xid)} TFTP {s.file} failed ({s.fetch_fails} of "
+                                f"{self.t.fetch_tries}): trying again")
             self._tftp(s.file)
             return
         self._goto(s, State.FAILED, Event.TFTP_FAILED)
@@ -1041,23 +1092,27 @@ class Phone:
         s = self.sessions.get(f.file) if self.pfs else None
         if (s is None or f.model != self.id.model or s.state == State.FAILED
                 or (f.xid != s.hier_xid and f.xid not in s.xids)):
-            self.log("WRN", f"child {st.peer} asked for unknown {fmt_xid(f.xid)} {f.file}")
+            if self.logs:
+                self.log("WRN", f"child {st.peer} asked for unknown {fmt_xid(f.xid)} {f.file}")
             self._abort(st, AbortReason.UNKNOWN, "no such hierarchy")
             return
         if st.peer == s.parent_ip and s.state == State.CHILD:
-            self.log("WRN", f"{fmt_xid(s.hier_xid)} child {st.peer} is this phone's parent:"
-                            f" refused (a loop)")
+            if self.logs:
+                self.log("WRN", f"{fmt_xid(s.hier_xid)} child {st.peer} is this phone's parent:"
+                                f" refused (a loop)")
             self._abort(st, AbortReason.PROTOCOL, "you are my parent")
             return
         if len(s.children) >= 2:
-            self.log("WRN", f"{fmt_xid(s.hier_xid)} child {st.peer} refused: FULL=1")
+            if self.logs:
+                self.log("WRN", f"{fmt_xid(s.hier_xid)} child {st.peer} refused: FULL=1")
             self._abort(st, AbortReason.FULL, "both child slots taken")
             return
         st.file = f.file
         s.children[st.sid] = st.peer
         fds = list(s.children.values()) + ["-1"] * (2 - len(s.children))
-        self.log("NOT", f"|parent={s.parent_ip if s.parent_ip != NO_IP else -1}><fd[0]={fds[0]}"
-                        f" fd[1]={fds[1]} FULL={int(len(s.children) >= 2)} {s.file}")
+        if self.logs:
+            self.log("NOT", f"|parent={s.parent_ip if s.parent_ip != NO_IP else -1}><fd[0]={fds[0]}"
+                            f" fd[1]={fds[1]} FULL={int(len(s.children) >= 2)} {s.file}")
         if s.data is not None:
             self._serve(s, st.sid)
         else:
@@ -1076,8 +1131,9 @@ class Phone:
         data = s.data
         if st is None or data is None:
             return
-        self.log("INF", f"{fmt_xid(s.hier_xid)} TxFile {s.file} {len(data)} bytes to child "
-                        f"{st.peer}")
+        if self.logs:
+            self.log("INF", f"{fmt_xid(s.hier_xid)} TxFile {s.file} {len(data)} bytes to child "
+                            f"{st.peer}")
         self._out.append(Write(sid, payload.framed(data)))
         self._out.append(Close(sid))
         st.done = True

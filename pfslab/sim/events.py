@@ -20,9 +20,10 @@ class EventHeap:
         """Whether the run should go on (subclasses add their own end condition)."""
         return True
 
-    def run(self, until: float | None = None) -> float:
+    def run(self, until: float | None = None, tick=None) -> float:
         """Run events in time order until none is left, :meth:`busy` turns false, or the
-        next is after ``until``; returns the time reached."""
+        next is after ``until``; returns the time reached. ``tick()`` is called every
+        16,384 events (a progress line's chance to look at the clock)."""
         heap, pop = self._heap, heapq.heappop
         n = 0
         try:
@@ -34,6 +35,10 @@ class EventHeap:
                 self.now = t
                 fn(a, b, c)
                 n += 1
+                if tick is not None and not n & 0x3FFF:
+                    self.events += n
+                    n = 0
+                    tick()
         finally:
             self.events += n
         return self.now

@@ -35,7 +35,7 @@ _SMALL = 1500         # bytes: a write this small on an idle stream skips the up
 
 class Node:
     __slots__ = ("phone", "ip", "subnet", "alive", "logs", "armed", "seq", "listening",
-                 "uplink", "links", "done", "plain", "gotos", "heeding")
+                 "uplink", "links", "done", "plain", "gotos", "heeding", "sending")
 
     def __init__(self, phone: Phone, subnet: int):
         self.phone, self.ip, self.subnet = phone, phone.id.ip, subnet
@@ -46,6 +46,7 @@ class Node:
         self.plain = False                      # see begin()
         self.listening = False                  # in its (subnet, model, load) broadcast group
         self.uplink: PSLink | None = None
+        self.sending = False                    # its uplink carries a file (SimNet.serving)
         self.links: set[int] = set()            # sids of its open streams
         self.done: Completed | None = None
         self.gotos = 0                          # the phone's state changes when last indexed
@@ -109,6 +110,8 @@ class SimNet(EventHeap):
         self.connections: list[tuple[float, str, str]] = []     # (t, child ip, parent ip)
         self.datagrams = 0
         self.pending = 0                                   # phones started, not completed
+        self.ok = self.failed = 0                          # phones completed, by outcome
+        self.serving = 0                                   # phones sending a file now
         self._started: list[Node] = []
         # called with (phone, now) after each input that changed a state, a stream, a fetch
         # or an install: the live view
@@ -138,7 +141,7 @@ class SimNet(EventHeap):
     def busy(self) -> bool:
         return self.pending > 0        # run() ends when every reset phone has ended
 
-    def run(self, until: float | None = None) -> float:
+    def run(self, until: float | None = None, tick=None) -> float:
         """Run until every reset phone has ended (or virtual time ``until``); returns the
         time reached. :meth:`summary` says whether the run was cut short.
 
@@ -148,7 +151,7 @@ class SimNet(EventHeap):
         paused = gc.isenabled()
         gc.disable()
         try:
-            return super().run(until)
+            return super().run(until, tick)
         finally:
             if paused:
                 gc.enable()
@@ -183,6 +186,11 @@ class SimNet(EventHeap):
     def _datagram(self, node: Node, data: bytes, src: str) -> None:
         if node.alive:
             node.phone.on_datagram(self.now, data, src)
+            self._drain(node)
+
+    def _message(self, node: Node, m: codec.Message, src: str) -> None:
+        if node.alive:
+            node.phone.on_message(self.now, m, src)
             self._drain(node)
 
     def _broadcast(self, group: list[Node], m: codec.Message, src: Node) -> None:
@@ -299,6 +307,11 @@ class SimNet(EventHeap):
                 elif k is Completed:
                     if node.done is None and node.alive:
                         self.pending -= 1
+                    if node.done is None:
+                        if o.ok:
+                            self.ok += 1
+                        else:
+                            self.failed += 1
                     node.done = o
                 # Installed: the phone's own record (phone.installed) is what results read
         if not node.listening and ph.pfs:
@@ -347,7 +360,7 @@ class SimNet(EventHeap):
         t = self.now + self.lan_latency
         if o.dst == BROADCAST:
             try:
-                m = codec.decode_shared(o.data)
+                m = o.msg if o.msg is not None else codec.decode_shared(o.data)
             except codec.DecodeError:
                 self.at(t, self._broadcast_raw, self.subnets[node.subnet], o.data, node)
                 return                                # not ours: everyone hears it
@@ -358,7 +371,10 @@ class SimNet(EventHeap):
         dst = self.nodes.get(o.dst)
         if dst is not None:
             self.datagrams += 1
-            self.at(t, self._datagram, dst, o.data, node.ip)
+            if o.msg is not None and dst.plain:         # as decoded, for a phone's own input
+                self.at(t, self._message, dst, o.msg, node.ip)
+            else:
+                self.at(t, self._datagram, dst, o.data, node.ip)
 
     def _connect(self, node: Node, o: Connect) -> None:
         peer = self.nodes.get(o.peer)
@@ -469,16 +485,26 @@ class SimNet(EventHeap):
     # ---------------------------------------------------------------- the LAN
 
     def _lan_next(self, link: _Link) -> None:
-        """Put the stream's next write on its sender's uplink."""
-        if not link.q or link.dead:
+        """Put the stream's next write on its sender's uplink (a close has no bits: it
+        follows at once, one LAN hop behind what went before it)."""
+        q = link.q
+        while q and q[0] is _CLOSE and not link.dead:
+            q.popleft()
+            self._deliver(link, self.now + self.lan_latency, _CLOSE)
+        if not q or link.dead:
             link.busy = False
+            if q is not None and not q:
+                link.q = None                       # most streams are done with it
             return
         link.busy = True
-        item = link.q[0]
+        item = q[0]
         src = link.src
         if src.uplink is None:
             src.uplink = PSLink(self.lan_bps)
-        src.uplink.add(self.now, 0 if item is _CLOSE else len(item) * 8, link)
+        if not src.sending:
+            src.sending = True
+            self.serving += 1
+        src.uplink.add(self.now, len(item) * 8, link)
         self._uplink_schedule(src)
 
     def _uplink_schedule(self, node: Node) -> None:
@@ -498,6 +524,9 @@ class SimNet(EventHeap):
             else:
                 self._deliver(link, t, item)
             self._lan_next(link)
+        if not up.n and node.sending:
+            node.sending = False
+            self.serving -= 1
         self._uplink_schedule(node)
 
     # ---------------------------------------------------------------- the WAN

@@ -14,6 +14,7 @@ import contextlib
 import gc
 import re
 import resource
+import sys
 import time
 
 from .. import firmware
@@ -22,7 +23,7 @@ from ..errors import UserError
 from ..settings import Settings, add_options, deprecated
 from ..site import Site
 from ..view.live import Board, LiveView
-from ..view.sim_feed import SimFeed
+from ..view.sim_feed import PlainProgress, SimFeed
 from . import scenario
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,10 +64,13 @@ def simulate(site: Site, mode: str, **kw) -> dict:
 
 def _simulate(site: Site, mode: str, *, seed: int, wan_delay_s: float, wan_bps: float | None,
              blksize: int | None = None, wan_loss: float = 0.0, until: float | None = None,
-             wan_model: str = "packet", wan_queue_s: float = 1.0, watch=None) -> dict:
+             wan_model: str = "packet", wan_queue_s: float = 1.0, watch=None,
+             progress=None) -> dict:
     """Run one upgrade in memory; return one results.json entry (``sim``: the run's own
     figures: events, CPU, peak memory, what the WAN dropped and resent). ``watch(phone,
-    now)`` is called after each input a phone takes (the live view's feed)."""
+    now)`` is called after each input that changed what a phone shows (the live view's
+    feed); ``progress(net)`` every 16,384 events, and ``progress(net, final=True)`` at the
+    end (plain lines)."""
     net, phones = scenario.build(
         site, mode, seed=seed, wan_rtt=2 * wan_delay_s, wan_bps=wan_bps, wan_model=wan_model,
         wan_loss=wan_loss, wan_queue_bytes=wan_bps / 8 * wan_queue_s if wan_bps else None,
@@ -75,8 +79,10 @@ def _simulate(site: Site, mode: str, *, seed: int, wan_delay_s: float, wan_bps: 
     for p in phones:
         net.reset(p)
     cpu = time.process_time()
-    net.run(until=until)
+    net.run(until=until, tick=None if progress is None else lambda: progress(net))
     cpu = time.process_time() - cpu
+    if progress is not None:
+        progress(net, final=True)
     s = net.summary()
     out = [{**vars(sp), **p.outcome()} for sp, p in zip(site.phones, phones)]
     tftp = [{"client": ip, "file": f, "t": round(t, 3)} for t, ip, f in net.tftp_requests]
@@ -139,13 +145,16 @@ def run(args) -> int:
         print(f"models: {line}")
     results = []
     phones = [{"name": p.name, "model": p.model, "subnet": p.subnet} for p in site.phones]
+    live = not args.no_live and sys.stdout.isatty()
     for mode in settings.modes:
-        with LiveView(Board(phones, mode, bps), live=False if args.no_live else None) as view:
-            r = simulate(site, mode, seed=settings.seed, wan_delay_s=delay, wan_bps=bps,
-                         blksize=settings.blksize, wan_loss=loss, until=args.until,
-                         wan_model=args.wan_model, wan_queue_s=args.wan_queue,
-                         # plain lines (no terminal) need a phone's screen seldom
-                         watch=SimFeed(view.event, every=0.25 if view.live else 5.0))
+        kw = dict(seed=settings.seed, wan_delay_s=delay, wan_bps=bps, blksize=settings.blksize,
+                  wan_loss=loss, until=args.until, wan_model=args.wan_model,
+                  wan_queue_s=args.wan_queue)
+        if live:
+            with LiveView(Board(phones, mode, bps), live=True) as view:
+                r = simulate(site, mode, watch=SimFeed(view.event, every=0.25), **kw)
+        else:
+            r = simulate(site, mode, progress=PlainProgress(mode, len(site.phones), bps), **kw)
         results.append(r)
         m = r["sim"]
         print(f"simulated {mode}: {len(site.phones)} phones, {m['events']:,} events in "
