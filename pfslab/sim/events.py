@@ -20,16 +20,19 @@ class EventHeap:
         """Whether the run should go on (subclasses add their own end condition)."""
         return True
 
-    def run(self, until: float | None = None, tick=None) -> float:
+    def run(self, until: float | None = None, tick=None, before: float | None = None) -> float:
         """Run events in time order until none is left, :meth:`busy` turns false, or the
-        next is after ``until``; returns the time reached. ``tick()`` is called every
-        16,384 events (a progress line's chance to look at the clock)."""
+        next is after ``until`` (or at or after ``before``: the clock then stays at the last
+        event run); returns the time reached. ``tick()`` is called every 16,384 events (a
+        progress line's chance to look at the clock)."""
         heap, pop = self._heap, heapq.heappop
         n = 0
         try:
             while heap and self.busy():
                 if until is not None and heap[0][0] > until:
                     self.now = max(self.now, until)
+                    break
+                if before is not None and heap[0][0] >= before:
                     break
                 t, _, fn, a, b, c = pop(heap)
                 self.now = t

@@ -141,7 +141,7 @@ class SimNet(EventHeap):
     def busy(self) -> bool:
         return self.pending > 0        # run() ends when every reset phone has ended
 
-    def run(self, until: float | None = None, tick=None) -> float:
+    def run(self, until: float | None = None, tick=None, before: float | None = None) -> float:
         """Run until every reset phone has ended (or virtual time ``until``); returns the
         time reached. :meth:`summary` says whether the run was cut short.
 
@@ -151,7 +151,7 @@ class SimNet(EventHeap):
         paused = gc.isenabled()
         gc.disable()
         try:
-            return super().run(until, tick)
+            return super().run(until, tick, before)
         finally:
             if paused:
                 gc.enable()

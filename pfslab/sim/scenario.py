@@ -23,20 +23,22 @@ def phone_specs(subnets: int, per_subnet: int, models: list[str]) -> list[PhoneS
 
 def build(site: Site | list[PhoneSpec], mode: str = "pfs", *, scale: float | None = None,
           seed: int = 1, timers: Timers | None = None, phone_cls=Phone,
-          signer: Signer | None = None, **net_kw) -> tuple[SimNet, list[Phone]]:
+          signer: Signer | None = None, files: dict | None = None,
+          subnets: set[int] | None = None, **net_kw) -> tuple[SimNet, list[Phone]]:
     """A SimNet serving ``site.files(mode, signer)`` and one Phone per PhoneSpec (not reset
     yet), each trusting ``signer``'s public key only. ``signer``: HQ's key (default: a fresh
     one per run, as in the lab). A bare list of phones is a Site with the default
-    configuration levels, scale 0.01."""
+    configuration levels, scale 0.01. ``files``: what HQ serves, made already (with
+    ``signer``); ``subnets``: only the phones of these (a worker of pfslab.sim.parallel)."""
     if not isinstance(site, Site):
         site = Site(list(site), firmware_scale=0.01)
     if scale is not None:
         site = replace(site, firmware_scale=scale)
     signer = signer or Signer.generate()
-    net = SimNet(site.files(mode, signer), **net_kw)
+    net = SimNet(files if files is not None else site.files(mode, signer), **net_kw)
     phones = [net.add(phone_cls(PhoneId(sp.name, sp.ip, sp.mac, sp.model), net.server,
                                 seed=seed, timers=timers, trust=signer.trust), sp.subnet)
-              for sp in site.phones]
+              for sp in site.phones if subnets is None or sp.subnet in subnets]
     return net, phones
 
 
