@@ -256,7 +256,7 @@ class Phone:
     __slots__ = ("id", "trust", "server", "seed", "t", "now", "_out", "_timers", "_heap", "_seq",
                  "_pushes", "_sid", "sessions", "streams", "config", "load", "map", "pfs",
                  "tftp_queue", "tftp_busy", "config_tries", "installed", "heard_roots",
-                 "distrusted", "idle", "completed", "logs", "gotos", "__weakref__")
+                 "distrusted", "idle", "completed", "logs", "gotos", "moved", "__weakref__")
 
     def __init__(self, ident: PhoneId, server: str, *, seed: int = 1,
                  timers: Timers | None = None, trust: firmware.Trust = firmware.FIXTURE_TRUST):
@@ -294,6 +294,7 @@ class Phone:
         self.completed: Completed | None = None
         self.logs = True            # False: no LogRecord outputs (a simulator that drops them)
         self.gotos = 0              # state changes so far (a simulator's broadcast index)
+        self.moved: Session | None = None   # the session that changed state last
 
     # ------------------------------------------------------------------ driver API
 
@@ -491,6 +492,7 @@ class Phone:
                 self.log("ERR", f"internal: undeclared transition {s.state} --{why}--> {to}")
         s.state = to
         self.gotos += 1
+        self.moved = s
 
     def _set_timer(self, s: Session, kind: Timer, delay: float) -> None:
         self._set_timer_at(s.file, kind, delay)
@@ -843,7 +845,9 @@ class Phone:
         self._set_timer(s, Timer.XFR, self.t.root_wait)
 
     def _stronger(self, m: Message, src: str, s: Session) -> bool:
-        return (m.strength, _ipnum(src)) > (s.strength, _ipnum(self.id.ip))
+        if m.strength != s.strength:               # (the address breaks ties only)
+            return m.strength > s.strength
+        return _ipnum(src) > _ipnum(self.id.ip)
 
     def _rx_claim(self, s: Session, m: Message, src: str) -> None:
         if src in s.no_shows:

@@ -247,6 +247,12 @@ class SimNet(EventHeap):
             ph.on_stream_data(self.now, link.dsid, data)
             if ph._out or ph._pushes != pushes or not node.plain:   # a HOLD changes nothing
                 self._drain(node)
+        # the watches on this stream, now that it has carried this (a REQUEST's answer is
+        # a beat, or the file, or nothing: the child's watch then counts)
+        self._rewatch(link)
+        back = self._links.get((node.ip, link.dsid))
+        if back is not None:
+            self._rewatch(back)
 
     def _stream_closed(self, node: Node, sid: int, why: str) -> None:
         node.links.discard(sid)
@@ -268,7 +274,7 @@ class SimNet(EventHeap):
             link = self._links.get((node.ip, sid))
             if link is None:
                 continue
-            self._beat_stop(link)                  # no more HOLDs
+            self._beat_stop(link, False)           # no more HOLDs, nor anything else
             link.dead = True                       # what it had not sent yet never leaves
             if not silent:
                 self._drop(node.ip, sid)
@@ -339,9 +345,10 @@ class SimNet(EventHeap):
     def _regroup(self, node: Node) -> None:
         """The phone changed state: move it in the broadcast index (_heed, _deaf)."""
         ph = node.phone
+        one = ph.gotos - node.gotos == 1            # then the change is that of ph.moved
         node.gotos = ph.gotos
         g = (node.subnet, ph.id.model, ph.map)
-        for f, s in ph.sessions.items():
+        for f, s in ((ph.moved.file, ph.moved),) if one else ph.sessions.items():
             h = s.state in HEEDING
             if node.heeding.get(f) is h:
                 continue
@@ -401,7 +408,7 @@ class SimNet(EventHeap):
         if link is None:
             return
         if link.beat_every:
-            self._beat_stop(link)
+            self._beat_stop(link, True)
         if data is _CLOSE:
             self._drop(node.ip, sid)     # nothing more either way; what was written still goes
         if not link.busy and not link.dead and (data is _CLOSE or len(data) <= _SMALL):
@@ -426,29 +433,32 @@ class SimNet(EventHeap):
     # ---------------------------------------------------------------- keepalives, watches
 
     def _keepalive(self, node: Node, o: Keepalive) -> None:
-        """The first beat is a write; the others only move the receiver's last arrival,
-        worked out when the beating stops (:meth:`_beat_stop`)."""
+        """A beat costs no event: the receiver's last arrival is worked out when the beating
+        stops (:meth:`_beat_stop`). A test's own phone (not ``plain``) gets the first one
+        as a frame."""
         link = self._links.get((node.ip, o.sid))
         if link is None or link.dead:
             return
         if link.beat_every:
             link.beat_bytes = len(o.data)          # new bytes, same beat
             return
-        self._write(node, o.sid, o.data)
+        if not link.dst.plain:
+            self._write(node, o.sid, o.data)
         link.beat_t0, link.beat_every, link.beat_bytes = self.now, o.every, len(o.data)
 
-    def _beat_stop(self, link: _Link) -> None:
+    def _beat_stop(self, link: _Link, more: bool) -> None:
+        """The sender wrote something else (``more``: a delivery follows, and the watch is
+        looked at after it), or died."""
         every = link.beat_every
-        if not every:
-            return
-        link.beat_every = 0.0
-        n = int((self.now - link.beat_t0) / every + 1e-9)     # beats after the first
-        if n > 0 and not link.dead:
-            # the last beat arrives as a small frame on an idle stream would (_write)
-            t = (link.beat_t0 + n * every + link.beat_bytes * 8 / self.lan_bps
-                 + self.lan_latency)
-            link.rx_last = max(link.rx_last, t)
-        if link.watch:
+        if every:
+            link.beat_every = 0.0
+            if not link.dead:
+                n = int((self.now - link.beat_t0) / every + 1e-9)
+                # the last beat arrives as a small frame on an idle stream would (_write)
+                t = (link.beat_t0 + n * every + link.beat_bytes * 8 / self.lan_bps
+                     + self.lan_latency)
+                link.rx_last = max(link.rx_last, t)
+        if not more and link.watch:
             self._watch_check(link)
 
     def _watch(self, node: Node, o: Watch) -> None:
@@ -459,7 +469,15 @@ class SimNet(EventHeap):
         if link is None:
             return
         link.watch, link.rx_last = o.silence, max(link.rx_last, self.now)
-        self._watch_check(link)
+        if out.last <= self.now:                   # else: looked at when that arrives
+            self._rewatch(link)
+
+    def _rewatch(self, link: _Link) -> None:
+        """After a delivery on the stream: a watched direction that is quiet (no beat, no
+        write on its way) gets its silence looked at."""
+        if (link.watch and not link.checking and not link.beat_every and not link.busy
+                and link.dsid in link.dst.links):
+            self._watch_check(link)
 
     def _watch_check(self, link: _Link) -> None:
         if not link.checking:
@@ -468,8 +486,9 @@ class SimNet(EventHeap):
 
     def _silent(self, link: _Link, _a=None, _b=None) -> None:
         link.checking = False
-        if not link.watch or (link.beat_every and not link.dead):
-            return                                 # beating: _beat_stop looks again
+        if not link.watch or (link.beat_every and not link.dead) or (
+                link.busy and not link.dead):
+            return                                 # beating, or bytes on the way: later
         if link.dsid not in link.dst.links:
             return                                 # closed: the close is on its way
         due = link.rx_last + link.watch
