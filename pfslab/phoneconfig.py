@@ -380,10 +380,16 @@ class Cluster:
 
         out: dict[str, bytes] = {}
         models: dict[str, str] = {}
+        made: dict[tuple, bytes] = {}        # phones alike get the same bytes (made once)
         for mac, dev in sorted(self.devices.items()):
             load = models.setdefault(dev.model, load_of(dev.model))
-            out[sep_filename(mac)] = render_sep(mac, dev.model, load, self.pfs_for(mac),
-                                                self.log_server if dev.log_server else None,
-                                                self.load_server)
+            how = (dev.model, load, self.pfs_for(mac),
+                   self.log_server if dev.log_server else None, self.load_server)
+            data = made.get(how)
+            if data is None:
+                data = made[how] = render_sep(mac, *how)
+            else:
+                normalize_mac(mac)           # what render_sep checks of the MAC itself
+            out[sep_filename(mac)] = data
         out[XMLDEFAULT] = render_xmldefault(models)
         return out

@@ -4,17 +4,18 @@ Subnets meet only at the WAN. Broadcasts, unicasts and streams stay within a sub
 WAN sees a phone only when it asks for a file (``SimNet._fetch``) and when the file has come
 (``SimNet._fetched``). A fetch asked at t ends no sooner than t + 2d (d: the WAN's one-way
 delay: the request goes up, the last block comes down). So the run goes in rounds, a
-conservative synchronisation with d as its lookahead. At the start of a round every worker
-has run all its events before H, and the WAN all of its events before H + d:
+conservative synchronisation with d as its lookahead: rounds of s = d/2, and at the start of
+each the workers have run every event before H and the WAN (here) every event before H + s:
 
-1. each worker is handed the WAN's completions in [H, H + d) (events in its heap, as a single
-   process would run them), runs its events before H + d, and hands back the fetches its
+1. each worker is handed the WAN's completions in [H, H + s) (events in its heap, as a single
+   process would run them), runs its events before H + s, and hands back the fetches its
    phones asked for meanwhile;
-2. this process feeds those fetches, in time order, to the same WAN model a single process
-   uses, and runs the WAN's events before H + 2d: a fetch asked before H + d starts no
-   sooner than H + d, so every completion before H + 2d is then known;
-3. H += d. When nothing happens for a while (a long root fetch at full size), H jumps to
-   the next event anywhere.
+2. meanwhile this process runs the WAN's events before H + 2s. They need only the fetches
+   asked before H + 2s - d = H, which it has; every completion before H + 2s is then known;
+3. it feeds the workers' new fetches, in time order, to the WAN (a fetch asked at t >= H
+   reaches HQ at t + d >= H + 2s, so never in the WAN's past), and H += s. When nothing
+   happens for a while (a long root fetch at full size), H jumps to the next event
+   anywhere.
 
 The phones, the LAN and the WAN are the single-process ones; a run decides what a single
 process decides, except the order of two things at the very same instant in different
@@ -48,7 +49,7 @@ class _WanStub:
 
     def fetch(self, now: float, token, nbytes: int, name: str | None = None) -> None:
         node, file = token
-        self.asked.append((now, node.ip, file, nbytes, name))
+        self.asked.append((now, node.subnet, len(self.asked), node.ip, file, nbytes, name))
 
     def delivered(self) -> tuple[int, int]:
         return 0, 0
@@ -94,19 +95,19 @@ class _Totals:
 
 
 def split(site, jobs: int) -> list[set[int]]:
-    """Subnets in ``jobs`` runs of consecutive subnets with about as many phones each."""
+    """The subnets dealt out in turn, each to the worker with the fewest phones so far: alike
+    subnets go round-robin. (Consecutive runs would not do: the WAN serves the first subnets'
+    requests first, so one worker's bursts would come a round before the other's, and each
+    would wait for the other in turn.)"""
     counts: dict[int, int] = {}
     for sp in site.phones:
         counts[sp.subnet] = counts.get(sp.subnet, 0) + 1
-    total, parts, cur, acc = len(site.phones), [], set(), 0
+    parts: list[set[int]] = [set() for _ in range(min(jobs, len(counts)))]
+    load = [0] * len(parts)
     for k in sorted(counts):
-        cur.add(k)
-        acc += counts[k]
-        if acc >= total * (len(parts) + 1) / jobs and len(parts) < jobs - 1:
-            parts.append(cur)
-            cur = set()
-    if cur:
-        parts.append(cur)
+        i = load.index(min(load))
+        parts[i].add(k)
+        load[i] += counts[k]
     return parts
 
 
@@ -134,7 +135,7 @@ def simulate_parallel(site, mode: str, *, jobs: int, seed: int, wan_delay_s: flo
             conns.append(here)
             procs.append(p)
         s, indexed, tftp, cpu, peak = _rounds(conns, files, net_kw, wan_delay_s, until,
-                                              progress)
+                                              progress, site)
         return result(mode, s, outcomes(site, indexed), tftp, until=until, wan_bps=wan_bps, wan_delay_s=wan_delay_s,
                       wan_loss=wan_loss, wan_model=wan_model, cpu=cpu,
                       wall=time.monotonic() - wall, peak_mb=peak, jobs=len(parts))
@@ -148,7 +149,7 @@ def simulate_parallel(site, mode: str, *, jobs: int, seed: int, wan_delay_s: flo
                 p.join()
 
 
-def _rounds(conns, files, net_kw, d: float, until: float | None, progress):
+def _rounds(conns, files, net_kw, d: float, until: float | None, progress, site):
     """The rounds of the module docstring; returns what :func:`~pfslab.sim.run.result`
     takes (summary, outcomes, TFTP requests) plus CPU seconds and peak memory, summed."""
     clock = EventHeap()
@@ -161,7 +162,7 @@ def _rounds(conns, files, net_kw, d: float, until: float | None, progress):
 
     wan = SimNet(files, **net_kw).wan            # the single process's WAN, on our clock
     wan.clock, wan.deliver = clock, deliver
-    step = d
+    step = d / 2        # the WAN works a step ahead, while the workers run theirs
     totals = _Totals(wan)
     h = 0.0             # the workers have run every event before h, the WAN before h + step
     last = False
@@ -172,12 +173,17 @@ def _rounds(conns, files, net_kw, d: float, until: float | None, progress):
         for i, c in enumerate(conns):
             c.send(("run", ("until" if last else "before", nxt), done[i]))
             done[i] = []
+        # meanwhile the WAN's next step: it needs the fetches asked before nxt + step - d,
+        # i.e. before h, which it has; its completions before nxt + step are the next round's
+        _wan_to(clock, nxt + step, until)
         replies = [c.recv() for c in conns]
         h = nxt
-        asked = sorted((a + (i, k) for i, r in enumerate(replies) for k, a in enumerate(r[0])),
-                       key=lambda a: (a[0], a[5], a[6]))
-        for t, ip, file, nbytes, name, i, _ in asked:
-            owner[ip] = i
+        # in time order; at the same instant, by subnet (the phones' resets at t = 0 reach
+        # the WAN in the site's order, as in one process), then as each worker ran them
+        asked = sorted((a + (i,) for i, r in enumerate(replies) for a in r[0]),
+                       key=lambda a: a[:3])
+        for t, _, _, ip, file, nbytes, name, i in asked:
+            owner[ip] = i                        # (its RRQ reaches HQ at t + d >= h + step)
             wan.fetch(t, (ip, file), nbytes, name)
         totals.ok = sum(r[2] for r in replies)
         totals.failed = sum(r[3] for r in replies)
@@ -189,16 +195,16 @@ def _rounds(conns, files, net_kw, d: float, until: float | None, progress):
         pending = sum(r[1] for r in replies)
         if last or pending == 0:
             break
-        _wan_to(clock, h + step, until)
         later = min(r[6] for r in replies)       # the workers' next events
         if not any(done):
             w = clock._heap[0][0] if clock._heap else math.inf
             if later == math.inf and w == math.inf:
                 break                            # nothing left to happen (stuck phones)
             jump = min(later, w - step)          # nothing anywhere before it
+            if until is not None:
+                jump = min(jump, until)
             if jump > h:
                 h = jump
-                _wan_to(clock, h + step, until)
     if progress is not None:
         progress(totals, final=True)
     ends = []
@@ -206,7 +212,7 @@ def _rounds(conns, files, net_kw, d: float, until: float | None, progress):
         c.send(("end", None, None))
     for c in conns:
         ends.append(c.recv())
-    return _merge(ends, wan, clock) + (sum(e[3] for e in ends) + time.process_time(),
+    return _merge(ends, wan, clock, site) + (sum(e[3] for e in ends) + time.process_time(),
                                        sum(e[4] for e in ends)
                                        + resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                        / 1024)
@@ -220,7 +226,11 @@ def _wan_to(clock: EventHeap, t: float, until: float | None) -> None:
         clock.run(before=t)
 
 
-def _merge(ends, wan, clock) -> tuple[dict, list[dict], list]:
+def _merge(ends, wan, clock, site) -> tuple[dict, list[dict], list]:
+    """One summary, as one process gives it: lists in the site's order, requests in time
+    order (and at the same instant, in the site's order)."""
+    subnet = {sp.ip: sp.subnet for sp in site.phones}
+    name = {sp.name: i for i, sp in enumerate(site.phones)}
     sums = [e[0] for e in ends]
     truncated = any(s["truncated"] for s in sums)
     payload, wire = wan.delivered()
@@ -229,15 +239,16 @@ def _merge(ends, wan, clock) -> tuple[dict, list[dict], list]:
          "phones": sum(s["phones"] for s in sums),
          "completed": sum(s["completed"] for s in sums),
          "failed": sum(s["failed"] for s in sums), "killed": sum(s["killed"] for s in sums),
-         "not_completed": [n for s in sums for n in s["not_completed"]],
+         "not_completed": sorted((n for s in sums for n in s["not_completed"]),
+                                 key=name.__getitem__),
          "makespan_s": None if truncated else max(ends_t, default=0.0),
          "wan_payload_bytes": payload, "wan_wire_bytes": wire, "wan_up_bytes": wan.up_bytes,
          "tftp_retransmits": wan.retransmits, "wan_drops": wan.tail_drops,
          "wan_losses": wan.losses, "tftp_failures": wan.failures,
          "events": sum(s["events"] for s in sums) + clock.events,
          "datagrams": sum(s["datagrams"] for s in sums)}
-    return s, [o for e in ends for o in e[1]], sorted((r for e in ends for r in e[2]),
-                                                     key=lambda r: r[0])
+    tftp = [(r[0], subnet[r[1]], k, r) for e in ends for k, r in enumerate(e[2])]
+    return s, [o for e in ends for o in e[1]], [x[3] for x in sorted(tftp, key=lambda x: x[:3])]
 
 
 def outcomes(site, indexed: list) -> list[dict]:
