@@ -21,7 +21,7 @@ FUZZ_ARGS  ?= --cases 100000
 FAULTS_ARGS ?=
 BENCH_DECODE_DIR ?= pcaps/samples/pfs
 
-.PHONY: all deps apt venv test test-fast lab bench bench-scale bench-sim bench-calibrate bench-decode faults fuzz wireshark-plugin samples clean-venv help
+.PHONY: all deps apt venv test test-fast lab bench bench-scale bench-sim bench-sim-speed bench-calibrate bench-decode faults fuzz wireshark-plugin samples clean-venv help
 
 help:
 	@echo "sudo make lab      run the default lab (PFS vs traditional), captures in pcaps/"
@@ -32,6 +32,7 @@ help:
 	@echo "make fuzz          10^5 hostile cases against each of the four decoders (FUZZ_ARGS)"
 	@echo "sudo make bench-scale   PFS at 100..1000 phones: fidelity, roots, WAN, memory; bench/scale/"
 	@echo "make bench-sim     simulated curve, 1..1000 phones/subnet at full size: bench/sim/"
+	@echo "make bench-sim-speed   pfslab sim at 10^4 and 10^5 phones: wall, CPU, memory; bench/speed/"
 	@echo "sudo make bench-calibrate   the sim against the lab at 2 x 8, 2 x 100, 4 x 250: bench/calibrate/"
 	@echo "make bench-decode  decode time and peak RSS per MB of capture (BENCH_DECODE_DIR=a run)"
 	@echo "make wireshark-plugin   install the Lua dissector for Wireshark"
@@ -84,6 +85,8 @@ bench-scale: deps
 	$(PY) -m pfslab.bench_scale --out bench/scale $(BENCH_SCALE_ARGS)
 bench-sim: venv
 	$(PY) -m pfslab.sim.bench --out bench/sim $(BENCH_SIM_ARGS)
+bench-sim-speed: venv
+	$(PY) -m pfslab.sim.speed --out bench/speed $(BENCH_SIM_SPEED_ARGS)
 # BENCH_CALIBRATE_ARGS='--sites 2x8' runs a subset; '--sim-only' re-runs the sim side only
 BENCH_CALIBRATE_ARGS ?=
 bench-calibrate: deps

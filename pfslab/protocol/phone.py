@@ -304,6 +304,9 @@ class Phone:
 
     def next_deadline(self) -> float | None:
         heap, timers = self._heap, self._timers
+        if not timers:
+            heap.clear()                           # only cancelled timers' entries left
+            return None
         while heap:
             when, _, k = heap[0]
             live = timers.get(k)

@@ -26,10 +26,13 @@ site and HQ's files, made once here.
 from __future__ import annotations
 
 import gc
+import heapq
 import math
 import multiprocessing as mp
 import resource
 import time
+from collections import deque
+from multiprocessing.connection import wait as mp_wait
 
 from ..firmware import Signer
 from . import scenario
@@ -153,8 +156,9 @@ def _rounds(conns, files, net_kw, d: float, until: float | None, progress, site)
     """The rounds of the module docstring; returns what :func:`~pfslab.sim.run.result`
     takes (summary, outcomes, TFTP requests) plus CPU seconds and peak memory, summed."""
     clock = EventHeap()
-    done: list[list] = [[] for _ in conns]
-    owner: dict[str, int] = {}                   # phone ip -> its worker
+    n = len(conns)
+    done: list[deque] = [deque() for _ in conns]    # completions per worker, in time order
+    owner: dict[str, int] = {}                      # phone ip -> its worker
 
     def deliver(token, ok, error):
         ip, file = token
@@ -162,49 +166,64 @@ def _rounds(conns, files, net_kw, d: float, until: float | None, progress, site)
 
     wan = SimNet(files, **net_kw).wan            # the single process's WAN, on our clock
     wan.clock, wan.deliver = clock, deliver
-    step = d / 2        # the WAN works a step ahead, while the workers run theirs
+    step = d / 2
     totals = _Totals(wan)
-    h = 0.0             # the workers have run every event before h, the WAN before h + step
-    last = False
+    h = [0.0] * n             # worker i has run every event before h[i]
+    later = [0.0] * n         # ... and its next event is then (inf: none, or all ended)
+    ended = [False] * n       # all its phones ended, or it ran to ``until``
+    busy: dict[int, tuple[float, bool]] = {}       # worker -> the horizon it is running to
+    stats = [(0, 0, 0, 0, 0.0)] * n                # ok, failed, serving, events, now
+    asked: list = []          # fetches not fed to the WAN yet, a heap in feeding order
     while True:
-        nxt = h + step
-        if until is not None and nxt > until:
-            nxt, last = until, True
-        for i, c in enumerate(conns):
-            c.send(("run", ("until" if last else "before", nxt), done[i]))
-            done[i] = []
-        # meanwhile the WAN's next step: it needs the fetches asked before nxt + step - d,
-        # i.e. before h, which it has; its completions before nxt + step are the next round's
-        _wan_to(clock, nxt + step, until)
-        replies = [c.recv() for c in conns]
-        h = nxt
-        # in time order; at the same instant, by subnet (the phones' resets at t = 0 reach
-        # the WAN in the site's order, as in one process), then as each worker ran them
-        asked = sorted((a + (i,) for i, r in enumerate(replies) for a in r[0]),
-                       key=lambda a: a[:3])
-        for t, _, _, ip, file, nbytes, name, i in asked:
-            owner[ip] = i                        # (its RRQ reaches HQ at t + d >= h + step)
+        live = [h[i] for i in range(n) if not ended[i]]
+        if not live:
+            break
+        low = min(live)
+        # every fetch asked before low is known (each live worker is past it): to the WAN,
+        # in time order; at the same instant by subnet (the phones' resets at t = 0 reach
+        # it in the site's order, as in one process), then as their worker ran them
+        while asked and asked[0][0] < low:
+            t, _, _, ip, file, nbytes, name, i = heapq.heappop(asked)
+            owner[ip] = i                        # (its RRQ reaches HQ at t + d >= low + d)
             wan.fetch(t, (ip, file), nbytes, name)
-        totals.ok = sum(r[2] for r in replies)
-        totals.failed = sum(r[3] for r in replies)
-        totals.serving = sum(r[4] for r in replies)
-        totals.events = sum(r[5] for r in replies) + clock.events
-        totals.now = max(r[7] for r in replies)
+        for i in range(n):
+            if i in busy or ended[i]:
+                continue
+            # as far as the WAN's completions are known: low + d (a step at a time, so
+            # that the others can work meanwhile)
+            target, last = min(h[i] + step, low + d), False
+            if until is not None and target >= until:
+                target, last = until, True
+            if target <= h[i] and not last:
+                continue                         # it waits for the slowest
+            _wan_to(clock, target, until)
+            q, batch = done[i], []
+            while q and (q[0][0] < target or (last and q[0][0] <= until)):
+                batch.append(q.popleft())
+            if not batch and later[i] >= target and not last:
+                h[i] = target                    # nothing of its own before then
+                continue
+            conns[i].send(("run", ("until" if last else "before", target), batch))
+            busy[i] = (target, last)
+        if not busy:
+            if all(later[i] == math.inf for i in range(n) if not ended[i]) and not any(done) \
+                    and not clock._heap and not asked:
+                break                            # nothing left to happen (stuck phones)
+            continue
+        for c in mp_wait([conns[i] for i in busy]):
+            i = conns.index(c)
+            r = c.recv()
+            h[i], last = busy.pop(i)
+            for a in r[0]:
+                heapq.heappush(asked, a + (i,))
+            later[i], stats[i] = r[6], r[2:6] + (r[7],)
+            ended[i] = last or r[1] == 0
+        totals.ok, totals.failed, totals.serving, totals.events = (
+            sum(x[k] for x in stats) for k in range(4))
+        totals.events += clock.events
+        totals.now = max(x[4] for x in stats)
         if progress is not None:
             progress(totals)
-        pending = sum(r[1] for r in replies)
-        if last or pending == 0:
-            break
-        later = min(r[6] for r in replies)       # the workers' next events
-        if not any(done):
-            w = clock._heap[0][0] if clock._heap else math.inf
-            if later == math.inf and w == math.inf:
-                break                            # nothing left to happen (stuck phones)
-            jump = min(later, w - step)          # nothing anywhere before it
-            if until is not None:
-                jump = min(jump, until)
-            if jump > h:
-                h = jump
     if progress is not None:
         progress(totals, final=True)
     ends = []
