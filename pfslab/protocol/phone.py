@@ -536,8 +536,11 @@ class Phone:
             del roots[next(iter(roots))]
 
     def _cancel(self, s: Session, *kinds: Timer) -> None:
+        timers = self._timers
         for k in kinds:
-            self._timers.pop((s.file, k), None)
+            timers.pop((s.file, k), None)
+        if len(self._heap) > 2 * len(timers) + 4:
+            self._heap[:] = sorted(timers.values())     # drop the cancelled ones' entries
 
     def _msg(self, s: Session, mtype: MsgType, **kw) -> Message:
         return Message(mtype, xid=kw.pop("xid", s.hier_xid), strength=s.strength,
@@ -1144,6 +1147,10 @@ class Phone:
         self._out.append(Write(sid, payload.framed(data)))
         self._out.append(Close(sid))
         st.done = True
+        # A stream this phone closed is over for it: no driver reports its end (the agent
+        # forgets it on the close, the simulator drops it), so it goes now. The child keeps
+        # its slot in s.children.
+        del self.streams[sid]
         if s.is_root:                 # it has the file now, whatever root it reports to
             s.registrar.mark_ready(st.peer)
 

@@ -82,8 +82,9 @@ def _worker(conn, site, mode, subnets, files, signer, seed, net_kw) -> None:
         else:
             out = [(i, p.outcome()) for i, p in zip(
                 (i for i, sp in enumerate(site.phones) if sp.subnet in subnets), phones)]
-            conn.send((net.summary(), out, net.tftp_requests, time.process_time() - cpu,
-                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+            conn.send((net.summary(), out, net.tftp_requests, time.process_time() - cpu))
+            # its peak, sending those (pickled) included
+            conn.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             conn.close()
             return
 
@@ -230,7 +231,7 @@ def _rounds(conns, files, net_kw, d: float, until: float | None, progress, site)
     for c in conns:
         c.send(("end", None, None))
     for c in conns:
-        ends.append(c.recv())
+        ends.append(c.recv() + (c.recv(),))
     return _merge(ends, wan, clock, site) + (sum(e[3] for e in ends) + time.process_time(),
                                        sum(e[4] for e in ends)
                                        + resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
