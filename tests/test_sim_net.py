@@ -141,10 +141,10 @@ def test_a_beating_keepalive_keeps_its_children_without_an_event_per_hold():
     frames = Counter()                       # frame type -> deliveries
     deliver = net._stream_data
 
-    def counted(link, data, _=None):
+    def counted(link, data, close=None):
         if isinstance(data, bytes) and data[:4] == b"CPDP":
             frames[data[5]] += 1
-        deliver(link, data)
+        deliver(link, data, close)
     net._stream_data = counted
     net.run(until=net.now + 400.0)           # 100 HOLD intervals for each waiting child
     assert any(s.state == State.ROOT_FETCHING for s in root.sessions.values())

@@ -238,7 +238,7 @@ class SimNet(EventHeap):
                 node.phone.on_datagram(now, data, src.ip)
                 self._drain(node)
 
-    def _stream_data(self, link: _Link, data, _=None) -> None:
+    def _stream_data(self, link: _Link, data, close=None) -> None:
         node = link.dst
         link.rx_last = self.now
         if node.alive:
@@ -253,6 +253,8 @@ class SimNet(EventHeap):
         back = self._links.get((node.ip, link.dsid))
         if back is not None:
             self._rewatch(back)
+        if close:
+            self._stream_closed(node, link.dsid, "closed by peer")
 
     def _stream_closed(self, node: Node, sid: int, why: str) -> None:
         node.links.discard(sid)
@@ -540,6 +542,12 @@ class SimNet(EventHeap):
             item = link.q.popleft()
             if link.dead:
                 link.q.clear()
+            elif link.q and link.q[0] is _CLOSE:
+                # the close right behind it (a file, then the parent's close): both in one
+                # event, as two would run back to back
+                link.q.popleft()
+                self.at(max(t, link.last), self._stream_data, link, item, True)
+                link.last = max(t, link.last)
             else:
                 self._deliver(link, t, item)
             self._lan_next(link)
