@@ -226,6 +226,8 @@ class Session:
     yielded_to: str = NO_IP
     xids: tuple[int, ...] = ()    # other roots' XIDs heard (a rebuilt tree), at most MAX_XIDS
     yield_since: float = 0.0
+    yield_last: float = 0.0       # the last stronger claim heard while yielded (YIELD_WAIT
+                                  # runs from it: _t_yield looks, rather than each re-arming)
     placed_by: str = NO_IP        # the root whose OFFER placed this phone (and its children)
 
     @property
@@ -501,7 +503,9 @@ class Phone:
         self._set_timer_at(s.file, kind, delay)
 
     def _set_timer_at(self, key: str, kind: Timer, delay: float) -> None:
-        when = self.now + delay
+        self._set_timer_until(key, kind, self.now + delay)
+
+    def _set_timer_until(self, key: str, kind: Timer, when: float) -> None:
         self._seq += 1
         k = _timer_key(key, kind)
         timers, heap = self._timers, self._heap
@@ -722,6 +726,10 @@ class Phone:
             self._confirm(s)
 
     def _t_yield(self, s: Session) -> None:
+        due = s.yield_last + self.t.yield_wait
+        if self.now < due:          # a stronger claim came since it was set: wait on
+            self._set_timer_until(s.file, Timer.YIELD, due)
+            return
         if s.no_shows is _EMPTY:
             s.no_shows = set()
         s.no_shows.add(s.yielded_to)      # it never confirmed: its claims count no more
@@ -860,11 +868,11 @@ class Phone:
             pass
         elif s.state == State.YIELDED and self._stronger(m, src, s):
             if self.now - s.yield_since < self.t.yield_limit:   # the election goes on
-                self._set_timer(s, Timer.YIELD, self.t.yield_wait)
+                s.yield_last = self.now          # YIELD_WAIT from here (see _t_yield)
         elif s.state in (State.LISTENING, State.TENTATIVE) and self._stronger(m, src, s):
             self._cancel(s, Timer.ELECT, Timer.LISTEN)
             self._goto(s, State.YIELDED, MsgType.CLAIM)
-            s.yielded_to, s.yield_since = src, self.now
+            s.yielded_to, s.yield_since, s.yield_last = src, self.now, self.now
             if self.logs:
                 self.log("INF", f"{fmt_xid(s.xid)} RxBdcst ClaimRoot(tent) {fmt_xid(m.xid)} from "
                                 f"{src} strength={m.strength:08x}: yielding")
