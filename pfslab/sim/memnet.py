@@ -207,6 +207,8 @@ class SimNet(EventHeap):
         skip, only, deaf = (), None, None
         if root:
             skip = self._deaf.get(key + (m.xid,)) or ()
+            if len(skip) >= len(group) - 1 and src not in skip:
+                return            # a repeat all the others ignore (the deaf are all in group)
         elif m.type is MsgType.CLAIM or m.type is MsgType.READY:
             only = self._heed.get(key) or ()
         for node in group:
