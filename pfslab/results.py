@@ -159,7 +159,7 @@ class ModeResult:
 
 
 #: from this many phones (all modes together), results.json is written without indentation:
-#: json's C encoder then makes it at once (10^5 phones: 1 s instead of 5 s)
+#: json's C encoder then makes it at once
 COMPACT_FROM = 10_000
 
 
@@ -169,7 +169,7 @@ def write_results(results: list[dict], path: str) -> str:
     big = sum(len(r.get("phones") or ()) for r in results) >= COMPACT_FROM
     text = json.dumps(results if len(results) > 1 else results[0], indent=None if big else 1)
     with open(path, "w") as f:
-        f.write(text)           # (json.dump writes piece by piece: 5 s at 10^5 phones)
+        f.write(text)           # (json.dump would write it piece by piece, far slower)
     give_to_sudo_user(path)
     return path
 

@@ -65,7 +65,7 @@ class _Link:
         self.busy = False
         self.dead = False
         self.last = 0.0                    # when its latest delivery happens
-        self.beat_t0 = 0.0                 # the keepalive's first beat (sent as a write)
+        self.beat_t0 = 0.0                 # the keepalive's first beat
         self.beat_every = 0.0              # 0: no keepalive
         self.beat_bytes = 0
         self.watch = 0.0                   # the receiver's Watch: silence, s (0: none)
@@ -548,8 +548,8 @@ class SimNet(EventHeap):
                 # the close right behind it (a file, then the parent's close): both in one
                 # event, as two would run back to back
                 link.q.popleft()
-                self.at(max(t, link.last), self._stream_data, link, item, True)
                 link.last = max(t, link.last)
+                self.at(link.last, self._stream_data, link, item, True)
             else:
                 self._deliver(link, t, item)
             self._lan_next(link)

@@ -2,20 +2,19 @@
 
 Subnets meet only at the WAN. Broadcasts, unicasts and streams stay within a subnet, and the
 WAN sees a phone only when it asks for a file (``SimNet._fetch``) and when the file has come
-(``SimNet._fetched``). A fetch asked at t ends no sooner than t + 2d (d: the WAN's one-way
-delay: the request goes up, the last block comes down). So the run goes in rounds, a
-conservative synchronisation with d as its lookahead: rounds of s = d/2, and at the start of
-each the workers have run every event before H and the WAN (here) every event before H + s:
+(``SimNet._fetched``). A fetch asked at t reaches HQ no sooner than t + d (d: the WAN's
+one-way delay) and ends no sooner than t + 2d. That is the lookahead of a conservative
+synchronisation. Let L be the slowest worker's horizon (it has run every event before L):
 
-1. each worker is handed the WAN's completions in [H, H + s) (events in its heap, as a single
-   process would run them), runs its events before H + s, and hands back the fetches its
-   phones asked for meanwhile;
-2. meanwhile this process runs the WAN's events before H + 2s. They need only the fetches
-   asked before H + 2s - d = H, which it has; every completion before H + 2s is then known;
-3. it feeds the workers' new fetches, in time order, to the WAN (a fetch asked at t >= H
-   reaches HQ at t + d >= H + 2s, so never in the WAN's past), and H += s. When nothing
-   happens for a while (a long root fetch at full size), H jumps to the next event
-   anywhere.
+1. every fetch asked before L is known; this process feeds them, in time order (at the same
+   instant by subnet, then in their worker's order: what one process gives), to the same WAN
+   model a single process uses, and may run the WAN's events before L + d: every completion
+   before L + d is then known;
+2. an idle worker is handed its completions up to its next horizon, at most L + d, in steps
+   of d/2 (so that the others work meanwhile: up to d ahead of the slowest), runs its events
+   before it, and hands back the fetches its phones asked for;
+3. a worker with nothing of its own before its next horizon moves there without a message;
+   when nothing happens anywhere (a long root fetch at full size), all of them do.
 
 The phones, the LAN and the WAN are the single-process ones; a run decides what a single
 process decides, except the order of two things at the very same instant in different
